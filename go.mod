@@ -1,0 +1,3 @@
+module github.com/zerodiff/zerodiff
+
+go 1.26.8

@@ -1,0 +1,143 @@
+// Package cpu is zerodiff's pure-Go compute backend: float32 kernels over host
+// slices, parallel over fixed chunks so that results do not depend on the
+// number of threads. It defines the numbers the CUDA backend is tested against.
+package cpu
+
+import (
+	"fmt"
+
+	"github.com/zerodiff/zerodiff/internal/tensor"
+)
+
+// f32 is float32 host storage; i64 holds token ids and other integers.
+type (
+	f32 []float32
+	i64 []int64
+)
+
+func (s f32) Len() int { return len(s) }
+func (s i64) Len() int { return len(s) }
+
+// Backend runs kernels on the host CPU.
+type Backend struct{}
+
+// New returns the CPU backend.
+func New() *Backend { return &Backend{} }
+
+func (*Backend) Name() string { return "cpu" }
+
+// New allocates a zeroed F32 or I64 tensor; the CPU computes in float32 only,
+// half-precision data is converted when it is uploaded.
+func (*Backend) New(dt tensor.DType, shape ...int) *tensor.Tensor {
+	n := tensor.Numel(shape)
+	t := &tensor.Tensor{Shape: append([]int(nil), shape...), DType: dt}
+	switch dt {
+	case tensor.F32:
+		t.Data = make(f32, n)
+	case tensor.I64:
+		t.Data = make(i64, n)
+	default:
+		panic(fmt.Sprintf("cpu: cannot allocate %s tensors; the CPU backend computes in F32", dt))
+	}
+	return t
+}
+
+func (*Backend) Free(t *tensor.Tensor) { t.Data = nil }
+
+func (*Backend) View(t *tensor.Tensor, offset int, shape ...int) *tensor.Tensor {
+	n := tensor.Numel(shape)
+	v := &tensor.Tensor{Shape: append([]int(nil), shape...), DType: t.DType}
+	switch d := t.Data.(type) {
+	case f32:
+		v.Data = d[offset : offset+n : offset+n]
+	case i64:
+		v.Data = d[offset : offset+n : offset+n]
+	default:
+		panic(fmt.Sprintf("cpu: view of %v", t))
+	}
+	return v
+}
+
+func (*Backend) Upload(t *tensor.Tensor, src []float32) {
+	d := Data(t)
+	if len(src) != len(d) {
+		panic(fmt.Sprintf("cpu: upload of %d values into %v", len(src), t))
+	}
+	copy(d, src)
+}
+
+func (*Backend) UploadInt64(t *tensor.Tensor, src []int64) {
+	d := Ints(t)
+	if len(src) != len(d) {
+		panic(fmt.Sprintf("cpu: upload of %d ids into %v", len(src), t))
+	}
+	copy(d, src)
+}
+
+func (*Backend) Download(dst []float32, t *tensor.Tensor) {
+	d := Data(t)
+	if len(dst) != len(d) {
+		panic(fmt.Sprintf("cpu: download of %v into %d values", t, len(dst)))
+	}
+	copy(dst, d)
+}
+
+// Sync has nothing to wait for: CPU kernels finish before they return.
+func (*Backend) Sync() error { return nil }
+
+func (*Backend) Zero(t *tensor.Tensor) {
+	switch d := t.Data.(type) {
+	case f32:
+		clear(d)
+	case i64:
+		clear(d)
+	}
+}
+
+func (*Backend) Copy(dst, src *tensor.Tensor) {
+	mustSameLen("copy", dst, src)
+	switch d := dst.Data.(type) {
+	case f32:
+		copy(d, Data(src))
+	case i64:
+		copy(d, Ints(src))
+	}
+}
+
+// Data is the float32 storage of a CPU tensor.
+func Data(t *tensor.Tensor) []float32 {
+	d, ok := t.Data.(f32)
+	if !ok {
+		panic(fmt.Sprintf("cpu: %v is not a CPU float32 tensor", t))
+	}
+	return d
+}
+
+// Ints is the int64 storage of a CPU tensor.
+func Ints(t *tensor.Tensor) []int64 {
+	d, ok := t.Data.(i64)
+	if !ok {
+		panic(fmt.Sprintf("cpu: %v is not a CPU int64 tensor", t))
+	}
+	return d
+}
+
+// FromSlice wraps host values as a CPU tensor without copying.
+func FromSlice(data []float32, shape ...int) *tensor.Tensor {
+	if tensor.Numel(shape) != len(data) {
+		panic(fmt.Sprintf("cpu: %d values for shape %v", len(data), shape))
+	}
+	return &tensor.Tensor{Shape: append([]int(nil), shape...), DType: tensor.F32, Data: f32(data)}
+}
+
+func mustSameLen(op string, a, b *tensor.Tensor) {
+	if a.Numel() != b.Numel() {
+		panic(fmt.Sprintf("cpu: %s: %v and %v differ in size", op, a, b))
+	}
+}
+
+func mustShape(op string, t *tensor.Tensor, shape ...int) {
+	if !tensor.SameShape(t.Shape, shape) {
+		panic(fmt.Sprintf("cpu: %s: got %v, want shape %v", op, t, shape))
+	}
+}

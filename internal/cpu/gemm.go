@@ -1,0 +1,321 @@
+package cpu
+
+import (
+	"fmt"
+	"runtime"
+	"sync"
+)
+
+// The GEMM follows the BLIS/GotoBLAS plan: C is cut into nc-wide column
+// panels and mBig-tall row panels, K into kc-deep slices; for each slice the
+// operands are packed into contiguous micro-panels (mr rows of A, nr columns
+// of B, interleaved along K) and a register-blocked mr×nr micro-kernel walks
+// them. The sizes fit AMD Zen: an nr-wide B sliver (kc·nr·4 = 16 KiB) stays in
+// L1, an mc×kc block of A (144 KiB) in L2, the kc×nc panel of B in L3.
+const (
+	gemmMR   = 6    // rows of a micro-tile: 6 broadcasts of A per step
+	gemmNR   = 16   // columns of a micro-tile: two 8-wide YMM vectors of B
+	gemmKC   = 256  // depth of one packed K slice
+	gemmMC   = 144  // rows of A one task keeps in L2
+	gemmNC   = 4080 // columns of B packed at once (a multiple of gemmNR)
+	gemmMBig = 3456 // rows of A packed at once (a multiple of gemmMC), bounds the buffer
+)
+
+// gemmParallelFlops is the size (2·m·n·k) below which a GEMM runs on the
+// calling goroutine: smaller products finish before goroutines would start.
+const gemmParallelFlops = 1 << 20
+
+// sgemm computes the row-major product
+//
+//	c (m, n) = alpha·op(a)·op(b) + beta·c
+//
+// where op(a) is a (m, k) with leading dimension lda, or aᵀ when transA and a
+// is stored (k, m); op(b) is b (k, n), or bᵀ when transB and b is stored
+// (n, k). As in BLAS, beta = 0 writes c without reading it. Every element of c
+// is reduced by one goroutine over K in a fixed order, so the result has the
+// same bits for any GOMAXPROCS.
+func sgemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
+	gemm(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, true)
+}
+
+// gemm is sgemm with a switch to keep all work on the calling goroutine, for
+// callers that already run many small products in parallel.
+func gemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int, parallel bool) {
+	if m == 0 || n == 0 {
+		return
+	}
+	checkGemmArgs(transA, transB, m, n, k, a, lda, b, ldb, c, ldc)
+	if k == 0 || alpha == 0 {
+		scaleRows(m, n, beta, c, ldc)
+		return
+	}
+	g := gemmJob{
+		m: m, n: n, k: k, alpha: alpha, beta: beta, c: c, ldc: ldc,
+		packA: stridedPackA(transA, a, lda),
+		packB: stridedPackB(transB, b, ldb),
+	}
+	g.run(parallel && 2*m*n*k >= gemmParallelFlops)
+}
+
+// checkGemmArgs panics with the offending operand when a slice is too short
+// for its shape and leading dimension; the assembly kernel relies on it.
+func checkGemmArgs(transA, transB bool, m, n, k int, a []float32, lda int, b []float32, ldb int, c []float32, ldc int) {
+	need := func(name string, rows, cols, ld, have int) {
+		if rows == 0 || cols == 0 {
+			return
+		}
+		if ld < cols || have < (rows-1)*ld+cols {
+			panic(fmt.Sprintf("cpu: sgemm: %s is %d values with leading dimension %d, want a (%d, %d) matrix", name, have, ld, rows, cols))
+		}
+	}
+	ar, ac := m, k
+	if transA {
+		ar, ac = k, m
+	}
+	br, bc := k, n
+	if transB {
+		br, bc = n, k
+	}
+	need("a", ar, ac, lda, len(a))
+	need("b", br, bc, ldb, len(b))
+	need("c", m, n, ldc, len(c))
+}
+
+// scaleRows sets c (m, n) = beta·c, and to zero when beta is 0.
+func scaleRows(m, n int, beta float32, c []float32, ldc int) {
+	for i := range m {
+		row := c[i*ldc : i*ldc+n]
+		if beta == 0 {
+			clear(row)
+			continue
+		}
+		for j := range row {
+			row[j] *= beta
+		}
+	}
+}
+
+// A packAFunc writes rows [i0, i1) × depth [p0, p1) of the left operand into
+// dst as mr-row micro-panels: panel s holds dst[s·mr·kb + p·mr + r] =
+// A[i0 + s·mr + r, p0 + p], zero-padded past i1. A packBFunc writes depth
+// [p0, p1) × columns [j0, j1) of the right operand as nr-column micro-panels,
+// dst[s·nr·kb + p·nr + j] = B[p0 + p, j0 + s·nr + j], zero-padded past j1.
+// Convolutions supply packers that read images directly.
+type (
+	packAFunc func(dst []float32, i0, i1, p0, p1 int)
+	packBFunc func(dst []float32, p0, p1, j0, j1 int)
+)
+
+// gemmJob is one product c = alpha·A·B + beta·c with A and B given by packers.
+type gemmJob struct {
+	m, n, k     int
+	alpha, beta float32
+	c           []float32
+	ldc         int
+	packA       packAFunc
+	packB       packBFunc
+}
+
+// gemmBufs holds the packed panels of one running GEMM; they are pooled
+// because small products are frequent and the panels reach megabytes.
+type gemmBufs struct{ a, b []float32 }
+
+var gemmBufPool = sync.Pool{New: func() any { return new(gemmBufs) }}
+
+// grow returns s resized to n values, reallocating only when it is too small.
+func grow(s []float32, n int) []float32 {
+	if cap(s) < n {
+		return make([]float32, n)
+	}
+	return s[:n]
+}
+
+// run computes the product, spreading packing and micro-tiles over
+// goroutines when parallel. Blocking depends only on m, n and k, so the
+// arithmetic done for each element is the same either way.
+func (g *gemmJob) run(parallel bool) {
+	bufs := gemmBufPool.Get().(*gemmBufs)
+	defer gemmBufPool.Put(bufs)
+	mBig := min(roundUp(g.m, gemmMR), gemmMBig)
+	nBig := min(roundUp(g.n, gemmNR), gemmNC)
+	kBig := min(g.k, gemmKC)
+	bufs.a = grow(bufs.a, mBig*kBig) // mBig/mr panels of (kc, mr)
+	bufs.b = grow(bufs.b, kBig*nBig) // nBig/nr panels of (kc, nr)
+	for jc := 0; jc < g.n; jc += gemmNC {
+		j1 := min(jc+gemmNC, g.n)
+		for ic := 0; ic < g.m; ic += gemmMBig {
+			i1 := min(ic+gemmMBig, g.m)
+			for pc := 0; pc < g.k; pc += gemmKC {
+				p1 := min(pc+gemmKC, g.k)
+				g.step(bufs, ic, i1, pc, p1, jc, j1, parallel)
+			}
+		}
+	}
+}
+
+// step packs the blocks A[i0:i1, p0:p1] and B[p0:p1, j0:j1] and runs the
+// micro-kernel over C[i0:i1, j0:j1]. The first K slice applies beta; later
+// ones add to what earlier slices left in C.
+func (g *gemmJob) step(bufs *gemmBufs, i0, i1, p0, p1, j0, j1 int, parallel bool) {
+	kb := p1 - p0
+	aPanels := (i1 - i0 + gemmMR - 1) / gemmMR
+	bPanels := (j1 - j0 + gemmNR - 1) / gemmNR
+	ap := bufs.a[:aPanels*gemmMR*kb]
+	bp := bufs.b[:bPanels*gemmNR*kb]
+	beta, load := g.beta, g.beta != 0
+	if p0 > 0 {
+		beta, load = 1, true
+	}
+	// Packing grains keep at least ~16K values per goroutine chunk.
+	aGrain := max(1, 16384/(gemmMR*kb))
+	bGrain := max(1, 16384/(gemmNR*kb))
+	forRange(parallel, aPanels, aGrain, func(lo, hi int) {
+		g.packA(ap[lo*gemmMR*kb:hi*gemmMR*kb], i0+lo*gemmMR, min(i0+hi*gemmMR, i1), p0, p1)
+	})
+	forRange(parallel, bPanels, bGrain, func(lo, hi int) {
+		g.packB(bp[lo*gemmNR*kb:hi*gemmNR*kb], p0, p1, j0+lo*gemmNR, min(j0+hi*gemmNR, j1))
+	})
+	// Tasks are mc-row blocks, split along the columns as well when there
+	// are too few of them to keep every goroutine busy.
+	rowBlocks := (i1 - i0 + gemmMC - 1) / gemmMC
+	colSplit := 1
+	if parallel {
+		colSplit = min(bPanels, max(1, (4*runtime.GOMAXPROCS(0)+rowBlocks-1)/rowBlocks))
+	}
+	colPanels := (bPanels + colSplit - 1) / colSplit
+	colBlocks := (bPanels + colPanels - 1) / colPanels
+	forRange(parallel, rowBlocks*colBlocks, 1, func(lo, hi int) {
+		var tile [gemmMR * gemmNR]float32 // edge tiles go through here
+		for t := lo; t < hi; t++ {
+			rb, cb := t/colBlocks, t%colBlocks
+			ir0 := rb * gemmMC
+			ir1 := min(ir0+gemmMC, i1-i0)
+			jr0 := cb * colPanels * gemmNR
+			jr1 := min(jr0+colPanels*gemmNR, j1-j0)
+			for jr := jr0; jr < jr1; jr += gemmNR {
+				nr := min(gemmNR, jr1-jr)
+				bs := bp[jr*kb : (jr+gemmNR)*kb]
+				for ir := ir0; ir < ir1; ir += gemmMR {
+					mr := min(gemmMR, ir1-ir)
+					as := ap[ir*kb : (ir+gemmMR)*kb]
+					off := (i0+ir)*g.ldc + j0 + jr
+					if mr == gemmMR && nr == gemmNR {
+						microKernel(kb, as, bs, g.c[off:], g.ldc, g.alpha, beta, load)
+						continue
+					}
+					if load {
+						for r := range mr {
+							copy(tile[r*gemmNR:r*gemmNR+nr], g.c[off+r*g.ldc:])
+						}
+					}
+					microKernel(kb, as, bs, tile[:], gemmNR, g.alpha, beta, load)
+					for r := range mr {
+						copy(g.c[off+r*g.ldc:off+r*g.ldc+nr], tile[r*gemmNR:])
+					}
+				}
+			}
+		}
+	})
+}
+
+// forRange is parallelFor when parallel, else a plain loop in one chunk.
+func forRange(parallel bool, n, grain int, body func(lo, hi int)) {
+	if parallel {
+		parallelFor(n, grain, body)
+	} else if n > 0 {
+		body(0, n)
+	}
+}
+
+func roundUp(x, m int) int { return (x + m - 1) / m * m }
+
+// stridedPackA packs op(a) of a strided row-major matrix: a (m, k), or a
+// stored (k, m) when trans.
+func stridedPackA(trans bool, a []float32, lda int) packAFunc {
+	return func(dst []float32, i0, i1, p0, p1 int) {
+		kb := p1 - p0
+		for s := 0; i0+s*gemmMR < i1; s++ {
+			d := dst[s*gemmMR*kb : (s+1)*gemmMR*kb]
+			r0 := i0 + s*gemmMR
+			rows := min(gemmMR, i1-r0)
+			if trans {
+				for p := range kb {
+					src := a[(p0+p)*lda+r0 : (p0+p)*lda+r0+rows]
+					dp := d[p*gemmMR : p*gemmMR+gemmMR]
+					copy(dp, src)
+					clear(dp[rows:])
+				}
+				continue
+			}
+			if rows < gemmMR {
+				clear(d)
+			}
+			for r := range rows {
+				src := a[(r0+r)*lda+p0 : (r0+r)*lda+p1]
+				for p, v := range src {
+					d[p*gemmMR+r] = v
+				}
+			}
+		}
+	}
+}
+
+// stridedPackB packs op(b) of a strided row-major matrix: b (k, n), or b
+// stored (n, k) when trans.
+func stridedPackB(trans bool, b []float32, ldb int) packBFunc {
+	return func(dst []float32, p0, p1, j0, j1 int) {
+		kb := p1 - p0
+		for s := 0; j0+s*gemmNR < j1; s++ {
+			d := dst[s*gemmNR*kb : (s+1)*gemmNR*kb]
+			c0 := j0 + s*gemmNR
+			cols := min(gemmNR, j1-c0)
+			if !trans {
+				for p := range kb {
+					dp := d[p*gemmNR : p*gemmNR+gemmNR]
+					copy(dp, b[(p0+p)*ldb+c0:(p0+p)*ldb+c0+cols])
+					clear(dp[cols:])
+				}
+				continue
+			}
+			if cols < gemmNR {
+				clear(d)
+			}
+			for j := range cols {
+				src := b[(c0+j)*ldb+p0 : (c0+j)*ldb+p1]
+				for p, v := range src {
+					d[p*gemmNR+j] = v
+				}
+			}
+		}
+	}
+}
+
+// microKernelGo is the portable micro-kernel: over kb steps of the packed
+// panels a (kb, mr) and b (kb, nr) it accumulates the mr×nr tile, then writes
+// c = alpha·acc + beta·c, or c = alpha·acc without reading c when !load.
+func microKernelGo(kb int, a, b, c []float32, ldc int, alpha, beta float32, load bool) {
+	var acc [gemmMR][gemmNR]float32
+	a = a[:kb*gemmMR]
+	b = b[:kb*gemmNR]
+	for p := range kb {
+		ap := a[p*gemmMR : p*gemmMR+gemmMR]
+		bp := b[p*gemmNR : p*gemmNR+gemmNR]
+		for r := range gemmMR {
+			ar := ap[r]
+			row := &acc[r]
+			for j := range gemmNR {
+				row[j] += ar * bp[j]
+			}
+		}
+	}
+	for r := range gemmMR {
+		cr := c[r*ldc : r*ldc+gemmNR]
+		for j := range gemmNR {
+			if load {
+				cr[j] = alpha*acc[r][j] + beta*cr[j]
+			} else {
+				cr[j] = alpha * acc[r][j]
+			}
+		}
+	}
+}

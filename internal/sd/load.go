@@ -1,0 +1,278 @@
+// Package sd holds what the three Stable Diffusion models (internal/sd/unet,
+// vae, clip) share: reading a diffusers model folder's configs, finding its
+// weight files, loading safetensors weights into a parameter table by name,
+// and the names that original single-file (LDM) checkpoints give the same
+// tensors.
+package sd
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/zerodiff/zerodiff/internal/nn"
+	"github.com/zerodiff/zerodiff/internal/safetensors"
+	"github.com/zerodiff/zerodiff/internal/tensor"
+)
+
+// ReadConfig decodes <dir>/<sub>/config.json (scheduler_config.json for the
+// scheduler, tokenizer_config.json for the tokenizer) into v. Keys v does not
+// name are ignored, as diffusers ignores keys it does not use.
+func ReadConfig(dir, sub string, v any) error {
+	name := "config.json"
+	switch sub {
+	case "scheduler":
+		name = "scheduler_config.json"
+	case "tokenizer":
+		name = "tokenizer_config.json"
+	}
+	path := filepath.Join(dir, sub, name)
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("no %s: is %s a diffusers model folder (it needs %s/%s)?", path, dir, sub, name)
+	}
+	if err != nil {
+		return fmt.Errorf("read config: %w", err)
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("config %s: %w", path, err)
+	}
+	return nil
+}
+
+// pickleExts are the weight files zerodiff refuses: they are Python pickles,
+// and unpickling a file runs whatever code it holds.
+var pickleExts = []string{".bin", ".ckpt", ".pt", ".pth", ".pkl"}
+
+// ModelFiles returns the safetensors files of one component of a diffusers
+// folder, <dir>/<sub>: diffusion_pytorch_model.safetensors (diffusers models)
+// or model.safetensors (transformers models), else their .fp16 variants, each
+// also as shards listed by a .safetensors.index.json. A folder that has only
+// pickle weights (.bin) is an error that says how to convert it.
+func ModelFiles(dir, sub string) ([]string, error) {
+	folder := filepath.Join(dir, sub)
+	var tried []string
+	for _, variant := range []string{"", ".fp16"} {
+		for _, base := range []string{"diffusion_pytorch_model", "model"} {
+			name := base + variant + ".safetensors"
+			tried = append(tried, name)
+			p := filepath.Join(folder, name)
+			if _, err := os.Stat(p); err == nil {
+				return []string{p}, nil
+			}
+			if _, err := os.Stat(p + ".index.json"); err == nil {
+				return shardFiles(p + ".index.json")
+			}
+		}
+	}
+	entries, err := os.ReadDir(folder)
+	if err != nil {
+		return nil, fmt.Errorf("model folder: %w", err)
+	}
+	for _, e := range entries {
+		if slices.Contains(pickleExts, filepath.Ext(e.Name())) {
+			return nil, fmt.Errorf("%s holds only pickle weights (%s), which zerodiff does not read because unpickling runs arbitrary code; "+
+				"convert the folder to safetensors once with diffusers: "+
+				`python -c "from diffusers import StableDiffusionPipeline as P; P.from_pretrained('%s').save_pretrained('%s', safe_serialization=True)"`,
+				folder, e.Name(), dir, dir)
+		}
+	}
+	return nil, fmt.Errorf("no weights in %s: looked for %s (and .index.json shards of each)", folder, strings.Join(tried, ", "))
+}
+
+// shardFiles lists the files a safetensors index names, in name order.
+func shardFiles(index string) ([]string, error) {
+	b, err := os.ReadFile(index)
+	if err != nil {
+		return nil, fmt.Errorf("shard index: %w", err)
+	}
+	var idx struct {
+		WeightMap map[string]string `json:"weight_map"`
+	}
+	if err := json.Unmarshal(b, &idx); err != nil {
+		return nil, fmt.Errorf("shard index %s: %w", index, err)
+	}
+	var files []string
+	for _, f := range idx.WeightMap {
+		p := filepath.Join(filepath.Dir(index), f)
+		if !slices.Contains(files, p) {
+			files = append(files, p)
+		}
+	}
+	if len(files) == 0 {
+		return nil, fmt.Errorf("shard index %s: empty weight_map", index)
+	}
+	slices.Sort(files)
+	return files, nil
+}
+
+// Weights is one or more opened safetensors files that together hold a
+// model's tensors (a single file, or the shards of one).
+type Weights struct {
+	paths []string
+	files []*safetensors.File
+	owner map[string]*safetensors.File // key → the file holding it
+}
+
+// OpenWeights opens the files at paths. A pickle checkpoint (.ckpt, .bin, …)
+// is refused with the command that converts it.
+func OpenWeights(paths ...string) (*Weights, error) {
+	w := &Weights{paths: paths, owner: map[string]*safetensors.File{}}
+	for _, p := range paths {
+		if slices.Contains(pickleExts, filepath.Ext(p)) {
+			w.Close()
+			out := strings.TrimSuffix(p, filepath.Ext(p)) + ".safetensors"
+			return nil, fmt.Errorf("%s is a pickle checkpoint, which zerodiff does not read because unpickling runs arbitrary code; "+
+				"convert it once to safetensors: "+
+				`python -c "import torch; from safetensors.torch import save_file; sd = torch.load('%s', map_location='cpu', weights_only=True); sd = sd.get('state_dict', sd); save_file({k: v.contiguous() for k, v in sd.items() if isinstance(v, torch.Tensor)}, '%s')"`,
+				p, p, out)
+		}
+		f, err := safetensors.Open(p)
+		if err != nil {
+			w.Close()
+			return nil, err
+		}
+		w.files = append(w.files, f)
+		for _, k := range f.Names() {
+			if _, dup := w.owner[k]; dup {
+				w.Close()
+				return nil, fmt.Errorf("weights %s: tensor %q is in more than one file", strings.Join(paths, ", "), k)
+			}
+			w.owner[k] = f
+		}
+	}
+	return w, nil
+}
+
+// Close releases the files.
+func (w *Weights) Close() error {
+	var first error
+	for _, f := range w.files {
+		if err := f.Close(); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+// Has reports whether some file holds key.
+func (w *Weights) Has(key string) bool {
+	_, ok := w.owner[key]
+	return ok
+}
+
+// Keys lists every tensor name, sorted.
+func (w *Weights) Keys() []string {
+	keys := make([]string, 0, len(w.owner))
+	for k := range w.owner {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+func (w *Weights) String() string { return strings.Join(w.paths, ", ") }
+
+// Mapping says where a model's parameters are in a file.
+type Mapping struct {
+	// Key returns the file key of the parameter with this diffusers name.
+	Key func(name string) (string, error)
+	// Prefix selects the file keys that belong to the model: those the model
+	// does not consume are reported as unexpected. "" means every key (a
+	// component's own file); a single file holds three models under three prefixes.
+	Prefix string
+}
+
+// Diffusers is the mapping of a diffusers folder's own files: names are keys.
+var Diffusers = Mapping{Key: func(name string) (string, error) { return name, nil }}
+
+// harmless reports keys a model may leave unused without anything being
+// wrong: the position ids buffer that older transformers saved with CLIP.
+func harmless(key string) bool {
+	return strings.HasSuffix(key, "embeddings.position_ids")
+}
+
+// listLimit is how many names an error lists before it only counts the rest.
+const listLimit = 5
+
+// LoadWeights uploads every parameter of tab from w, converting F16 and BF16
+// to float32. A file shape may add trailing 1s to the parameter's shape (a
+// 1x1 convolution stored where the model has a linear layer, as LDM VAEs
+// store their attention projections). Nothing is uploaded unless every
+// parameter is found with a matching shape and no key under m.Prefix is left
+// over; the error names the mismatches, the missing and the unexpected tensors.
+func LoadWeights(be tensor.Backend, tab *nn.Table, w *Weights, m Mapping) error {
+	var problems, missing []string
+	keys := make([]string, len(tab.Params))
+	used := map[string]bool{}
+	for i, p := range tab.Params {
+		key, err := m.Key(p.Name)
+		if err != nil {
+			problems = append(problems, err.Error())
+			continue
+		}
+		f, ok := w.owner[key]
+		if !ok {
+			missing = append(missing, key)
+			continue
+		}
+		used[key] = true
+		info, _ := f.Info(key)
+		switch {
+		case info.DType == tensor.I64:
+			problems = append(problems, fmt.Sprintf("tensor %s is I64, parameter %s needs floats", key, p.Name))
+		case !sameUpToTrailingOnes(info.Shape, p.Shape):
+			problems = append(problems, fmt.Sprintf("tensor %s has shape %v in the file, parameter %s has %v", key, info.Shape, p.Name, p.Shape))
+		}
+		keys[i] = key
+	}
+	var extra []string
+	for _, k := range w.Keys() {
+		if strings.HasPrefix(k, m.Prefix) && !used[k] && !harmless(k) {
+			extra = append(extra, k)
+		}
+	}
+	if len(missing) > 0 {
+		problems = append(problems, fmt.Sprintf("%d tensors missing: %s", len(missing), firstFew(missing)))
+	}
+	if len(extra) > 0 {
+		problems = append(problems, fmt.Sprintf("%d unexpected tensors (does the config match these weights?): %s", len(extra), firstFew(extra)))
+	}
+	if len(problems) > 0 {
+		return fmt.Errorf("load %d parameters from %s: %s", len(tab.Params), w, strings.Join(problems, "; "))
+	}
+	for i, p := range tab.Params {
+		v, err := w.owner[keys[i]].Float32(keys[i])
+		if err != nil {
+			return fmt.Errorf("load %s: %w", p.Name, err)
+		}
+		be.Upload(p.W, v)
+	}
+	return nil
+}
+
+// sameUpToTrailingOnes reports whether file is want followed by zero or more 1s.
+func sameUpToTrailingOnes(file, want []int) bool {
+	if len(file) < len(want) || !tensor.SameShape(file[:len(want)], want) {
+		return false
+	}
+	for _, d := range file[len(want):] {
+		if d != 1 {
+			return false
+		}
+	}
+	return true
+}
+
+// firstFew joins the first listLimit names and counts the rest.
+func firstFew(names []string) string {
+	if len(names) <= listLimit {
+		return strings.Join(names, ", ")
+	}
+	return fmt.Sprintf("%s, … (%d more)", strings.Join(names[:listLimit], ", "), len(names)-listLimit)
+}

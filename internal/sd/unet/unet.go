@@ -1,0 +1,208 @@
+package unet
+
+import (
+	"fmt"
+
+	"github.com/zerodiff/zerodiff/internal/nn"
+	"github.com/zerodiff/zerodiff/internal/tensor"
+)
+
+// UNet is UNet2DConditionModel: conv_in, a sinusoidal time embedding and its
+// MLP, down blocks, the cross-attention mid block, up blocks fed by skip
+// connections, then GroupNorm, SiLU and conv_out.
+type UNet struct {
+	Cfg     Config
+	Params  *nn.Table
+	ConvIn  *nn.Conv2d
+	Time    *nn.TimestepMLP
+	Down    []*downBlock
+	Mid     *midBlock
+	Up      []*upBlock
+	NormOut *nn.GroupNorm
+	ConvOut *nn.Conv2d
+}
+
+// New builds the UNet of cfg and registers its parameters (diffusers names)
+// in a table; call u.Params.Alloc before use.
+func New(cfg Config) (*UNet, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	b := nn.NewBuilder()
+	ch := cfg.BlockOutChannels
+	nb := len(ch)
+	groups, eps := cfg.NormNumGroups, float32(cfg.NormEps)
+	tembDim := 4 * ch[0]
+	ctxDim := cfg.CrossAttentionDim[0]
+	u := &UNet{Cfg: cfg}
+	u.ConvIn = nn.NewConv2d(b, "conv_in", cfg.InChannels, ch[0], 3, 1, 1)
+	u.Time = nn.NewTimestepMLP(b.Sub("time_embedding"), ch[0], tembDim)
+	transformer := func(b *nn.Builder, c, block int) *nn.Transformer2D {
+		heads := cfg.AttentionHeadDim.at(block)
+		return nn.NewTransformer2D(b, c, ctxDim, heads, c/heads, cfg.TransformerLayers.at(block), groups, cfg.UseLinearProjection)
+	}
+
+	out := ch[0]
+	for i, typ := range cfg.DownBlockTypes {
+		in := out
+		out = ch[i]
+		bb := b.Subf("down_blocks.%d", i)
+		d := &downBlock{}
+		for j := range cfg.LayersPerBlock.at(i) {
+			rin := out
+			if j == 0 {
+				rin = in
+			}
+			d.Resnets = append(d.Resnets, nn.NewResnetBlock(bb.Subf("resnets.%d", j), rin, out, tembDim, groups, eps))
+			if typ == "CrossAttnDownBlock2D" {
+				d.Attns = append(d.Attns, transformer(bb.Subf("attentions.%d", j), out, i))
+			}
+		}
+		if i < nb-1 {
+			d.Down = nn.NewDownsample(bb.Sub("downsamplers.0"), out)
+		}
+		u.Down = append(u.Down, d)
+	}
+
+	mb := b.Sub("mid_block")
+	top := ch[nb-1]
+	u.Mid = &midBlock{Resnets: []*nn.ResnetBlock{nn.NewResnetBlock(mb.Sub("resnets.0"), top, top, tembDim, groups, eps)}}
+	for i := range cfg.TransformerLayers.at(nb-1)*0 + 1 {
+		heads := cfg.AttentionHeadDim.at(nb - 1)
+		u.Mid.Attns = append(u.Mid.Attns, nn.NewTransformer2D(mb.Subf("attentions.%d", i), top, ctxDim, heads, top/heads, cfg.TransformerLayers.at(nb-1), groups, cfg.UseLinearProjection))
+		u.Mid.Resnets = append(u.Mid.Resnets, nn.NewResnetBlock(mb.Subf("resnets.%d", i+1), top, top, tembDim, groups, eps))
+	}
+
+	out = ch[nb-1]
+	for i, typ := range cfg.UpBlockTypes {
+		rev := nb - 1 - i // the down block this up block mirrors
+		prev := out
+		out = ch[rev]
+		in := ch[max(rev-1, 0)]
+		layers := cfg.LayersPerBlock.at(rev) + 1
+		bb := b.Subf("up_blocks.%d", i)
+		ub := &upBlock{}
+		for j := range layers {
+			skip := out
+			if j == layers-1 {
+				skip = in
+			}
+			rin := out
+			if j == 0 {
+				rin = prev
+			}
+			ub.Resnets = append(ub.Resnets, nn.NewResnetBlock(bb.Subf("resnets.%d", j), rin+skip, out, tembDim, groups, eps))
+			if typ == "CrossAttnUpBlock2D" {
+				ub.Attns = append(ub.Attns, transformer(bb.Subf("attentions.%d", j), out, rev))
+			}
+		}
+		if i < nb-1 {
+			ub.Up = nn.NewUpsample(bb.Sub("upsamplers.0"), out)
+		}
+		u.Up = append(u.Up, ub)
+	}
+	u.NormOut = nn.NewGroupNorm(b, "conv_norm_out", groups, ch[0], eps)
+	u.ConvOut = nn.NewConv2d(b, "conv_out", ch[0], cfg.OutChannels, 3, 1, 1)
+	u.Params = b.Table()
+	return u, nil
+}
+
+// State holds every activation the backward pass reads.
+type State struct {
+	x, ctx, tsin, temb *tensor.Tensor
+	time               *nn.TimestepMLPState
+	convIn             *tensor.Tensor
+	skips              []*tensor.Tensor // conv_in output, then every down-block output
+	down               []*downState
+	mid                *midState
+	up                 []*upState
+	upIn               []*tensor.Tensor
+	preNorm, normed    *tensor.Tensor
+	normState          nn.NormState
+	act                *tensor.Tensor
+}
+
+// CheckInput returns an error when x (N, C, H, W) cannot go through the UNet:
+// wrong channel count, or a size the down path cannot halve evenly.
+func (u *UNet) CheckInput(x *tensor.Tensor) error {
+	if len(x.Shape) != 4 || x.Shape[1] != u.Cfg.InChannels {
+		return fmt.Errorf("unet: input %v, want (N, %d, H, W)", x, u.Cfg.InChannels)
+	}
+	f := 1 << (len(u.Cfg.BlockOutChannels) - 1)
+	if x.Shape[2]%f != 0 || x.Shape[3]%f != 0 {
+		return fmt.Errorf("unet: latent size %dx%d is not a multiple of %d", x.Shape[2], x.Shape[3], f)
+	}
+	return nil
+}
+
+// Forward predicts y (N, Cout, H, W) from the noisy sample x (N, Cin, H, W),
+// timesteps t (N) and the text context ctx (N, S, D).
+func (u *UNet) Forward(be tensor.Backend, x, t, ctx *tensor.Tensor) (*tensor.Tensor, *State) {
+	n := x.Shape[0]
+	c0 := u.Cfg.BlockOutChannels[0]
+	s := &State{x: x, ctx: ctx}
+	s.tsin = be.New(tensor.F32, n, c0) // (N, C0)
+	be.TimestepEmbedding(s.tsin, t, u.Cfg.FlipSinToCos, float32(u.Cfg.FreqShift), 10000)
+	s.temb, s.time = u.Time.Forward(be, s.tsin) // (N, 4·C0)
+
+	h := u.ConvIn.Forward(be, x) // (N, C0, H, W)
+	s.convIn = h
+	s.skips = []*tensor.Tensor{h}
+	for _, d := range u.Down {
+		outs, ds := d.forward(be, h, s.temb, ctx)
+		s.down = append(s.down, ds)
+		s.skips = append(s.skips, outs...)
+		h = outs[len(outs)-1]
+	}
+	h, s.mid = u.Mid.forward(be, h, s.temb, ctx)
+	skips := s.skips
+	for _, ub := range u.Up {
+		s.upIn = append(s.upIn, h)
+		var us *upState
+		k := len(ub.Resnets)
+		h, us = ub.forward(be, h, skips[len(skips)-k:], s.temb, ctx)
+		skips = skips[:len(skips)-k]
+		s.up = append(s.up, us)
+	}
+	s.preNorm = h
+	s.normed, s.normState = u.NormOut.Forward(be, h)
+	s.act = nn.Act(be, s.normed, tensor.SiLU)
+	return u.ConvOut.Forward(be, s.act), s
+}
+
+// Backward accumulates every parameter gradient into u.Params.G and returns
+// the gradients of x (N, Cin, H, W) and ctx (N, S, D).
+func (u *UNet) Backward(be tensor.Backend, s *State, dy *tensor.Tensor) (dx, dctx *tensor.Tensor) {
+	dtemb := be.New(tensor.F32, s.temb.Shape...) // (N, 4·C0)
+	dctx = be.New(tensor.F32, s.ctx.Shape...)    // (N, S, D)
+	g := u.ConvOut.Backward(be, s.act, dy, true)
+	g = nn.ActBackward(be, s.normed, g, tensor.SiLU)
+	g = u.NormOut.Backward(be, s.preNorm, g, s.normState)
+
+	dskips := make([]*tensor.Tensor, len(s.skips))
+	end := len(s.skips)
+	// Up blocks consumed the skips from the end; find each block's slice again.
+	starts := make([]int, len(u.Up))
+	for i, ub := range u.Up {
+		end -= len(ub.Resnets)
+		starts[i] = end
+	}
+	for i := len(u.Up) - 1; i >= 0; i-- {
+		k := len(u.Up[i].Resnets)
+		g = u.Up[i].backward(be, s.up[i], g, dskips[starts[i]:starts[i]+k], dtemb, dctx)
+	}
+	g = u.Mid.backward(be, s.mid, g, dtemb, dctx)
+	pos := len(s.skips)
+	for i := len(u.Down) - 1; i >= 0; i-- {
+		k := len(u.Down[i].Resnets)
+		if u.Down[i].Down != nil {
+			k++
+		}
+		pos -= k
+		g = u.Down[i].backward(be, s.down[i], dskips[pos:pos+k], g, dtemb, dctx)
+	}
+	g = addGrad(be, g, dskips[0])
+	dx = u.ConvIn.Backward(be, s.x, g, true)
+	u.Time.Backward(be, s.time, dtemb)
+	return dx, dctx
+}
