@@ -233,8 +233,10 @@ func TestAttentionNilGrads(t *testing.T) {
 	nnSameBits(t, "dv alone", Data(one), Data(dv))
 }
 
-// TestAttentionThreadInvariant covers many forward tasks (query blocks) and
-// a backward pass with two key chunks whose dq partials are summed.
+// TestAttentionThreadInvariant covers many forward tasks (query blocks), a
+// backward pass with two key chunks whose dq partials are summed, and a
+// backward pass of one task, whose products run in parallel inside gemm
+// on two threads only.
 func TestAttentionThreadInvariant(t *testing.T) {
 	r := rand.New(rand.NewPCG(47, 48))
 	for _, c := range []attnCase{

@@ -154,35 +154,36 @@ func col2im(dx, col []float32, g convGeom, oy0, oy1 int, parallel bool) {
 	})
 }
 
-// Conv2D computes y = x ⋆ w + b; see tensor.Backend.
+// Conv2D computes y = x ⋆ w + b; see tensor.Backend. The weights are
+// packed for the GEMM once and shared by every image and chunk.
 func (*Backend) Conv2D(y, x, w, b *tensor.Tensor, stride, pad int) {
 	g := newConvGeom("conv2d", y, x, w, b, stride, pad)
-	xd, wd, yd := Data(x), Data(w), Data(y)
+	xd, yd := Data(x), Data(y)
 	var bd []float32
 	if b != nil {
 		bd = Data(b)
 	}
-	one := func(i int, col []float32, parallel bool) {
-		conv2DImage(yd[i*g.co*g.pixels():(i+1)*g.co*g.pixels()], xd[i*g.inSize():(i+1)*g.inSize()], wd, bd, g, col, parallel)
+	grain := g.imageGrain()
+	pw := packMatrixA(false, Data(w), g.k(), g.co, g.k(), grain == 0) // w (Co, K), packed
+	defer putScratch(pw)
+	images := func(lo, hi int, parallel bool) {
+		col := getScratch(g.colLen()) // (K, rows·Wo)
+		defer putScratch(col)
+		for i := lo; i < hi; i++ {
+			conv2DImage(yd[i*g.co*g.pixels():(i+1)*g.co*g.pixels()], xd[i*g.inSize():(i+1)*g.inSize()], *pw, bd, g, *col, parallel)
+		}
 	}
-	if grain := g.imageGrain(); grain > 0 {
-		parallelFor(g.n, grain, func(lo, hi int) {
-			col := make([]float32, g.colLen()) // (K, rows·Wo)
-			for i := lo; i < hi; i++ {
-				one(i, col, false)
-			}
-		})
+	if grain > 0 {
+		parallelFor(g.n, grain, func(lo, hi int) { images(lo, hi, false) })
 		return
 	}
-	col := make([]float32, g.colLen()) // (K, rows·Wo)
-	for i := range g.n {
-		one(i, col, true)
-	}
+	images(0, g.n, true)
 }
 
 // conv2DImage convolves one image x (Ci, H, W) into y (Co, Ho·Wo), with the
-// bias b (Co) or nil, using col as the im2col buffer.
-func conv2DImage(y, x, w, b []float32, g convGeom, col []float32, parallel bool) {
+// weights pw packed by packMatrixA, the bias b (Co) or nil, and col as the
+// im2col buffer.
+func conv2DImage(y, x, pw, b []float32, g convGeom, col []float32, parallel bool) {
 	p := g.pixels()
 	var beta float32
 	if b != nil {
@@ -195,7 +196,7 @@ func conv2DImage(y, x, w, b []float32, g convGeom, col []float32, parallel bool)
 		beta = 1
 	}
 	if g.direct() {
-		gemm(false, false, g.co, p, g.ci, 1, w, g.ci, x, p, beta, y, p, parallel)
+		gemmPacked(pw, g.co, p, g.ci, 1, false, x, p, beta, y, p, parallel)
 		return
 	}
 	k, rows := g.k(), g.chunkRows()
@@ -203,7 +204,7 @@ func conv2DImage(y, x, w, b []float32, g convGeom, col []float32, parallel bool)
 		oy1 := min(oy0+rows, g.ho)
 		np := (oy1 - oy0) * g.wo
 		im2col(col, x, g, oy0, oy1, parallel)
-		gemm(false, false, g.co, np, k, 1, w, k, col, np, beta, y[oy0*g.wo:], p, parallel)
+		gemmPacked(pw, g.co, np, k, 1, false, col, np, beta, y[oy0*g.wo:], p, parallel)
 	}
 }
 
@@ -213,7 +214,7 @@ func conv2DImage(y, x, w, b []float32, g convGeom, col []float32, parallel bool)
 // the bits do not depend on the thread count.
 func (*Backend) Conv2DBackward(dx, dw, db, dy, x, w *tensor.Tensor, stride, pad int) {
 	g := newConvGeom("conv2d backward", dy, x, w, db, stride, pad)
-	xd, wd, dyd := Data(x), Data(w), Data(dy)
+	xd, dyd := Data(x), Data(dy)
 	p := g.pixels()
 	if db != nil {
 		dbd := Data(db)
@@ -232,53 +233,50 @@ func (*Backend) Conv2DBackward(dx, dw, db, dy, x, w *tensor.Tensor, stride, pad 
 	if dx == nil && dw == nil {
 		return
 	}
-	var dxd, dwd []float32
+	grain := g.imageGrain()
+	var dxd, dwd, pwt []float32
 	if dx != nil {
 		mustShape("conv2d backward dx", dx, x.Shape...)
 		dxd = Data(dx)
+		buf := packMatrixA(true, Data(w), g.k(), g.k(), g.co, grain == 0) // wᵀ (K, Co), packed
+		defer putScratch(buf)
+		pwt = *buf
 	}
 	if dw != nil {
 		mustShape("conv2d backward dw", dw, w.Shape...)
 		dwd = Data(dw)
 	}
-	one := func(i int, dw, col, dcol []float32, parallel bool) {
-		var dxi []float32
-		if dxd != nil {
-			dxi = dxd[i*g.inSize() : (i+1)*g.inSize()]
-		}
-		conv2DBackwardImage(dxi, dw, dyd[i*g.co*p:(i+1)*g.co*p], xd[i*g.inSize():(i+1)*g.inSize()], wd, g, col, dcol, parallel)
-	}
-	grain := g.imageGrain()
-	if grain == 0 {
-		col := make([]float32, g.colLen())  // (K, rows·Wo)
-		dcol := make([]float32, g.colLen()) // (K, rows·Wo)
-		for i := range g.n {
-			one(i, dwd, col, dcol, true)
-		}
-		return
-	}
-	wsize := len(wd)
-	var partial []float32
-	if dwd != nil {
-		partial = make([]float32, (g.n+grain-1)/grain*wsize) // (tasks, Co, Ci, kh, kw)
-	}
-	parallelFor(g.n, grain, func(lo, hi int) {
-		var pdw []float32
-		if partial != nil {
-			pdw = partial[lo/grain*wsize : (lo/grain+1)*wsize]
-		}
-		col := make([]float32, g.colLen())  // (K, rows·Wo)
-		dcol := make([]float32, g.colLen()) // (K, rows·Wo)
+	images := func(lo, hi int, dw []float32, parallel bool) {
+		col := getScratch(g.colLen())  // (K, rows·Wo)
+		dcol := getScratch(g.colLen()) // (K, rows·Wo)
+		defer putScratch(col)
+		defer putScratch(dcol)
 		for i := lo; i < hi; i++ {
-			one(i, pdw, col, dcol, false)
+			var dxi []float32
+			if dxd != nil {
+				dxi = dxd[i*g.inSize() : (i+1)*g.inSize()]
+			}
+			conv2DBackwardImage(dxi, dw, dyd[i*g.co*p:(i+1)*g.co*p], xd[i*g.inSize():(i+1)*g.inSize()], pwt, g, *col, *dcol, parallel)
 		}
-	})
-	if dwd == nil {
+	}
+	if grain == 0 {
+		images(0, g.n, dwd, true)
 		return
 	}
+	if dwd == nil {
+		parallelFor(g.n, grain, func(lo, hi int) { images(lo, hi, nil, false) })
+		return
+	}
+	wsize := len(dwd)
+	partial := getScratch((g.n + grain - 1) / grain * wsize) // (tasks, Co, Ci, kh, kw)
+	defer putScratch(partial)
+	clear(*partial)
+	parallelFor(g.n, grain, func(lo, hi int) {
+		images(lo, hi, (*partial)[lo/grain*wsize:(lo/grain+1)*wsize], false)
+	})
 	parallelFor(wsize, 4096, func(lo, hi int) {
-		for t := 0; t < len(partial); t += wsize {
-			for j, v := range partial[t+lo : t+hi] {
+		for t := 0; t < len(*partial); t += wsize {
+			for j, v := range (*partial)[t+lo : t+hi] {
 				dwd[lo+j] += v
 			}
 		}
@@ -287,15 +285,16 @@ func (*Backend) Conv2DBackward(dx, dw, db, dy, x, w *tensor.Tensor, stride, pad 
 
 // conv2DBackwardImage handles one image: dx (Ci, H, W) = the input gradient
 // (skipped when nil), dw (Co, Ci·kh·kw) += the weight gradient (skipped when
-// nil), from dy (Co, Ho·Wo), x (Ci, H, W) and w, with col and dcol as buffers.
-func conv2DBackwardImage(dx, dw, dy, x, w []float32, g convGeom, col, dcol []float32, parallel bool) {
+// nil), from dy (Co, Ho·Wo), x (Ci, H, W) and the transposed weights pwt
+// packed by packMatrixA, with col and dcol as buffers.
+func conv2DBackwardImage(dx, dw, dy, x, pwt []float32, g convGeom, col, dcol []float32, parallel bool) {
 	p := g.pixels()
 	if g.direct() {
 		if dw != nil {
 			gemm(false, true, g.co, g.ci, p, 1, dy, p, x, p, 1, dw, g.ci, parallel)
 		}
 		if dx != nil {
-			gemm(true, false, g.ci, p, g.co, 1, w, g.ci, dy, p, 0, dx, p, parallel)
+			gemmPacked(pwt, g.ci, p, g.co, 1, false, dy, p, 0, dx, p, parallel)
 		}
 		return
 	}
@@ -311,7 +310,7 @@ func conv2DBackwardImage(dx, dw, dy, x, w []float32, g convGeom, col, dcol []flo
 			gemm(false, true, g.co, k, np, 1, dy[oy0*g.wo:], p, col, np, 1, dw, k, parallel)
 		}
 		if dx != nil {
-			gemm(true, false, k, np, g.co, 1, w, k, dy[oy0*g.wo:], p, 0, dcol, np, parallel)
+			gemmPacked(pwt, k, np, g.co, 1, false, dy[oy0*g.wo:], p, 0, dcol, np, parallel)
 			col2im(dx, dcol, g, oy0, oy1, parallel)
 		}
 	}

@@ -22,8 +22,9 @@ const (
 )
 
 // gemmParallelFlops is the size (2·m·n·k) below which a GEMM runs on the
-// calling goroutine: smaller products finish before goroutines would start.
-const gemmParallelFlops = 1 << 20
+// calling goroutine: below ~50 µs of work, handing panels to goroutines costs
+// about as much as it saves.
+const gemmParallelFlops = 1 << 22
 
 // sgemm computes the row-major product
 //
@@ -60,25 +61,33 @@ func gemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int,
 // checkGemmArgs panics with the offending operand when a slice is too short
 // for its shape and leading dimension; the assembly kernel relies on it.
 func checkGemmArgs(transA, transB bool, m, n, k int, a []float32, lda int, b []float32, ldb int, c []float32, ldc int) {
-	need := func(name string, rows, cols, ld, have int) {
-		if rows == 0 || cols == 0 {
-			return
-		}
-		if ld < cols || have < (rows-1)*ld+cols {
-			panic(fmt.Sprintf("cpu: sgemm: %s is %d values with leading dimension %d, want a (%d, %d) matrix", name, have, ld, rows, cols))
-		}
-	}
-	ar, ac := m, k
 	if transA {
-		ar, ac = k, m
+		checkMatrix("a", k, m, lda, len(a))
+	} else {
+		checkMatrix("a", m, k, lda, len(a))
 	}
-	br, bc := k, n
+	checkBC(transB, m, n, k, b, ldb, c, ldc)
+}
+
+// checkBC is checkGemmArgs for the operands b and c.
+func checkBC(transB bool, m, n, k int, b []float32, ldb int, c []float32, ldc int) {
 	if transB {
-		br, bc = n, k
+		checkMatrix("b", n, k, ldb, len(b))
+	} else {
+		checkMatrix("b", k, n, ldb, len(b))
 	}
-	need("a", ar, ac, lda, len(a))
-	need("b", br, bc, ldb, len(b))
-	need("c", m, n, ldc, len(c))
+	checkMatrix("c", m, n, ldc, len(c))
+}
+
+// checkMatrix panics unless have values hold a (rows, cols) matrix with
+// leading dimension ld.
+func checkMatrix(name string, rows, cols, ld, have int) {
+	if rows == 0 || cols == 0 {
+		return
+	}
+	if ld < cols || have < (rows-1)*ld+cols {
+		panic(fmt.Sprintf("cpu: sgemm: %s is %d values with leading dimension %d, want a (%d, %d) matrix", name, have, ld, rows, cols))
+	}
 }
 
 // scaleRows sets c (m, n) = beta·c, and to zero when beta is 0.
@@ -106,77 +115,134 @@ type (
 	packBFunc func(dst []float32, p0, p1, j0, j1 int)
 )
 
-// gemmJob is one product c = alpha·A·B + beta·c with A and B given by packers.
+// gemmJob is one product c = alpha·A·B + beta·c with B given by a packer and
+// A by a packer or, when prepacked is set, already packed by packMatrixA.
 type gemmJob struct {
 	m, n, k     int
 	alpha, beta float32
 	c           []float32
 	ldc         int
 	packA       packAFunc
+	prepacked   []float32
 	packB       packBFunc
 }
 
-// gemmBufs holds the packed panels of one running GEMM; they are pooled
-// because small products are frequent and the panels reach megabytes.
-type gemmBufs struct{ a, b []float32 }
+// scratchPool holds float32 buffers for packed panels and im2col matrices:
+// small products are frequent and the buffers reach megabytes.
+var scratchPool sync.Pool
 
-var gemmBufPool = sync.Pool{New: func() any { return new(gemmBufs) }}
-
-// grow returns s resized to n values, reallocating only when it is too small.
-func grow(s []float32, n int) []float32 {
-	if cap(s) < n {
-		return make([]float32, n)
+// getScratch returns a pooled buffer of n values with arbitrary contents;
+// give it back with putScratch.
+func getScratch(n int) *[]float32 {
+	p, _ := scratchPool.Get().(*[]float32)
+	if p == nil {
+		p = new([]float32)
 	}
-	return s[:n]
+	if cap(*p) < n {
+		*p = make([]float32, n)
+	}
+	*p = (*p)[:n]
+	return p
+}
+
+func putScratch(p *[]float32) { scratchPool.Put(p) }
+
+// packMatrixA packs all of op(a) (m, k), a as in sgemm, for products that
+// reuse it: one block per K slice p0 (at offset p0·roundUp(m, mr)), each the
+// mr-row micro-panels of rows [0, m) for that slice. Release it with
+// putScratch.
+func packMatrixA(trans bool, a []float32, lda, m, k int, parallel bool) *[]float32 {
+	mPad := roundUp(m, gemmMR)
+	buf := getScratch(mPad * k) // K/kc blocks of (mPad/mr, kb, mr)
+	pack := stridedPackA(trans, a, lda)
+	for p0 := 0; p0 < k; p0 += gemmKC {
+		p1 := min(p0+gemmKC, k)
+		kb := p1 - p0
+		block := (*buf)[p0*mPad : p1*mPad]
+		forRange(parallel, mPad/gemmMR, max(1, 16384/(gemmMR*kb)), func(lo, hi int) {
+			pack(block[lo*gemmMR*kb:hi*gemmMR*kb], lo*gemmMR, min(hi*gemmMR, m), p0, p1)
+		})
+	}
+	return buf
+}
+
+// gemmPacked is gemm with op(a) (m, k) packed by packMatrixA.
+func gemmPacked(pa []float32, m, n, k int, alpha float32, transB bool, b []float32, ldb int, beta float32, c []float32, ldc int, parallel bool) {
+	if m == 0 || n == 0 {
+		return
+	}
+	if len(pa) < roundUp(m, gemmMR)*k {
+		panic(fmt.Sprintf("cpu: sgemm: packed a is %d values, want (%d, %d) packed", len(pa), m, k))
+	}
+	checkBC(transB, m, n, k, b, ldb, c, ldc)
+	if k == 0 || alpha == 0 {
+		scaleRows(m, n, beta, c, ldc)
+		return
+	}
+	g := gemmJob{
+		m: m, n: n, k: k, alpha: alpha, beta: beta, c: c, ldc: ldc,
+		prepacked: pa,
+		packB:     stridedPackB(transB, b, ldb),
+	}
+	g.run(parallel && 2*m*n*k >= gemmParallelFlops)
 }
 
 // run computes the product, spreading packing and micro-tiles over
 // goroutines when parallel. Blocking depends only on m, n and k, so the
 // arithmetic done for each element is the same either way.
 func (g *gemmJob) run(parallel bool) {
-	bufs := gemmBufPool.Get().(*gemmBufs)
-	defer gemmBufPool.Put(bufs)
-	mBig := min(roundUp(g.m, gemmMR), gemmMBig)
-	nBig := min(roundUp(g.n, gemmNR), gemmNC)
 	kBig := min(g.k, gemmKC)
-	bufs.a = grow(bufs.a, mBig*kBig) // mBig/mr panels of (kc, mr)
-	bufs.b = grow(bufs.b, kBig*nBig) // nBig/nr panels of (kc, nr)
+	var aBuf *[]float32
+	if g.prepacked == nil {
+		aBuf = getScratch(min(roundUp(g.m, gemmMR), gemmMBig) * kBig) // mBig/mr panels of (kc, mr)
+		defer putScratch(aBuf)
+	}
+	bBuf := getScratch(kBig * min(roundUp(g.n, gemmNR), gemmNC)) // nc/nr panels of (kc, nr)
+	defer putScratch(bBuf)
 	for jc := 0; jc < g.n; jc += gemmNC {
 		j1 := min(jc+gemmNC, g.n)
 		for ic := 0; ic < g.m; ic += gemmMBig {
 			i1 := min(ic+gemmMBig, g.m)
 			for pc := 0; pc < g.k; pc += gemmKC {
 				p1 := min(pc+gemmKC, g.k)
-				g.step(bufs, ic, i1, pc, p1, jc, j1, parallel)
+				var ap []float32
+				if aBuf != nil {
+					ap = *aBuf
+				} else {
+					mPad := roundUp(g.m, gemmMR)
+					ap = g.prepacked[pc*mPad+ic*(p1-pc):]
+				}
+				g.step(ap, *bBuf, ic, i1, pc, p1, jc, j1, parallel)
 			}
 		}
 	}
 }
 
-// step packs the blocks A[i0:i1, p0:p1] and B[p0:p1, j0:j1] and runs the
-// micro-kernel over C[i0:i1, j0:j1]. The first K slice applies beta; later
-// ones add to what earlier slices left in C.
-func (g *gemmJob) step(bufs *gemmBufs, i0, i1, p0, p1, j0, j1 int, parallel bool) {
+// step packs the blocks A[i0:i1, p0:p1] (unless ap holds them prepacked) and
+// B[p0:p1, j0:j1] and runs the micro-kernel over C[i0:i1, j0:j1]. The first K
+// slice applies beta; later ones add to what earlier slices left in C.
+func (g *gemmJob) step(ap, bp []float32, i0, i1, p0, p1, j0, j1 int, parallel bool) {
 	kb := p1 - p0
 	aPanels := (i1 - i0 + gemmMR - 1) / gemmMR
 	bPanels := (j1 - j0 + gemmNR - 1) / gemmNR
-	ap := bufs.a[:aPanels*gemmMR*kb]
-	bp := bufs.b[:bPanels*gemmNR*kb]
+	ap = ap[:aPanels*gemmMR*kb]
+	bp = bp[:bPanels*gemmNR*kb]
 	beta, load := g.beta, g.beta != 0
 	if p0 > 0 {
 		beta, load = 1, true
 	}
 	// Packing grains keep at least ~16K values per goroutine chunk.
-	aGrain := max(1, 16384/(gemmMR*kb))
-	bGrain := max(1, 16384/(gemmNR*kb))
-	forRange(parallel, aPanels, aGrain, func(lo, hi int) {
-		g.packA(ap[lo*gemmMR*kb:hi*gemmMR*kb], i0+lo*gemmMR, min(i0+hi*gemmMR, i1), p0, p1)
-	})
-	forRange(parallel, bPanels, bGrain, func(lo, hi int) {
+	if g.prepacked == nil {
+		forRange(parallel, aPanels, max(1, 16384/(gemmMR*kb)), func(lo, hi int) {
+			g.packA(ap[lo*gemmMR*kb:hi*gemmMR*kb], i0+lo*gemmMR, min(i0+hi*gemmMR, i1), p0, p1)
+		})
+	}
+	forRange(parallel, bPanels, max(1, 16384/(gemmNR*kb)), func(lo, hi int) {
 		g.packB(bp[lo*gemmNR*kb:hi*gemmNR*kb], p0, p1, j0+lo*gemmNR, min(j0+hi*gemmNR, j1))
 	})
 	// Tasks are mc-row blocks, split along the columns as well when there
-	// are too few of them to keep every goroutine busy.
+	// are too few of them to keep every goroutine busy. The split decides only
+	// who computes a micro-tile, never how, so it may follow GOMAXPROCS.
 	rowBlocks := (i1 - i0 + gemmMC - 1) / gemmMC
 	colSplit := 1
 	if parallel {

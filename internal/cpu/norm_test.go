@@ -273,3 +273,25 @@ func TestNormThreadInvariant(t *testing.T) {
 		return [][]float32{Data(y), Data(mean), Data(rstd), Data(dx), Data(dw), Data(db)}
 	})
 }
+
+// BenchmarkGroupNorm runs SD's first-level group norm: (1, 320, 64, 64), 32 groups.
+func BenchmarkGroupNorm(b *testing.B) {
+	r := rand.New(rand.NewPCG(17, 18))
+	be := New()
+	shape := []int{1, 320, 64, 64} // (N, C, H, W)
+	x := FromSlice(randSlice(r, 320*64*64, 2), shape...)
+	w, bias := FromSlice(randSlice(r, 320, 1), 320), FromSlice(randSlice(r, 320, 1), 320)
+	y := be.New(tensor.F32, shape...)
+	mean, rstd := be.New(tensor.F32, 1, 32), be.New(tensor.F32, 1, 32)
+	b.Run("forward", func(b *testing.B) {
+		for b.Loop() {
+			be.GroupNorm(y, mean, rstd, x, w, bias, 32, 1e-5)
+		}
+	})
+	dx, dw, db := be.New(tensor.F32, shape...), be.New(tensor.F32, 320), be.New(tensor.F32, 320)
+	b.Run("backward", func(b *testing.B) {
+		for b.Loop() {
+			be.GroupNormBackward(dx, dw, db, y, x, mean, rstd, w, 32)
+		}
+	})
+}

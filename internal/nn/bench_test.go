@@ -21,7 +21,7 @@ func BenchmarkResnetBlock(b *testing.B) {
 	bl := NewBuilder()
 	blk := NewResnetBlock(bl, 320, 320, 1280, 32, 1e-5)
 	tab := bl.Table()
-	tab.Alloc(be)
+	tab.Alloc(be, true)
 	r := rand.New(rand.NewPCG(1, 2))
 	fill := func(t *tensor.Tensor, scale float32) {
 		v := make([]float32, t.Numel())

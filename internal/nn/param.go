@@ -38,11 +38,14 @@ type Table struct {
 	Size   int            // total elements
 	W, G   *tensor.Tensor // (Size) flat weights and gradients, after Alloc
 	byName map[string]*Param
+	// Linears are the model's linear layers by name (the parameter prefix),
+	// where LoRA adapters attach.
+	Linears map[string]*Linear
 }
 
 // NewBuilder starts an empty parameter table.
 func NewBuilder() *Builder {
-	return &Builder{table: &Table{byName: map[string]*Param{}}}
+	return &Builder{table: &Table{byName: map[string]*Param{}, Linears: map[string]*Linear{}}}
 }
 
 // Sub returns a builder whose names are prefixed with name + ".".
@@ -71,14 +74,20 @@ func (b *Builder) Param(name string, shape ...int) *Param {
 // Table returns the table being built.
 func (b *Builder) Table() *Table { return b.table }
 
-// Alloc creates zeroed flat weight and gradient buffers on be and binds every
-// parameter to its views.
-func (t *Table) Alloc(be tensor.Backend) {
+// Alloc creates a zeroed flat weight buffer on be and binds every parameter
+// to its view; with grads it does the same for gradients. A table without
+// gradients is frozen: layers skip its weight gradients (LoRA training keeps
+// the base model so).
+func (t *Table) Alloc(be tensor.Backend, grads bool) {
 	t.W = be.New(tensor.F32, t.Size) // (Size)
-	t.G = be.New(tensor.F32, t.Size) // (Size)
+	if grads {
+		t.G = be.New(tensor.F32, t.Size) // (Size)
+	}
 	for _, p := range t.Params {
 		p.W = be.View(t.W, p.Offset, p.Shape...)
-		p.G = be.View(t.G, p.Offset, p.Shape...)
+		if grads {
+			p.G = be.View(t.G, p.Offset, p.Shape...)
+		}
 	}
 }
 

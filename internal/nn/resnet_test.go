@@ -12,11 +12,11 @@ import (
 )
 
 // loadParams fills every parameter of tab from the golden tensors
-// "<prefix>.w.<name>", failing on any that is missing or mis-shaped.
+// "<prefix>.w.<name>" (or "w.<name>" without a prefix), failing on any that is missing or mis-shaped.
 func loadParams(t *testing.T, be tensor.Backend, c *golden.Case, tab *Table, prefix string) {
 	t.Helper()
 	for _, p := range tab.Params {
-		v, shape := c.F32(t, prefix+".w."+p.Name)
+		v, shape := c.F32(t, join(prefix, "w."+p.Name))
 		if !tensor.SameShape(shape, p.Shape) {
 			t.Fatalf("%s: golden shape %v, model shape %v", p.Name, shape, p.Shape)
 		}
@@ -44,9 +44,17 @@ func metaInts(t *testing.T, c *golden.Case, key string, ps ...*int) {
 func compareGrads(t *testing.T, be tensor.Backend, c *golden.Case, tab *Table, op, prefix string, tol golden.Tol) {
 	t.Helper()
 	for _, p := range tab.Params {
-		want, shape := c.F32(t, prefix+".g."+p.Name)
+		want, shape := c.F32(t, join(prefix, "g."+p.Name))
 		golden.Compare(t, op, "d "+p.Name, download(be, p.G), want, shape, tol)
 	}
+}
+
+// join prefixes a golden tensor name with a case prefix, if any.
+func join(prefix, name string) string {
+	if prefix == "" {
+		return name
+	}
+	return prefix + "." + name
 }
 
 func upload(t *testing.T, be tensor.Backend, c *golden.Case, name string) *tensor.Tensor {
@@ -81,7 +89,7 @@ func TestResnetBlockMatchesDiffusers(t *testing.T) {
 			b := NewBuilder()
 			blk := NewResnetBlock(b, cin, cout, temb, groups, 1e-6)
 			tab := b.Table()
-			tab.Alloc(be)
+			tab.Alloc(be, true)
 			loadParams(t, be, c, tab, prefix)
 
 			x := upload(t, be, c, prefix+".x")     // (N, Cin, H, W)

@@ -26,7 +26,7 @@ func TestTransformer2DMatchesDiffusers(t *testing.T) {
 			b := NewBuilder()
 			m := NewTransformer2D(b, ch, ctxDim, heads, dimHead, 1, groups, linear == 1)
 			tab := b.Table()
-			tab.Alloc(be)
+			tab.Alloc(be, true)
 			loadParams(t, be, c, tab, prefix)
 
 			x := upload(t, be, c, prefix+".x")     // (N, C, H, W)

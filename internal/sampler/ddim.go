@@ -23,6 +23,10 @@ func newDDIM(cfg Config, steps int, eta float64) (*ddim, error) {
 	if eta < 0 {
 		return nil, fmt.Errorf("eta %g is negative", eta)
 	}
+	clip := boolOr(cfg.ClipSample, true)
+	if clip && cfg.ClipSampleRange <= 0 {
+		return nil, fmt.Errorf("clip_sample_range %g: need a positive range to clip to", cfg.ClipSampleRange)
+	}
 	sch, err := NewSchedule(cfg)
 	if err != nil {
 		return nil, err
@@ -41,7 +45,7 @@ func newDDIM(cfg Config, steps int, eta float64) (*ddim, error) {
 		ts:         ts,
 		stride:     cfg.NumTrainTimesteps / steps,
 		pred:       cfg.PredictionType,
-		clip:       boolOr(cfg.ClipSample, true),
+		clip:       clip,
 		clipRange:  float32(cfg.ClipSampleRange),
 		eta:        float32(eta),
 		timestepsF: intsToFloats(ts),

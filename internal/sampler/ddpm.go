@@ -26,6 +26,10 @@ func newDDPM(cfg Config, steps int) (*ddpm, error) {
 	default:
 		return nil, fmt.Errorf("variance_type %q is not supported (fixed_small, fixed_large)", cfg.VarianceType)
 	}
+	clip := boolOr(cfg.ClipSample, true)
+	if clip && cfg.ClipSampleRange <= 0 {
+		return nil, fmt.Errorf("clip_sample_range %g: need a positive range to clip to", cfg.ClipSampleRange)
+	}
 	sch, err := NewSchedule(cfg)
 	if err != nil {
 		return nil, err
@@ -38,7 +42,7 @@ func newDDPM(cfg Config, steps int) (*ddpm, error) {
 		ac:         sch.AlphasCumprod,
 		ts:         ts,
 		pred:       cfg.PredictionType,
-		clip:       boolOr(cfg.ClipSample, true),
+		clip:       clip,
 		clipRange:  float32(cfg.ClipSampleRange),
 		fixedLarge: fixedLarge,
 		timestepsF: intsToFloats(ts),

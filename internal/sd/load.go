@@ -176,6 +176,7 @@ func (w *Weights) Keys() []string {
 	return keys
 }
 
+// String lists the files, for error messages.
 func (w *Weights) String() string { return strings.Join(w.paths, ", ") }
 
 // Mapping says where a model's parameters are in a file.

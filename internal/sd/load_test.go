@@ -112,7 +112,7 @@ func twoParams() *nn.Table {
 func TestLoadWeightsConvertsHalfTypes(t *testing.T) {
 	be := cpu.New()
 	tab := twoParams()
-	tab.Alloc(be)
+	tab.Alloc(be, false)
 	w := []float32{0.5, -1.25, 3, 1e-3, 65504, -2}
 	bias := []float32{0.1, -7}
 	ws := writeWeights(t,
@@ -138,7 +138,7 @@ func TestLoadWeightsConvertsHalfTypes(t *testing.T) {
 func TestLoadWeightsNamesEveryProblem(t *testing.T) {
 	be := cpu.New()
 	tab := twoParams()
-	tab.Alloc(be)
+	tab.Alloc(be, false)
 	ws := writeWeights(t,
 		safetensors.Tensor{Name: "l.weight", DType: tensor.F32, Shape: []int{3, 2}, F32: make([]float32, 6)},
 		safetensors.Tensor{Name: "l.extra", DType: tensor.F32, Shape: []int{1}, F32: []float32{1}})
@@ -160,7 +160,7 @@ func TestLoadWeightsListsFirstFewMissing(t *testing.T) {
 	}
 	tab := b.Table()
 	be := cpu.New()
-	tab.Alloc(be)
+	tab.Alloc(be, false)
 	ws := writeWeights(t, safetensors.Tensor{Name: "p0.w", DType: tensor.F32, Shape: []int{1}, F32: []float32{1}})
 	err := LoadWeights(be, tab, ws, Diffusers)
 	if err == nil || !strings.Contains(err.Error(), "7 tensors missing: p1.w, p2.w, p3.w, p4.w, p5.w, … (2 more)") {

@@ -106,12 +106,12 @@ func TestSingleFileLoadsLikeFolder(t *testing.T) {
 			}
 			defer folder.Close()
 			want := folderTable(t, folder)
-			want.Alloc(be)
+			want.Alloc(be, false)
 			if err := LoadWeights(be, want, folder, Diffusers); err != nil {
 				t.Fatal(err)
 			}
 			got := folderTable(t, folder)
-			got.Alloc(be)
+			got.Alloc(be, false)
 			if err := LoadWeights(be, got, single, c.m); err != nil {
 				t.Fatal(err)
 			}

@@ -2,6 +2,7 @@
 
 Usage: python testdata/bench/torch_ops.py [--threads 1,2] [--runs 7]
 
+Names are the Go benchmark names in lower case, without "Benchmark".
 Prints one JSON object: {"torch": version, "results": [{"name", "threads",
 "flops", "seconds", "gflops"}, ...]}, with seconds the median of --runs timed
 runs after warmup. Each thread count runs in a fresh process whose
@@ -34,14 +35,14 @@ def cases(torch):
     bias = torch.randn(320, generator=g)  # (Co)
     dy = torch.randn(1, 320, 64, 64, generator=g)  # (N, Co, Ho, Wo)
     fwd = 2 * 320 * 320 * 9 * 64 * 64
-    out.append(("conv3x3_64x64x320_fwd", fwd, lambda: F.conv2d(x, w, bias, padding=1)))
+    out.append(("conv3x3_64x64x320", fwd, lambda: F.conv2d(x, w, bias, padding=1)))
 
     def conv_bwd():
         # dx, dw, db as Conv2DBackward computes them: two GEMMs of the forward's size.
         return torch.ops.aten.convolution_backward(
             dy, x, w, [320], [1, 1], [1, 1], [1, 1], False, [0, 0], 1, [True, True, True])
 
-    out.append(("conv3x3_64x64x320_bwd", 2 * fwd, conv_bwd))
+    out.append(("conv3x3backward_64x64x320", 2 * fwd, conv_bwd))
     return out
 
 

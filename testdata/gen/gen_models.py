@@ -11,7 +11,11 @@ Writes, under testdata/models/:
             diffusers' own single-file converters
 and under testdata/golden/models/<model>/: clip, vae and unet goldens computed in float32
 from exactly the weights on disk (for tiny-v: the float16 values widened to float32), plus
-a short pipeline run for tiny.
+a short pipeline run for tiny; and testdata/golden/models/ldm_names.json, the single-file
+names of SD-sized UNet and VAE block structures.
+
+tiny-v's tokenizer makes "!" its pad token, and transformers (5.x here) then splits "!" out
+of prompts as that special token (id 0, not "!</w>"); the clip golden's ids record it.
 """
 import gzip
 import json
@@ -110,7 +114,7 @@ def perturb_constants(model, g, half):
     swapped weight/bias shows. With half, round to float16 so the saved and the used weights agree."""
     with torch.no_grad():
         for _, p in model.named_parameters():
-            if p.numel() == 1 or p.std() == 0:
+            if p.std() == 0:
                 p.add_(randn(g, *p.shape, scale=0.1))
             if half:
                 p.copy_(p.half().float())

@@ -33,6 +33,7 @@ def generate():
         meta.update(m)
     save("nn/resnet.safetensors", tensors, meta)
     generate_transformer()
+    generate_lora()
 
 
 def transformer_case(g, prefix, n, c, h, w, heads, dim_head, ctx_len, ctx_dim, groups, linear):
@@ -65,3 +66,37 @@ def generate_transformer():
         tensors.update(t)
         meta.update(m)
     save("nn/transformer2d.safetensors", tensors, meta)
+
+
+def generate_lora():
+    """A linear layer with a PEFT LoRA adapter (r 4, alpha 8): the base is
+    frozen by PEFT, so only lora_A/lora_B get gradients."""
+    from peft import LoraConfig, get_peft_model
+
+    class M(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(13, 11)
+
+        def forward(self, x):
+            return self.lin(x)
+
+    g = seeded(22)
+    m = M()
+    with torch.no_grad():
+        for p in m.parameters():
+            p.copy_(randn(g, *p.shape, scale=0.3))
+    pm = get_peft_model(m, LoraConfig(r=4, lora_alpha=8, target_modules=["lin"], init_lora_weights="gaussian"))
+    lin = pm.base_model.model.lin
+    with torch.no_grad():  # B starts at zero in PEFT; make it non-zero so every path is exercised
+        lin.lora_B["default"].weight.copy_(randn(g, 11, 4, scale=0.3))
+    x = randn(g, 3, 5, 13).requires_grad_()
+    y = pm(x)
+    dy = randn(g, *y.shape)
+    y.backward(dy)
+    save("nn/lora.safetensors", {
+        "x": x, "y": y, "dy": dy, "dx": x.grad,
+        "w.lin.weight": lin.base_layer.weight, "w.lin.bias": lin.base_layer.bias,
+        "w.lin.lora_A.weight": lin.lora_A["default"].weight, "w.lin.lora_B.weight": lin.lora_B["default"].weight,
+        "g.lin.lora_A.weight": lin.lora_A["default"].weight.grad, "g.lin.lora_B.weight": lin.lora_B["default"].weight.grad,
+    }, {"rank": 4, "alpha": 8})

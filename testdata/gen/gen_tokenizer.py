@@ -17,6 +17,11 @@ Two references, one file each:
   BasicTokenizer when ftfy is missing, and prints the captions where CLIPTokenizerFast of the same
   version gives other ids.
 
+tokenizer.safetensors also holds, for each folder of testdata/tokenizer/special_cases.json (special
+token settings as config files write them), case.<name>.input_ids (P, 77) for the PROBES, and
+case.<name>.saved_input_ids after a save_pretrained and reload, whose tokenizer.json added tokens
+and tokenizer_config.json the metadata keeps.
+
 Each file holds, per folder kind k in (sd1, sd2): k.input_ids (N, 77) from
 tokenizer(text, padding="max_length", max_length=77, truncation=True); k.length (N,), the tokens
 before padding (sum of the attention mask); k.content (flat) and k.offsets (N+1,), the ids of
@@ -26,6 +31,7 @@ import gzip
 import hashlib
 import json
 import os
+import shutil
 import sys
 import tempfile
 
@@ -33,6 +39,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 TESTDATA = os.path.dirname(HERE)
 BPE_GZ = os.path.join(TESTDATA, "tokenizer", "bpe_simple_vocab_16e6.txt.gz")
 CAPTIONS = os.path.join(TESTDATA, "tokenizer", "captions.txt")
+CASES = os.path.join(TESTDATA, "tokenizer", "special_cases.json")
+# Probes for the special-token settings: special tokens in other case, inside words, "!".
+PROBES = ["<|ENDOFTEXT|> a <|StartOfText|> b", "a!b <|endoftext|>!!", "<|startoftext|>x<|endoftext|>", "wow! a cat"]
 MAX_LEN = 77
 KINDS = ("sd1", "sd2")
 
@@ -61,31 +70,32 @@ def clip_vocab():
     return {v: i for i, v in enumerate(vocab)}, merges
 
 
-def added(content):
-    return {"content": content, "lstrip": False, "normalized": True, "rstrip": False, "single_word": False}
-
-
-def write_folder(out, kind):
-    """A tokenizer folder like the one in an SD 1.x (sd1) or SD 2.x (sd2) model folder."""
+def write_vocab(out):
+    """vocab.json and merges.txt from CLIP's BPE file, as in every SD model folder."""
     vocab, merges = clip_vocab()
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "vocab.json"), "w", encoding="utf-8") as f:
         json.dump(vocab, f, ensure_ascii=False)
     with open(os.path.join(out, "merges.txt"), "w", encoding="utf-8") as f:
         f.write("#version: 0.2\n" + "\n".join(merges) + "\n")
-    # The sd2 folder names "!" only in special_tokens_map.json (tokenizer_config.json keeps
-    # "<|endoftext|>"): the map wins, in transformers 4 and 5 alike, and the Go loader must agree.
-    pad = "<|endoftext|>" if kind == "sd1" else "!"
-    special = {"bos_token": added("<|startoftext|>"), "eos_token": added("<|endoftext|>"),
-               "pad_token": pad, "unk_token": added("<|endoftext|>")}
-    with open(os.path.join(out, "special_tokens_map.json"), "w", encoding="utf-8") as f:
-        json.dump(special, f, indent=2)
-    config = {"add_prefix_space": False, "do_lower_case": True, "errors": "replace", "model_max_length": MAX_LEN,
-              "pad_token": "<|endoftext|>", "tokenizer_class": "CLIPTokenizer"}
-    for key in ("bos_token", "eos_token", "unk_token"):
-        config[key] = dict(special[key], __type="AddedToken")
-    with open(os.path.join(out, "tokenizer_config.json"), "w", encoding="utf-8") as f:
-        json.dump(config, f, indent=2, sort_keys=True)
+
+
+def write_folder(out, kind):
+    """A tokenizer folder like an SD 1.x (sd1) or SD 2.x (sd2) model's: the vocabulary and the
+    config files of testdata/tokenizer/<kind>/. The sd2 folder names "!" as pad token only in
+    special_tokens_map.json (tokenizer_config.json keeps "<|endoftext|>"): the map wins."""
+    write_vocab(out)
+    for name in ("special_tokens_map.json", "tokenizer_config.json"):
+        shutil.copy(os.path.join(TESTDATA, "tokenizer", kind, name), out)
+
+
+def write_case(out, case):
+    """A tokenizer folder for one entry of special_cases.json."""
+    write_vocab(out)
+    for key in ("special_tokens_map", "tokenizer_config"):
+        if key in case:
+            with open(os.path.join(out, key + ".json"), "w", encoding="utf-8") as f:
+                json.dump(case[key], f)
 
 
 def read_captions():
@@ -110,6 +120,10 @@ def encode_all(tok, captions, kind):
         f"{kind}.content": np.array([i for c in content for i in c], dtype=np.int64),  # (sum of lengths,)
         f"{kind}.offsets": offsets.astype(np.int64),  # (N+1,)
     }
+
+
+def probe_ids(tok):
+    return tok(PROBES, padding="max_length", max_length=MAX_LEN, truncation=True)["input_ids"]
 
 
 def meta(tok_class, captions_sha):
@@ -137,7 +151,28 @@ def generate():
             tok = CLIPTokenizer.from_pretrained(os.path.join(tmp, kind))
             for name, arr in encode_all(tok, captions, kind).items():
                 tensors[name] = torch.from_numpy(arr)
-    common.save("tokenizer.safetensors", tensors, meta=meta("transformers.CLIPTokenizer (tokenizers backend)", sha))
+        extra = {}
+        with open(CASES, encoding="utf-8") as f:
+            cases = json.load(f)
+        for case in cases:
+            name = case["name"]
+            folder, saved = os.path.join(tmp, "case_" + name), os.path.join(tmp, "saved_" + name)
+            write_case(folder, case)
+            tok = CLIPTokenizer.from_pretrained(folder)
+            tensors[f"case.{name}.input_ids"] = torch.tensor(probe_ids(tok), dtype=torch.int64)  # (P, 77)
+            # The same tokenizer as transformers 5 saves it (tokenizer.json + tokenizer_config.json):
+            # Go rebuilds that folder from the vocabulary and the two pieces kept in the metadata.
+            tok.save_pretrained(saved)
+            with open(os.path.join(saved, "tokenizer.json"), encoding="utf-8") as f:
+                extra[f"case.{name}.saved_added_tokens"] = json.dumps(json.load(f)["added_tokens"])
+            with open(os.path.join(saved, "tokenizer_config.json"), encoding="utf-8") as f:
+                extra[f"case.{name}.saved_config"] = json.dumps(json.load(f))
+            again = CLIPTokenizer.from_pretrained(saved)
+            tensors[f"case.{name}.saved_input_ids"] = torch.tensor(probe_ids(again), dtype=torch.int64)  # (P, 77)
+    m = meta("transformers.CLIPTokenizer (tokenizers backend)", sha)
+    m.update(extra)
+    m["probes"] = json.dumps(PROBES)
+    common.save("tokenizer.safetensors", tensors, meta=m)
 
 
 def generate_slow():

@@ -12,39 +12,47 @@ import (
 // and 2.x use. Keys it does not know are ignored, as diffusers does; known
 // keys with values zerodiff does not implement are errors (see Validate).
 type Config struct {
-	SampleSize           int      `json:"sample_size"`
-	InChannels           int      `json:"in_channels"`
-	OutChannels          int      `json:"out_channels"`
-	CenterInputSample    bool     `json:"center_input_sample"`
-	FlipSinToCos         bool     `json:"flip_sin_to_cos"`
-	FreqShift            float64  `json:"freq_shift"`
-	DownBlockTypes       []string `json:"down_block_types"`
-	MidBlockType         *string  `json:"mid_block_type"`
-	UpBlockTypes         []string `json:"up_block_types"`
-	OnlyCrossAttention   bool     `json:"only_cross_attention"`
-	BlockOutChannels     []int    `json:"block_out_channels"`
-	LayersPerBlock       IntList  `json:"layers_per_block"`
-	DownsamplePadding    int      `json:"downsample_padding"`
-	MidBlockScaleFactor  float64  `json:"mid_block_scale_factor"`
-	ActFn                string   `json:"act_fn"`
-	NormNumGroups        int      `json:"norm_num_groups"`
-	NormEps              float64  `json:"norm_eps"`
-	CrossAttentionDim    IntList  `json:"cross_attention_dim"`
-	TransformerLayers    IntList  `json:"transformer_layers_per_block"`
-	AttentionHeadDim     IntList  `json:"attention_head_dim"`
-	NumAttentionHeads    IntList  `json:"num_attention_heads"`
-	DualCrossAttention   bool     `json:"dual_cross_attention"`
-	UseLinearProjection  bool     `json:"use_linear_projection"`
-	UpcastAttention      bool     `json:"upcast_attention"`
-	ClassEmbedType       *string  `json:"class_embed_type"`
-	AdditionEmbedType    *string  `json:"addition_embed_type"`
-	ResnetTimeScaleShift string   `json:"resnet_time_scale_shift"`
-	TimeEmbeddingType    string   `json:"time_embedding_type"`
-	TimeCondProjDim      *int     `json:"time_cond_proj_dim"`
-	EncoderHidDim        *int     `json:"encoder_hid_dim"`
-	ConvInKernel         int      `json:"conv_in_kernel"`
-	ConvOutKernel        int      `json:"conv_out_kernel"`
-	ResnetOutScaleFactor float64  `json:"resnet_out_scale_factor"`
+	SampleSize            int      `json:"sample_size"`
+	InChannels            int      `json:"in_channels"`
+	OutChannels           int      `json:"out_channels"`
+	CenterInputSample     bool     `json:"center_input_sample"`
+	FlipSinToCos          bool     `json:"flip_sin_to_cos"`
+	FreqShift             float64  `json:"freq_shift"`
+	DownBlockTypes        []string `json:"down_block_types"`
+	MidBlockType          *string  `json:"mid_block_type"`
+	UpBlockTypes          []string `json:"up_block_types"`
+	OnlyCrossAttention    bool     `json:"only_cross_attention"`
+	BlockOutChannels      []int    `json:"block_out_channels"`
+	LayersPerBlock        IntList  `json:"layers_per_block"`
+	DownsamplePadding     int      `json:"downsample_padding"`
+	MidBlockScaleFactor   float64  `json:"mid_block_scale_factor"`
+	ActFn                 string   `json:"act_fn"`
+	NormNumGroups         int      `json:"norm_num_groups"`
+	NormEps               float64  `json:"norm_eps"`
+	CrossAttentionDim     IntList  `json:"cross_attention_dim"`
+	TransformerLayers     IntList  `json:"transformer_layers_per_block"`
+	AttentionHeadDim      IntList  `json:"attention_head_dim"`
+	NumAttentionHeads     IntList  `json:"num_attention_heads"`
+	DualCrossAttention    bool     `json:"dual_cross_attention"`
+	UseLinearProjection   bool     `json:"use_linear_projection"`
+	UpcastAttention       bool     `json:"upcast_attention"`
+	ClassEmbedType        *string  `json:"class_embed_type"`
+	AdditionEmbedType     *string  `json:"addition_embed_type"`
+	ResnetTimeScaleShift  string   `json:"resnet_time_scale_shift"`
+	TimeEmbeddingType     string   `json:"time_embedding_type"`
+	TimeCondProjDim       *int     `json:"time_cond_proj_dim"`
+	EncoderHidDim         *int     `json:"encoder_hid_dim"`
+	ConvInKernel          int      `json:"conv_in_kernel"`
+	ConvOutKernel         int      `json:"conv_out_kernel"`
+	ResnetOutScaleFactor  float64  `json:"resnet_out_scale_factor"`
+	ResnetSkipTimeAct     bool     `json:"resnet_skip_time_act"`
+	TimeEmbeddingDim      *int     `json:"time_embedding_dim"`
+	TimeEmbeddingActFn    *string  `json:"time_embedding_act_fn"`
+	TimestepPostAct       *string  `json:"timestep_post_act"`
+	CrossAttentionNorm    *string  `json:"cross_attention_norm"`
+	AttentionType         string   `json:"attention_type"`
+	ClassEmbeddingsConcat bool     `json:"class_embeddings_concat"`
+	NumClassEmbeds        *int     `json:"num_class_embeds"`
 }
 
 // IntList is a config value that diffusers accepts as one int or one per block.
@@ -100,6 +108,7 @@ func DefaultConfig() Config {
 		ConvInKernel:         3,
 		ConvOutKernel:        3,
 		ResnetOutScaleFactor: 1,
+		AttentionType:        "default",
 	}
 }
 
@@ -149,6 +158,20 @@ func (c *Config) Validate() error {
 		return bad("mid_block_scale_factor/resnet_out_scale_factor", c.MidBlockScaleFactor, "1")
 	case c.ConvInKernel != 3 || c.ConvOutKernel != 3:
 		return bad("conv_in_kernel/conv_out_kernel", c.ConvInKernel, "3")
+	case c.ResnetSkipTimeAct:
+		return bad("resnet_skip_time_act", true, "false")
+	case c.TimeEmbeddingDim != nil && *c.TimeEmbeddingDim != 4*c.BlockOutChannels[0]:
+		return bad("time_embedding_dim", *c.TimeEmbeddingDim, "null (4 × block_out_channels[0])")
+	case c.TimeEmbeddingActFn != nil:
+		return bad("time_embedding_act_fn", *c.TimeEmbeddingActFn, "null")
+	case c.TimestepPostAct != nil:
+		return bad("timestep_post_act", *c.TimestepPostAct, "null")
+	case c.CrossAttentionNorm != nil:
+		return bad("cross_attention_norm", *c.CrossAttentionNorm, "null")
+	case c.AttentionType != "default":
+		return bad("attention_type", c.AttentionType, "default")
+	case c.ClassEmbeddingsConcat || c.NumClassEmbeds != nil:
+		return bad("num_class_embeds/class_embeddings_concat", c.NumClassEmbeds, "null/false")
 	case len(c.CrossAttentionDim) != 1:
 		return bad("cross_attention_dim", c.CrossAttentionDim, "one integer")
 	}

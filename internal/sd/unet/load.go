@@ -1,0 +1,61 @@
+package unet
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/zerodiff/zerodiff/internal/sd"
+	"github.com/zerodiff/zerodiff/internal/tensor"
+)
+
+// ReadConfig reads <dir>/unet/config.json.
+func ReadConfig(dir string) (Config, error) {
+	p := filepath.Join(dir, "unet", "config.json")
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return Config{}, fmt.Errorf("unet config: %w", err)
+	}
+	c, err := ParseConfig(b)
+	if err != nil {
+		return c, fmt.Errorf("%s: %w", p, err)
+	}
+	return c, nil
+}
+
+// Load builds the UNet of the diffusers folder dir on be and loads its
+// weights; with grads the parameters get gradient buffers (full fine-tuning),
+// without they are frozen (sampling, LoRA training).
+func Load(be tensor.Backend, dir string, grads bool) (*UNet, error) {
+	c, err := ReadConfig(dir)
+	if err != nil {
+		return nil, err
+	}
+	u, err := New(c)
+	if err != nil {
+		return nil, err
+	}
+	files, err := sd.ModelFiles(dir, "unet")
+	if err != nil {
+		return nil, err
+	}
+	w, err := sd.OpenWeights(files...)
+	if err != nil {
+		return nil, err
+	}
+	defer w.Close()
+	u.Params.Alloc(be, grads)
+	if err := sd.LoadWeights(be, u.Params, w, sd.Diffusers); err != nil {
+		return nil, fmt.Errorf("unet: %w", err)
+	}
+	return u, nil
+}
+
+// LoadFile replaces the UNet's weights with those of a safetensors file with
+// diffusers names (what `ckpt merge` writes).
+func (u *UNet) LoadFile(be tensor.Backend, w *sd.Weights) error {
+	if err := sd.LoadWeights(be, u.Params, w, sd.Diffusers); err != nil {
+		return fmt.Errorf("unet: %w", err)
+	}
+	return nil
+}
