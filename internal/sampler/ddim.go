@@ -52,7 +52,7 @@ func newDDIM(cfg Config, steps int, eta float64) (*ddim, error) {
 	}, nil
 }
 
-func (s *ddim) Timesteps() []float64                         { return s.timestepsF }
+func (s *ddim) Timesteps() []float64                         { return append([]float64(nil), s.timestepsF...) }
 func (s *ddim) InitNoiseSigma() float64                      { return 1 }
 func (s *ddim) ScaleModelInput(x []float32, i int) []float32 { return x }
 

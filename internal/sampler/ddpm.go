@@ -49,7 +49,7 @@ func newDDPM(cfg Config, steps int) (*ddpm, error) {
 	}, nil
 }
 
-func (s *ddpm) Timesteps() []float64                         { return s.timestepsF }
+func (s *ddpm) Timesteps() []float64                         { return append([]float64(nil), s.timestepsF...) }
 func (s *ddpm) InitNoiseSigma() float64                      { return 1 }
 func (s *ddpm) ScaleModelInput(x []float32, i int) []float32 { return x }
 

@@ -44,18 +44,18 @@ func newDPMSolver(cfg Config, steps int, karras bool) (*dpmSolver, error) {
 	if cfg.LambdaMinClipped != nil {
 		last = T - clippedTimesteps(ac, *cfg.LambdaMinClipped)
 	}
-	full := trainSigmas(ac)       // (T,)
-	sig := make([]float64, steps) // (steps,)
-	var ts []int
+	full := trainSigmas(ac) // (T,)
+	var sig []float64       // (steps,)
+	var ts []int            // (steps,)
 	if karras {
 		sig = karrasSigmas(floatOr(cfg.SigmaMin, float64(full[0])), floatOr(cfg.SigmaMax, float64(full[T-1])), steps)
 		logS := logSigmas(full)
-		ts = make([]int, steps) // (steps,)
+		ts = make([]int, steps)
 		for i, s := range sig {
 			t := sigmaToT(s, logS)
 			// diffusers rounds, except for squaredcos_cap_v2 where the int64
 			// cast truncates.
-			if cfg.BetaSchedule == "squaredcos_cap_v2" && cfg.TrainedBetas == nil {
+			if cfg.BetaSchedule == "squaredcos_cap_v2" {
 				ts[i] = int(math.Trunc(t))
 			} else {
 				ts[i] = int(math.RoundToEven(t))
@@ -66,6 +66,7 @@ func newDPMSolver(cfg Config, steps int, karras bool) (*dpmSolver, error) {
 		if err != nil {
 			return nil, err
 		}
+		sig = make([]float64, steps)
 		for i, t := range ts {
 			sig[i] = npInterp(float64(t), full)
 		}
@@ -92,10 +93,13 @@ func clippedTimesteps(ac []float32, lambdaMin float64) int {
 	return n
 }
 
-func (s *dpmSolver) Timesteps() []float64                         { return s.timestepsF }
+func (s *dpmSolver) Timesteps() []float64                         { return append([]float64(nil), s.timestepsF...) }
 func (s *dpmSolver) InitNoiseSigma() float64                      { return 1 }
 func (s *dpmSolver) ScaleModelInput(x []float32, i int) []float32 { return x }
 
+// Step converts the model's output to x0, then takes the first-order step
+// x' = (σ'/σ)·x − α'(e^{−h}−1)·x0 (h = λ' − λ), or the second-order one that
+// also subtracts ½α'(e^{−h}−1)·(x0 − x0_prev)/r, r = (λ − λ_prev)/h.
 func (s *dpmSolver) Step(m []float32, i int, x []float32, noise NoiseSource) []float32 {
 	mustSameLen("dpmpp_2m Step", m, x)
 	n := len(s.sigmas) - 1

@@ -8,6 +8,7 @@ import "fmt"
 // adding noise of σ_up.
 type euler struct {
 	ancestral  bool
+	karras     bool
 	pred       string
 	sigmas     []float32 // (steps+1,), the last 0
 	initSigma  float32
@@ -37,19 +38,25 @@ func newEuler(cfg Config, steps int, karras, ancestral bool) (*euler, error) {
 		return nil, err
 	}
 	full := trainSigmas(zeroSNRCumprod(cfg, sch.AlphasCumprod)) // (T,)
-	sig := make([]float64, steps)                               // (steps,)
+	sig := make([]float64, len(ts))                             // (steps,)
 	for i, t := range ts {
 		sig[i] = npInterp(float64(t), full)
 	}
 	if karras {
-		sig = karrasSigmas(floatOr(cfg.SigmaMin, sig[steps-1]), floatOr(cfg.SigmaMax, sig[0]), steps)
+		// Only the ends of the spaced list matter, so numpy's extra trailing
+		// timestep −1 is harmless here: interp clamps it to σ_0.
+		sig = karrasSigmas(floatOr(cfg.SigmaMin, sig[len(sig)-1]), floatOr(cfg.SigmaMax, sig[0]), steps)
 		logS := logSigmas(full)
+		ts = ts[:steps]
 		for i, s := range sig {
 			ts[i] = float32(sigmaToT(s, logS))
 		}
+	} else if len(ts) != steps || ts[len(ts)-1] < 0 {
+		return nil, fmt.Errorf("%s spacing of %d training timesteps gives %d timesteps ending at %g for %d steps in diffusers (numpy arange rounding); choose another step count", sp, cfg.NumTrainTimesteps, len(ts), ts[len(ts)-1], steps)
 	}
 	s := &euler{
 		ancestral:  ancestral,
+		karras:     karras,
 		pred:       cfg.PredictionType,
 		sigmas:     make([]float32, steps+1),
 		timestepsF: make([]float64, steps),
@@ -67,7 +74,7 @@ func newEuler(cfg Config, steps int, karras, ancestral bool) (*euler, error) {
 	return s, nil
 }
 
-func (s *euler) Timesteps() []float64    { return s.timestepsF }
+func (s *euler) Timesteps() []float64    { return append([]float64(nil), s.timestepsF...) }
 func (s *euler) InitNoiseSigma() float64 { return float64(s.initSigma) }
 
 // ScaleModelInput is x/√(σ²+1), the input scale of a variance-preserving model.

@@ -56,7 +56,7 @@ func newPNDM(cfg Config, steps int) (*pndm, error) {
 	}, nil
 }
 
-func (s *pndm) Timesteps() []float64                         { return s.timestepsF }
+func (s *pndm) Timesteps() []float64                         { return append([]float64(nil), s.timestepsF...) }
 func (s *pndm) InitNoiseSigma() float64                      { return 1 }
 func (s *pndm) ScaleModelInput(x []float32, i int) []float32 { return x }
 

@@ -6,9 +6,10 @@
 // Latents are float32 slices of any shape. Coefficients are computed in the
 // precision diffusers uses (float32 torch scalars, float64 numpy arrays) and
 // element-wise arithmetic is float32 in diffusers' order of operations, each
-// product wrapped in float32() so the compiler never fuses it into an FMA:
-// results match diffusers to the last bit but for libm's last-ulp
-// differences.
+// product wrapped in float32() so the compiler never fuses it into an FMA.
+// What remains are the last-ulp differences between Go's correctly rounded
+// sqrt, log and exp and torch's (MKL VML) or numpy's float32 ones: a few
+// float32 ulps of the latents after a run.
 package sampler
 
 import (
@@ -27,7 +28,8 @@ const (
 // Step(output, i, x, noise). Start from standard-normal latents times
 // InitNoiseSigma().
 type Sampler interface {
-	// Timesteps are the model's timestep arguments, in calling order.
+	// Timesteps are the model's timestep arguments, in calling order (a
+	// new slice).
 	Timesteps() []float64
 	// InitNoiseSigma scales the initial standard-normal latents.
 	InitNoiseSigma() float64
@@ -120,8 +122,8 @@ func boolOr(b *bool, def bool) bool {
 	return *b
 }
 
-// sqrt32, log32 and exp32 are float32 functions as torch evaluates them on
-// a float32 scalar: correctly rounded, or within an ulp for log and exp.
+// sqrt32, log32 and exp32 are the float32 functions torch applies to float32
+// scalars, correctly rounded; torch's own (MKL VML) are within an ulp.
 func sqrt32(x float32) float32 { return float32(math.Sqrt(float64(x))) }
 func log32(x float32) float32  { return float32(math.Log(float64(x))) }
 func exp32(x float32) float32  { return float32(math.Exp(float64(x))) }
@@ -134,7 +136,7 @@ func clamp32(v, r float32) float32 {
 // stepOrder panics when a stateful sampler's steps come out of order.
 func stepOrder(name string, i, next, n int) {
 	if i != 0 && i != next {
-		panic(fmt.Sprintf("sampler %s: step %d after step %d (steps run in order from 0)", name, i, next-1))
+		panic(fmt.Sprintf("sampler %s: step %d out of order, expected %d (steps run in order from 0)", name, i, next))
 	}
 	if i >= n {
 		panic(fmt.Sprintf("sampler %s: step %d of %d", name, i, n))

@@ -109,7 +109,8 @@ func checkTimesteps(ts []int, spacing string, numTrain, n int) error {
 
 // sigmaTimesteps is set_timesteps of EulerDiscreteScheduler and
 // EulerAncestralDiscreteScheduler before any sigma conversion: n descending
-// float32 timesteps, fractional for linspace spacing.
+// float32 timesteps, fractional for linspace spacing. Trailing spacing may
+// give n+1 ending at −1, as in diffusers: the caller decides.
 func sigmaTimesteps(spacing string, numTrain, n, offset int) ([]float32, error) {
 	ts := make([]float32, 0, n) // (n,)
 	switch spacing {
@@ -129,9 +130,6 @@ func sigmaTimesteps(spacing string, numTrain, n, offset int) ([]float32, error) 
 		}
 	default:
 		return nil, fmt.Errorf("timestep_spacing %q is not supported", spacing)
-	}
-	if len(ts) != n || ts[len(ts)-1] < 0 {
-		return nil, fmt.Errorf("%s spacing of %d training timesteps gives %d timesteps ending at %g for %d steps in diffusers (numpy arange rounding); choose another step count", spacing, numTrain, len(ts), ts[len(ts)-1], n)
 	}
 	return ts, nil
 }

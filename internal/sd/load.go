@@ -149,6 +149,16 @@ func OpenWeights(paths ...string) (*Weights, error) {
 	return w, nil
 }
 
+// WeightsOf wraps an already opened safetensors file (for example one read
+// from standard input) named name in error messages.
+func WeightsOf(name string, f *safetensors.File) *Weights {
+	w := &Weights{paths: []string{name}, files: []*safetensors.File{f}, owner: map[string]*safetensors.File{}}
+	for _, k := range f.Names() {
+		w.owner[k] = f
+	}
+	return w
+}
+
 // Close releases the files.
 func (w *Weights) Close() error {
 	var first error

@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -61,7 +62,8 @@ func Load(dir string) (*Tokenizer, error) {
 
 // FromBPEGz builds the tokenizer from CLIP's own BPE file (bpe_simple_vocab_16e6.txt.gz, as
 // shipped with OpenAI's CLIP and open_clip) the way CLIP builds its vocabulary, with the special
-// tokens of a folder that names none (pad = <|endoftext|>, as in SD 1.x).
+// tokens as an SD 1.x folder sets them: <|startoftext|> also matched in lowercased text,
+// <|endoftext|> only as written, padding with <|endoftext|>.
 func FromBPEGz(path string) (*Tokenizer, error) {
 	tokens, merges, err := clipVocab(path)
 	if err != nil {
@@ -71,9 +73,12 @@ func FromBPEGz(path string) (*Tokenizer, error) {
 	for i, t := range tokens {
 		vocab[t] = i
 	}
-	spec, err := resolveSpecials(nil, nil, nil)
-	if err != nil {
-		return nil, err
+	spec := specialSpec{
+		bos: "<|startoftext|>", eos: "<|endoftext|>", pad: "<|endoftext|>", unk: "<|endoftext|>",
+		added: []addedToken{
+			{content: "<|startoftext|>", id: -1, normalized: true},
+			{content: "<|endoftext|>", id: -1},
+		},
 	}
 	return build(path, vocab, merges, spec)
 }
@@ -109,11 +114,14 @@ func clipVocab(path string) ([]string, [][2]string, error) {
 		}
 		merges = append(merges, [2]string{parts[0], parts[1]})
 	}
+	// The byte symbols come in the order of their runes: the printable bytes, then the rest.
+	symbols := slices.Clone(byteSymbols[:])
+	slices.Sort(symbols)
 	tokens := make([]string, 0, 512+len(merges)+2)
-	for _, r := range byteSymbols {
+	for _, r := range symbols {
 		tokens = append(tokens, string(r))
 	}
-	for _, r := range byteSymbols {
+	for _, r := range symbols {
 		tokens = append(tokens, string(r)+"</w>")
 	}
 	for _, m := range merges {
@@ -161,32 +169,37 @@ func readTokenizerJSON(path string) (map[string]int, [][2]string, []sourceToken,
 	var doc struct {
 		AddedTokens []json.RawMessage `json:"added_tokens"`
 		Model       struct {
-			Type           string            `json:"type"`
-			Vocab          map[string]int    `json:"vocab"`
-			Merges         []json.RawMessage `json:"merges"`
-			EndOfWordSufix string            `json:"end_of_word_suffix"`
+			Type            string          `json:"type"`
+			Vocab           map[string]int  `json:"vocab"`
+			Merges          json.RawMessage `json:"merges"`
+			EndOfWordSuffix string          `json:"end_of_word_suffix"`
 		} `json:"model"`
 	}
 	if err := readJSON(path, &doc, false); err != nil {
 		return nil, nil, nil, err
 	}
 	m := doc.Model
-	if m.Type != "BPE" || m.EndOfWordSufix != "</w>" {
-		return nil, nil, nil, fmt.Errorf("tokenizer: %s: model is %q with end_of_word_suffix %q, want CLIP's BPE with \"</w>\"", path, m.Type, m.EndOfWordSufix)
+	if m.Type != "BPE" || m.EndOfWordSuffix != "</w>" {
+		return nil, nil, nil, fmt.Errorf("tokenizer: %s: model is %q with end_of_word_suffix %q, want CLIP's BPE with \"</w>\"", path, m.Type, m.EndOfWordSuffix)
 	}
-	merges := make([][2]string, len(m.Merges))
-	for i, raw := range m.Merges {
-		var pair []string
-		var s string
-		switch {
-		case json.Unmarshal(raw, &pair) == nil && len(pair) == 2:
-			merges[i] = [2]string{pair[0], pair[1]}
-		case json.Unmarshal(raw, &s) == nil && len(strings.Split(s, " ")) == 2:
-			parts := strings.Split(s, " ")
-			merges[i] = [2]string{parts[0], parts[1]}
-		default:
-			return nil, nil, nil, fmt.Errorf("tokenizer: %s: merge %d is %s, want two symbols", path, i+1, raw)
+	// tokenizers writes each merge as a pair of strings; versions before 0.20 as "a b".
+	var pairs [][]string
+	if err := json.Unmarshal(m.Merges, &pairs); err != nil {
+		var joined []string
+		if json.Unmarshal(m.Merges, &joined) != nil {
+			return nil, nil, nil, fmt.Errorf("tokenizer: %s: model.merges: %w", path, err)
 		}
+		pairs = pairs[:0] // the failed decode may have filled some
+		for _, j := range joined {
+			pairs = append(pairs, strings.Split(j, " "))
+		}
+	}
+	merges := make([][2]string, len(pairs))
+	for i, p := range pairs {
+		if len(p) != 2 {
+			return nil, nil, nil, fmt.Errorf("tokenizer: %s: merge %d is %q, want two symbols", path, i+1, p)
+		}
+		merges[i] = [2]string{p[0], p[1]}
 	}
 	var source []sourceToken
 	for i, raw := range doc.AddedTokens {
@@ -228,10 +241,23 @@ func parseAddedTokensDecoder(raw json.RawMessage) ([]sourceToken, error) {
 // tokenValue is a special token as the config files write it: a plain string, or an object
 // (transformers' AddedToken) with content and flags.
 type tokenValue struct {
-	content    string
-	isString   bool
-	special    bool
-	normalized *bool // nil: not given, so it follows special (normalized = !special)
+	content               string
+	isString              bool
+	special               bool
+	normalized            *bool // nil: not given, so it follows special (normalized = !special)
+	lstrip, rstrip, whole bool  // whole: single_word
+}
+
+// same is the equality of transformers' values: strings by content, AddedTokens by every field.
+func (v tokenValue) same(w tokenValue) bool {
+	if v.isString || w.isString {
+		return v.isString == w.isString && v.content == w.content
+	}
+	norm := func(t tokenValue) bool {
+		return t.normalized == nil && !t.special || t.normalized != nil && *t.normalized
+	}
+	return v.content == w.content && v.special == w.special && norm(v) == norm(w) &&
+		v.lstrip == w.lstrip && v.rstrip == w.rstrip && v.whole == w.whole
 }
 
 func parseToken(raw json.RawMessage, special bool) (tokenValue, error) {
@@ -243,11 +269,15 @@ func parseToken(raw json.RawMessage, special bool) (tokenValue, error) {
 		Content    *string `json:"content"`
 		Special    *bool   `json:"special"`
 		Normalized *bool   `json:"normalized"`
+		LStrip     bool    `json:"lstrip"`
+		RStrip     bool    `json:"rstrip"`
+		SingleWord bool    `json:"single_word"`
 	}
 	if err := json.Unmarshal(raw, &obj); err != nil || obj.Content == nil {
 		return tokenValue{}, fmt.Errorf("%s is neither a string nor an object with content", raw)
 	}
-	v := tokenValue{content: *obj.Content, normalized: obj.Normalized, special: special}
+	v := tokenValue{content: *obj.Content, normalized: obj.Normalized, special: special,
+		lstrip: obj.LStrip, rstrip: obj.RStrip, whole: obj.SingleWord}
 	if obj.Special != nil && !special {
 		v.special = *obj.Special
 	}
@@ -260,10 +290,10 @@ var namedKeys = []string{"bos_token", "eos_token", "unk_token", "sep_token", "pa
 // resolveSpecials decides the special tokens as transformers 5's CLIPTokenizer.from_pretrained
 // does. The named tokens start from CLIPTokenizer's defaults, tokenizer_config.json replaces
 // them and special_tokens_map.json (stm, read only when the config has no added_tokens_decoder)
-// replaces those. The added tokens are the source entries in id order, then each named token
-// whose content none of them has. A content matched in normalized text takes the flag of its
-// last registration: a string is never normalized; an object is as it says, or, saying nothing,
-// is normalized only if it is neither special nor a named token's content.
+// replaces those. The registrations are the source entries in id order, then each named token
+// whose content none of them has and that equals no earlier registration. Whether a content is
+// matched in normalized text follows its last registration: a string is not; an object is as
+// it says, or, saying nothing, only if it is neither special nor a named token's content.
 func resolveSpecials(cfg, stm map[string]json.RawMessage, source []sourceToken) (specialSpec, error) {
 	named := map[string]tokenValue{
 		"bos_token": {content: "<|startoftext|>", isString: true},
@@ -304,9 +334,11 @@ func resolveSpecials(cfg, stm map[string]json.RawMessage, source []sourceToken) 
 		inSource[s.content] = true
 	}
 	for _, key := range namedKeys {
-		if v, ok := named[key]; ok && !inSource[v.content] {
-			regs = append(regs, reg{v, -1})
+		v, ok := named[key]
+		if !ok || inSource[v.content] || slices.ContainsFunc(regs, func(r reg) bool { return r.same(v) }) {
+			continue
 		}
+		regs = append(regs, reg{v, -1})
 	}
 	var spec specialSpec
 	index := map[string]int{}

@@ -11,6 +11,7 @@ package tokenizer
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"unicode/utf8"
@@ -139,6 +140,15 @@ func build(src string, vocab map[string]int, merges [][2]string, spec specialSpe
 		key := pairKey(int32(a), int32(b))
 		if _, dup := tk.merges[key]; !dup {
 			tk.merges[key] = merge{rank: int32(rank), id: int32(ab)}
+		}
+	}
+	for _, role := range []struct{ name, content string }{
+		{"bos_token", spec.bos}, {"eos_token", spec.eos}, {"pad_token", spec.pad}, {"unk_token", spec.unk},
+	} {
+		_, inVocab := vocab[role.content]
+		listed := slices.ContainsFunc(spec.added, func(a addedToken) bool { return a.content == role.content && a.id >= 0 })
+		if role.content != "" && !inVocab && !listed {
+			return nil, fmt.Errorf("%s: %s %q is not in the vocabulary", src, role.name, role.content)
 		}
 	}
 	for _, a := range spec.added {

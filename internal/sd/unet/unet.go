@@ -2,6 +2,7 @@ package unet
 
 import (
 	"fmt"
+	"github.com/zerodiff/zerodiff/internal/sd"
 
 	"github.com/zerodiff/zerodiff/internal/nn"
 	"github.com/zerodiff/zerodiff/internal/tensor"
@@ -205,4 +206,13 @@ func (u *UNet) Backward(be tensor.Backend, s *State, dy *tensor.Tensor) (dx, dct
 	dx = u.ConvIn.Backward(be, s.x, g, true)
 	u.Time.Backward(be, s.time, dtemb)
 	return dx, dctx
+}
+
+// Blocks is the structure single-file (LDM) names depend on.
+func (u *UNet) Blocks() sd.UNetBlocks {
+	b := sd.UNetBlocks{LayersPerBlock: u.Cfg.LayersPerBlock.at(0)}
+	for _, t := range u.Cfg.UpBlockTypes {
+		b.UpAttn = append(b.UpAttn, t == "CrossAttnUpBlock2D")
+	}
+	return b
 }

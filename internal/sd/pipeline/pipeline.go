@@ -1,0 +1,194 @@
+// Package pipeline is text-to-image as diffusers' StableDiffusionPipeline
+// runs it: tokenize, encode the prompts (and the negative prompt for
+// classifier-free guidance), denoise latents with a sampler and the UNet,
+// decode them with the VAE.
+package pipeline
+
+import (
+	"fmt"
+	"path/filepath"
+
+	"github.com/zerodiff/zerodiff/internal/rng"
+	"github.com/zerodiff/zerodiff/internal/sampler"
+	"github.com/zerodiff/zerodiff/internal/sd/clip"
+	"github.com/zerodiff/zerodiff/internal/sd/unet"
+	"github.com/zerodiff/zerodiff/internal/sd/vae"
+	"github.com/zerodiff/zerodiff/internal/tensor"
+	"github.com/zerodiff/zerodiff/internal/tokenizer"
+)
+
+// Pipeline holds the four parts of an SD model folder on one backend.
+type Pipeline struct {
+	Dir   string
+	be    tensor.Backend
+	Tok   *tokenizer.Tokenizer
+	Text  *clip.Model
+	UNet  *unet.UNet
+	VAE   *vae.Model
+	Sched sampler.Config
+}
+
+// Load reads a diffusers model folder (model_index.json, unet/, vae/,
+// text_encoder/, tokenizer/, scheduler/).
+func Load(be tensor.Backend, dir string) (*Pipeline, error) {
+	p := &Pipeline{Dir: dir, be: be}
+	var err error
+	if p.Tok, err = tokenizer.Load(filepath.Join(dir, "tokenizer")); err != nil {
+		return nil, err
+	}
+	if p.Text, _, err = clip.Load(be, dir); err != nil {
+		return nil, err
+	}
+	if p.UNet, err = unet.Load(be, dir, false); err != nil {
+		return nil, err
+	}
+	if p.VAE, _, err = vae.Load(be, dir); err != nil {
+		return nil, err
+	}
+	if p.Sched, err = readScheduler(dir); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// Request is one text-to-image job.
+type Request struct {
+	Prompts  []string // one image each
+	Negative string   // the unconditional prompt of guidance ("" as diffusers)
+	Steps    int
+	Sampler  string // a sampler.Names() entry
+	Karras   bool
+	Eta      float64
+	Guidance float64 // ≤ 1 turns classifier-free guidance off
+	Seed     uint64
+	// First is the index of Prompts[0] in the whole job: image k's noise is
+	// stream k of Seed, so batching does not change any image.
+	First int
+	// Latents, if set, are the initial standard-normal latents (N, C, h, w)
+	// instead of draws from Seed, as diffusers' latents argument.
+	Latents       []float32
+	Width, Height int
+	ClipSkip      int
+}
+
+// Factor is how many pixels one latent covers along each axis.
+func (p *Pipeline) Factor() int { return 1 << (len(p.VAE.Cfg.BlockOutChannels) - 1) }
+
+// Encode turns texts into the text encoder's hidden states (N, 77, D).
+func (p *Pipeline) Encode(texts []string, clipSkip int) (*tensor.Tensor, error) {
+	maxLen := p.Text.Cfg.MaxPositionEmbeddings
+	ids := p.be.New(tensor.I64, len(texts), maxLen) // (N, 77)
+	all := make([]int64, 0, len(texts)*maxLen)
+	for _, t := range texts {
+		v, _ := p.Tok.Tokens(t, maxLen)
+		all = append(all, v...)
+	}
+	p.be.UploadInt64(ids, all)
+	return p.Text.Forward(p.be, ids, clipSkip)
+}
+
+// Generate runs req and returns one image (3, H, W), values in [-1, 1], per
+// prompt. progress, if not nil, is called after every sampler step.
+func (p *Pipeline) Generate(req Request, progress func(step, total int)) ([][]float32, error) {
+	f := p.Factor()
+	if req.Width%f != 0 || req.Height%f != 0 {
+		return nil, fmt.Errorf("size %dx%d: width and height must be multiples of %d for this model", req.Width, req.Height, f)
+	}
+	s, err := sampler.New(req.Sampler, p.Sched, req.Steps, sampler.Options{Karras: req.Karras, Eta: req.Eta})
+	if err != nil {
+		return nil, err
+	}
+	n := len(req.Prompts)
+	lc, h, w := p.UNet.Cfg.InChannels, req.Height/f, req.Width/f
+	per := lc * h * w
+	guided := req.Guidance > 1
+	texts := req.Prompts
+	if guided {
+		texts = make([]string, 0, 2*n)
+		for range n {
+			texts = append(texts, req.Negative)
+		}
+		texts = append(texts, req.Prompts...)
+	}
+	ctx, err := p.Encode(texts, req.ClipSkip) // (N or 2N, 77, D)
+	if err != nil {
+		return nil, err
+	}
+
+	streams := make([]*rng.Stream, n)
+	x := make([]float32, n*per) // (N, C, h, w)
+	for k := range n {
+		streams[k] = rng.New(req.Seed, uint64(req.First+k))
+		streams[k].Normal(x[k*per : (k+1)*per])
+	}
+	if req.Latents != nil {
+		if len(req.Latents) != len(x) {
+			return nil, fmt.Errorf("initial latents: %d values, want %d = (%d, %d, %d, %d)", len(req.Latents), len(x), n, lc, h, w)
+		}
+		copy(x, req.Latents)
+	}
+	sigma := float32(s.InitNoiseSigma())
+	for i := range x {
+		x[i] *= sigma
+	}
+	noise := func(dst []float32) {
+		for k := range n {
+			streams[k].Normal(dst[k*per : (k+1)*per])
+		}
+	}
+
+	ts := s.Timesteps()
+	rows := n
+	if guided {
+		rows = 2 * n
+	}
+	lat := p.be.New(tensor.F32, rows, lc, h, w) // (rows, C, h, w)
+	tt := p.be.New(tensor.F32, rows)            // (rows)
+	out := make([]float32, rows*per)            // (rows, C, h, w)
+	tv := make([]float32, rows)
+	for i, t := range ts {
+		in := s.ScaleModelInput(x, i)
+		if guided {
+			p.be.Upload(lat, append(append(make([]float32, 0, 2*len(in)), in...), in...))
+		} else {
+			p.be.Upload(lat, in)
+		}
+		for j := range tv {
+			tv[j] = float32(t)
+		}
+		p.be.Upload(tt, tv)
+		y, _ := p.UNet.Forward(p.be, lat, tt, ctx)
+		p.be.Download(out, y)
+		eps := out
+		if guided {
+			eps = sampler.Guide(out[:n*per], out[n*per:], req.Guidance)
+		}
+		x = s.Step(eps, i, x, noise)
+		if progress != nil {
+			progress(i+1, len(ts))
+		}
+	}
+
+	z := p.be.New(tensor.F32, n, lc, h, w) // (N, C, h, w)
+	inv := float32(1 / p.VAE.Cfg.ScalingFactor)
+	zs := make([]float32, len(x))
+	for i, v := range x {
+		zs[i] = v * inv
+	}
+	p.be.Upload(z, zs)
+	img, err := p.VAE.Decode(p.be, z) // (N, 3, H, W)
+	if err != nil {
+		return nil, err
+	}
+	pix := make([]float32, img.Numel())
+	p.be.Download(pix, img)
+	ip := img.Numel() / n
+	images := make([][]float32, n)
+	for k := range n {
+		images[k] = pix[k*ip : (k+1)*ip]
+	}
+	return images, nil
+}
+
+// Backend is the backend the pipeline's models live on.
+func (p *Pipeline) Backend() tensor.Backend { return p.be }

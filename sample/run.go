@@ -1,0 +1,261 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"image"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+
+	"github.com/zerodiff/zerodiff/internal/cpu"
+	"github.com/zerodiff/zerodiff/internal/imageio"
+	"github.com/zerodiff/zerodiff/internal/safetensors"
+	"github.com/zerodiff/zerodiff/internal/sd"
+	"github.com/zerodiff/zerodiff/internal/sd/pipeline"
+)
+
+// maxStdinWeights bounds a UNet read from standard input (SD1.5 in fp32 is 3.4 GB).
+const maxStdinWeights = 16 << 30
+
+func run(c *cli) error {
+	if c.Threads > 0 {
+		runtime.GOMAXPROCS(c.Threads)
+	}
+	prompts, err := readPrompts(c)
+	if err != nil {
+		return err
+	}
+	p, err := loadModel(c)
+	if err != nil {
+		return err
+	}
+	if c.UNet != "" {
+		if err := loadUNet(p, c.UNet); err != nil {
+			return err
+		}
+	}
+	if c.LoRA != "" {
+		if err := mergeLoRA(p, c.LoRA, c.LoRAScale); err != nil {
+			return err
+		}
+	}
+	f := p.Factor()
+	if c.Width == 0 {
+		c.Width = p.UNet.Cfg.SampleSize * f
+	}
+	if c.Height == 0 {
+		c.Height = p.UNet.Cfg.SampleSize * f
+	}
+	if len(c.Compare) > 0 {
+		return compare(c, p, prompts[0])
+	}
+	return generate(c, p, prompts)
+}
+
+func readPrompts(c *cli) ([]string, error) {
+	prompts := append([]string(nil), c.Prompt...)
+	if c.PromptsFile != "" {
+		b, err := os.ReadFile(c.PromptsFile)
+		if err != nil {
+			return nil, fmt.Errorf("prompts file: %w", err)
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if line = strings.TrimSpace(line); line != "" {
+				prompts = append(prompts, line)
+			}
+		}
+	}
+	if len(prompts) == 0 {
+		return nil, fmt.Errorf("no prompt: give --prompt TEXT (repeatable) or --prompts-file FILE")
+	}
+	if c.Batch < 1 {
+		return nil, fmt.Errorf("--batch %d: need at least 1", c.Batch)
+	}
+	return prompts, nil
+}
+
+func loadModel(c *cli) (*pipeline.Pipeline, error) {
+	be := cpu.New()
+	st, err := os.Stat(c.Model)
+	if err != nil {
+		return nil, fmt.Errorf("--model: %w", err)
+	}
+	if st.IsDir() {
+		return pipeline.Load(be, c.Model)
+	}
+	if c.Config == "" {
+		return nil, fmt.Errorf("--model %s is a single file: give --config DIR, a diffusers folder with the matching configs, tokenizer and scheduler", c.Model)
+	}
+	return pipeline.LoadSingleFile(be, c.Model, c.Config)
+}
+
+// loadUNet replaces the UNet's weights by a safetensors file, or standard input for "-".
+func loadUNet(p *pipeline.Pipeline, path string) error {
+	var w *sd.Weights
+	if path == "-" {
+		f, err := safetensors.ReadAll(bufio.NewReaderSize(os.Stdin, 1<<20), maxStdinWeights)
+		if err != nil {
+			return fmt.Errorf("--unet -: standard input: %w", err)
+		}
+		w = sd.WeightsOf("standard input", f)
+	} else {
+		var err error
+		if w, err = sd.OpenWeights(path); err != nil {
+			return fmt.Errorf("--unet: %w", err)
+		}
+	}
+	defer w.Close()
+	return p.UNet.LoadFile(p.Backend(), w)
+}
+
+// generate writes one PNG per image, and the grid when asked.
+func generate(c *cli, p *pipeline.Pipeline, prompts []string) error {
+	total := len(prompts) * c.Batch
+	single := strings.HasSuffix(strings.ToLower(c.Output), ".png")
+	if single && total > 1 && !c.Grid {
+		return fmt.Errorf("-o %s names one file but the job makes %d images: give a folder, or --grid to write them as one grid", c.Output, total)
+	}
+	if !single {
+		if err := os.MkdirAll(c.Output, 0o755); err != nil {
+			return err
+		}
+	}
+	bar := newProgress(total, c.Steps)
+	var cells []image.Image
+	for i, prompt := range prompts {
+		req := c.request(prompt, i*c.Batch)
+		imgs, err := p.Generate(req, func(step, steps int) { bar.step(i*c.Batch, step) })
+		if err != nil {
+			return err
+		}
+		for k, x := range imgs {
+			idx := i*c.Batch + k
+			img := imageio.FromCHW(x, c.Height, c.Width)
+			cells = append(cells, img)
+			if single && total > 1 {
+				continue
+			}
+			path := c.Output
+			if !single {
+				path = filepath.Join(c.Output, fmt.Sprintf("%05d-%d.png", idx, c.Seed))
+			}
+			if err := writePNG(path, img, c.parameters(prompt, c.Steps)); err != nil {
+				return err
+			}
+			bar.done(path)
+		}
+	}
+	if !c.Grid {
+		return nil
+	}
+	path := c.Output
+	if !single {
+		path = filepath.Join(c.Output, "grid.png")
+	}
+	cols := c.Batch
+	if cols == 1 {
+		cols = min(total, 4)
+	}
+	if err := writePNG(path, imageio.Grid(cells, cols, nil, nil), c.parameters(strings.Join(prompts, " | "), c.Steps)); err != nil {
+		return err
+	}
+	bar.done(path)
+	return nil
+}
+
+// compare samples one prompt and seed with every UNet of --compare (rows)
+// at every step count of --compare-steps (columns) into one labelled grid.
+func compare(c *cli, p *pipeline.Pipeline, prompt string) error {
+	var cells []image.Image
+	var rows []string
+	bar := newProgress(len(c.Compare)*len(c.CompareSteps), 0)
+	for r, file := range c.Compare {
+		if err := loadUNet(p, file); err != nil {
+			return err
+		}
+		rows = append(rows, filepath.Base(file))
+		for k, steps := range c.CompareSteps {
+			req := c.request(prompt, 0)
+			req.Steps = steps
+			bar.steps = steps
+			imgs, err := p.Generate(req, func(step, _ int) { bar.step(r*len(c.CompareSteps)+k, step) })
+			if err != nil {
+				return err
+			}
+			cells = append(cells, imageio.FromCHW(imgs[0], c.Height, c.Width))
+		}
+	}
+	var cols []string
+	for _, s := range c.CompareSteps {
+		cols = append(cols, fmt.Sprintf("%d steps", s))
+	}
+	path := c.Output
+	if !strings.HasSuffix(strings.ToLower(path), ".png") {
+		if err := os.MkdirAll(path, 0o755); err != nil {
+			return err
+		}
+		path = filepath.Join(path, "compare.png")
+	}
+	if err := writePNG(path, imageio.Grid(cells, len(c.CompareSteps), rows, cols), c.parameters(prompt, 0)); err != nil {
+		return err
+	}
+	bar.done(path)
+	return nil
+}
+
+func (c *cli) request(prompt string, first int) pipeline.Request {
+	prompts := make([]string, c.Batch)
+	for k := range prompts {
+		prompts[k] = prompt
+	}
+	return pipeline.Request{
+		Prompts: prompts, Negative: c.NegativePrompt, Steps: c.Steps, Sampler: c.Sampler, Karras: c.Karras,
+		Guidance: c.Guidance, Seed: c.Seed, First: first, Width: c.Width, Height: c.Height, ClipSkip: c.ClipSkip,
+	}
+}
+
+// samplerNames are A1111's names for the samplers, as its infotext writes them.
+var samplerNames = map[string]string{
+	"ddpm": "DDPM", "ddim": "DDIM", "euler": "Euler", "euler_a": "Euler a", "dpmpp_2m": "DPM++ 2M", "pndm": "PLMS",
+}
+
+// parameters is the A1111-style "parameters" text: prompt, negative prompt,
+// then the settings on one line.
+func (c *cli) parameters(prompt string, steps int) string {
+	var b strings.Builder
+	b.WriteString(prompt)
+	if c.NegativePrompt != "" {
+		fmt.Fprintf(&b, "\nNegative prompt: %s", c.NegativePrompt)
+	}
+	name := samplerNames[c.Sampler]
+	if c.Karras {
+		name += " Karras"
+	}
+	b.WriteString("\n")
+	if steps > 0 {
+		fmt.Fprintf(&b, "Steps: %d, ", steps)
+	}
+	fmt.Fprintf(&b, "Sampler: %s, CFG scale: %g, Seed: %d, Size: %dx%d, Model: %s", name, c.Guidance, c.Seed, c.Width, c.Height, filepath.Base(c.Model))
+	if c.ClipSkip > 0 {
+		fmt.Fprintf(&b, ", Clip skip: %d", c.ClipSkip+1)
+	}
+	if c.LoRA != "" {
+		fmt.Fprintf(&b, ", Lora: %s:%g", filepath.Base(c.LoRA), c.LoRAScale)
+	}
+	return b.String()
+}
+
+func writePNG(path string, img image.Image, params string) error {
+	var buf bytes.Buffer
+	if err := imageio.WritePNG(&buf, img, [][2]string{{"parameters", params}}); err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, buf.Bytes(), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
