@@ -28,8 +28,8 @@ const (
 	lightLo, lightHi = 0.80, 0.95
 	darkLo, darkHi   = 0.05, 0.22
 	bgTint           = 0.03
-	// margin keeps the shape this share of the cell side away from the cell's edges, so that the
-	// image border shows the background.
+	// margin keeps the shape this share of the cell side, and at least one pixel, away from the
+	// cell's edges, so that the image border shows only the background.
 	margin = 0.04
 )
 
@@ -107,14 +107,14 @@ func cellOf(grid int, p Position) (row, col int) {
 }
 
 // extent is a shape's half width and half height for radius r: the circle's radius; the square's
-// half side 0.9r (about the circle's area); the upward equilateral triangle's half base 1.1r and
-// half height 1.1r·√3/2.
+// half side 0.9r (about the circle's area); the upward equilateral triangle's half base r (as wide
+// as the circle) and half height r·√3/2.
 func extent(s Shape, r float64) (hw, hh float64) {
 	switch s {
 	case Square:
 		return 0.9 * r, 0.9 * r
 	case Triangle:
-		return 1.1 * r, 1.1 * r * math.Sqrt(3) / 2
+		return r, r * math.Sqrt(3) / 2
 	}
 	return r, r
 }
@@ -145,8 +145,9 @@ func draw(r *rng.Stream, l Labels, opts Options) Sample {
 	}
 	rad := (minRadius + (maxRadius-minRadius)*r.Uniform()) * cell
 	hw, hh := extent(l.Shape, rad)
-	cx := x0 + cell/2 + max(cell/2-hw-margin*cell, 0)*(2*r.Uniform()-1)
-	cy := y0 + cell/2 + max(cell/2-hh-margin*cell, 0)*(2*r.Uniform()-1)
+	m := max(margin*cell, 1)
+	cx := x0 + cell/2 + max(cell/2-hw-m, 0)*(2*r.Uniform()-1)
+	cy := y0 + cell/2 + max(cell/2-hh-m, 0)*(2*r.Uniform()-1)
 	inside := insideFunc(l.Shape, cx, cy, rad)
 
 	plane := size * size

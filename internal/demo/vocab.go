@@ -1,6 +1,7 @@
 package demo
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -69,9 +70,9 @@ func tokenizerFiles() (vocab map[string]int, merges [][2]string) {
 // model_max_length opts.TokenLength(). CLIPTokenizer and the tokenizer package read it.
 func WriteTokenizer(dir string, opts Options) error {
 	vocab, merges := tokenizerFiles()
-	vocabJSON, err := json.Marshal(vocab)
+	vocabJSON, err := marshal(vocab, "")
 	if err != nil {
-		return fmt.Errorf("demo tokenizer: %w", err)
+		return err
 	}
 	var m strings.Builder
 	m.WriteString("#version: 0.2\n")
@@ -104,13 +105,13 @@ func WriteTokenizer(dir string, opts Options) error {
 		"model_max_length": opts.TokenLength(),
 		"tokenizer_class":  "CLIPTokenizer",
 	}
-	stmJSON, err := json.MarshalIndent(stm, "", "  ")
+	stmJSON, err := marshal(stm, "  ")
 	if err != nil {
-		return fmt.Errorf("demo tokenizer: %w", err)
+		return err
 	}
-	cfgJSON, err := json.MarshalIndent(cfg, "", "  ")
+	cfgJSON, err := marshal(cfg, "  ")
 	if err != nil {
-		return fmt.Errorf("demo tokenizer: %w", err)
+		return err
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("demo tokenizer: %w", err)
@@ -121,12 +122,25 @@ func WriteTokenizer(dir string, opts Options) error {
 	}{
 		{"vocab.json", vocabJSON},
 		{"merges.txt", []byte(m.String())},
-		{"special_tokens_map.json", append(stmJSON, '\n')},
-		{"tokenizer_config.json", append(cfgJSON, '\n')},
+		{"special_tokens_map.json", stmJSON},
+		{"tokenizer_config.json", cfgJSON},
 	} {
 		if err := os.WriteFile(filepath.Join(dir, f.name), f.data, 0o644); err != nil {
 			return fmt.Errorf("demo tokenizer: %w", err)
 		}
 	}
 	return nil
+}
+
+// marshal encodes v as JSON with keys sorted, "<" and ">" written as themselves (as transformers
+// writes them) and each level indented by indent ("": one line), ending in a newline.
+func marshal(v any, indent string) ([]byte, error) {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	enc.SetIndent("", indent)
+	if err := enc.Encode(v); err != nil {
+		return nil, fmt.Errorf("demo tokenizer: %w", err)
+	}
+	return b.Bytes(), nil
 }

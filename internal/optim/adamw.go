@@ -38,11 +38,18 @@ func (a AdamW) Step(p, g, m, v []float32, t int, lr float64) {
 // (unscale_and_clip_grads), and folding that factor in here saves a pass over
 // the gradient buffer.
 //
-// Each element is computed in float64 from the float32 inputs; m and v are
-// rounded to float32 as stored before they enter the update (as torch's
-// float32 buffers are), and p is rounded once per step. The explicit float64
-// conversions keep the compiler from fusing multiply-adds, so the bits do not
-// depend on the build's GOAMD64 level either.
+// The arithmetic is float32 in the order of torch.optim.AdamW's single-tensor
+// path, coefficients included (torch hands its Python scalars to float32
+// kernels; DeepSpeed's kernels take float arguments too): m.lerp_(g, 1−β1) and
+// v.mul_(β2).addcmul_(g, g, 1−β2) as the fused multiply-adds torch's AVX2
+// kernels use, p.mul_(1−lr·wd), den = √v/√(1−β2^t) + eps,
+// p.addcdiv_(m, den, −lr/(1−β1^t)). Following the reference op by op rather
+// than computing in float64 matters: rounding 1−lr·wd differently alone drifts
+// p by a float32 ulp every few steps, always the same way. With that, m and v
+// are torch's bits; p can differ by an ulp where torch's vectorized square
+// root (not correctly rounded) differs from math.Sqrt. The explicit
+// conversions keep the compiler from fusing any other multiply-add, so the
+// bits do not depend on the build's GOAMD64 level.
 func (a AdamW) StepScaled(p, g, m, v []float32, t int, lr, gradScale float64) {
 	if len(g) != len(p) || len(m) != len(p) || len(v) != len(p) {
 		panic(fmt.Sprintf("optim: AdamW step: lengths differ: p %d, g %d, m %d, v %d", len(p), len(g), len(m), len(v)))
@@ -50,18 +57,27 @@ func (a AdamW) StepScaled(p, g, m, v []float32, t int, lr, gradScale float64) {
 	if t < 1 {
 		panic(fmt.Sprintf("optim: AdamW step %d: steps count from 1", t))
 	}
-	b1, b2 := a.Beta1, a.Beta2
-	stepSize := lr / (1 - math.Pow(b1, float64(t)))
-	bc2Sqrt := math.Sqrt(1 - math.Pow(b2, float64(t)))
-	keep := 1 - lr*a.WeightDecay
+	c1 := float64(float32(1 - a.Beta1))
+	b2, c2 := float32(a.Beta2), float32(1-a.Beta2)
+	negStep := float32(-lr / (1 - math.Pow(a.Beta1, float64(t))))
+	bc2Sqrt := float32(math.Sqrt(1 - math.Pow(a.Beta2, float64(t))))
+	keep := float32(1 - lr*a.WeightDecay)
+	eps := float32(a.Eps)
 	forChunks(len(p), grain, func(_, lo, hi int) {
 		for i := lo; i < hi; i++ {
-			gi := float64(g[i]) * gradScale
-			mi := float32(float64(b1*float64(m[i])) + float64((1-b1)*gi))
-			vi := float32(float64(b2*float64(v[i])) + float64((1-b2)*gi*gi))
+			gi := g[i]
+			if gradScale != 1 {
+				gi = float32(float64(gi) * gradScale)
+			}
+			// lerp: fma(w, g−m, m). The float64 product of two float32s is
+			// exact, so only a rare double rounding (float64, then float32)
+			// can part from a float32 fma.
+			mi := float32(float64(m[i]) + c1*float64(gi-m[i]))
+			// mul_(β2) then addcmul: fma((1−β2)·g, g, v·β2).
+			vi := float32(float64(float32(v[i]*b2)) + float64(float32(c2*gi))*float64(gi))
 			m[i], v[i] = mi, vi
-			den := math.Sqrt(float64(vi))/bc2Sqrt + a.Eps
-			p[i] = float32(float64(float64(p[i])*keep) - float64(stepSize*float64(mi)/den))
+			den := float32(float32(math.Sqrt(float64(vi)))/bc2Sqrt) + eps
+			p[i] = float32(p[i]*keep) + float32(negStep*mi)/den
 		}
 	})
 }

@@ -48,7 +48,7 @@ func Load(dir string) (*Tokenizer, error) {
 		// A folder saved by transformers ≥ 4.34 lists its added tokens here; transformers then
 		// ignores special_tokens_map.json.
 		if source, err = parseAddedTokensDecoder(raw); err != nil {
-			return nil, fmt.Errorf("%s: added_tokens_decoder: %w", filepath.Join(dir, "tokenizer_config.json"), err)
+			return nil, fmt.Errorf("tokenizer: %s: added_tokens_decoder: %w", filepath.Join(dir, "tokenizer_config.json"), err)
 		}
 	} else if err := readJSON(filepath.Join(dir, "special_tokens_map.json"), &stm, true); err != nil {
 		return nil, err
@@ -134,6 +134,9 @@ func clipVocab(path string) ([]string, [][2]string, error) {
 // readVocabMerges reads vocab.json and merges.txt. merges.txt may start with a "#version" line;
 // each other line holds two symbols, in rank order.
 func readVocabMerges(dir string) (map[string]int, [][2]string, error) {
+	if !exists(filepath.Join(dir, "vocab.json")) {
+		return nil, nil, fmt.Errorf("tokenizer: %s has neither tokenizer.json nor vocab.json: not a tokenizer folder", dir)
+	}
 	var vocab map[string]int
 	if err := readJSON(filepath.Join(dir, "vocab.json"), &vocab, false); err != nil {
 		return nil, nil, err

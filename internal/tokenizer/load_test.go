@@ -18,7 +18,7 @@ func TestLoadErrors(t *testing.T) {
 		files map[string]string // file name -> content; "" drops the file
 		want  []string          // substrings of the error
 	}{
-		{"empty folder", map[string]string{"vocab.json": "", "merges.txt": ""}, []string{"vocab.json", "no such file"}},
+		{"empty folder", map[string]string{"vocab.json": "", "merges.txt": ""}, []string{"neither tokenizer.json nor vocab.json"}},
 		{"no merges", map[string]string{"merges.txt": ""}, []string{"merges.txt", "tokenizer.json"}},
 		{"vocab not JSON", map[string]string{"vocab.json": "{"}, []string{"vocab.json"}},
 		{"merge line", map[string]string{"merges.txt": "#version: 0.2\ni n\nt h e\n"}, []string{"merges.txt", "line 3", "two symbols"}},

@@ -11,7 +11,6 @@ package tokenizer
 
 import (
 	"fmt"
-	"slices"
 	"strings"
 	"sync"
 	"unicode/utf8"
@@ -32,16 +31,6 @@ const (
 	// strings written in other case, depending on the folder's settings.
 	Slow
 )
-
-func (f Flavor) String() string {
-	switch f {
-	case Fast:
-		return "fast"
-	case Slow:
-		return "slow"
-	}
-	return fmt.Sprintf("Flavor(%d)", int(f))
-}
 
 // addedToken is a token that is cut out of the text before any BPE and stands for one id: the
 // special tokens of the folder (<|startoftext|>, <|endoftext|>, and "!" where SD 2.x pads
@@ -70,7 +59,7 @@ type Tokenizer struct {
 	byteSym, byteEnd [256]int32
 	added            []addedToken
 	bos, eos, pad    int
-	unk              int // for symbols the vocabulary lacks; -1 if none
+	unk              int // stands for byte symbols the vocabulary lacks
 	cache            *bpeCache
 }
 
@@ -137,60 +126,43 @@ func build(src string, vocab map[string]int, merges [][2]string, spec specialSpe
 		if !okA || !okB || !okAB {
 			return nil, fmt.Errorf("%s: merge %d (%q %q) uses a token that is not in the vocabulary", src, rank+1, m[0], m[1])
 		}
-		key := pairKey(int32(a), int32(b))
-		if _, dup := tk.merges[key]; !dup {
-			tk.merges[key] = merge{rank: int32(rank), id: int32(ab)}
-		}
+		// A pair listed twice takes its later rank, as in both transformers tokenizers.
+		tk.merges[pairKey(int32(a), int32(b))] = merge{rank: int32(rank), id: int32(ab)}
 	}
-	for _, role := range []struct{ name, content string }{
-		{"bos_token", spec.bos}, {"eos_token", spec.eos}, {"pad_token", spec.pad}, {"unk_token", spec.unk},
-	} {
-		_, inVocab := vocab[role.content]
-		listed := slices.ContainsFunc(spec.added, func(a addedToken) bool { return a.content == role.content && a.id >= 0 })
-		if role.content != "" && !inVocab && !listed {
-			return nil, fmt.Errorf("%s: %s %q is not in the vocabulary", src, role.name, role.content)
-		}
-	}
+	roles := map[string]string{spec.bos: "bos_token", spec.eos: "eos_token", spec.pad: "pad_token", spec.unk: "unk_token"}
 	for _, a := range spec.added {
 		if a.id < 0 {
 			id, ok := vocab[a.content]
 			if !ok {
-				return nil, fmt.Errorf("%s: special token %q is not in the vocabulary", src, a.content)
+				return nil, fmt.Errorf("%s: special token %q (%s) is not in the vocabulary", src, a.content, roles[a.content])
 			}
 			a.id = id
 		}
 		a.normForm = normalizeFast(a.content)
 		tk.added = append(tk.added, a)
 	}
-	var err error
-	if tk.bos, err = tk.specialID(src, "bos_token", spec.bos); err != nil {
-		return nil, err
-	}
-	if tk.eos, err = tk.specialID(src, "eos_token", spec.eos); err != nil {
-		return nil, err
-	}
-	if tk.pad, err = tk.specialID(src, "pad_token", spec.pad); err != nil {
-		return nil, err
-	}
-	tk.unk = -1
-	if spec.unk != "" {
-		if tk.unk, err = tk.specialID(src, "unk_token", spec.unk); err != nil {
-			return nil, err
+	for _, r := range []struct {
+		id      *int
+		content string
+	}{{&tk.bos, spec.bos}, {&tk.eos, spec.eos}, {&tk.pad, spec.pad}, {&tk.unk, spec.unk}} {
+		id, ok := tk.idOf(r.content)
+		if !ok {
+			return nil, fmt.Errorf("%s: %s %q is not in the vocabulary", src, roles[r.content], r.content)
 		}
+		*r.id = id
 	}
 	return tk, nil
 }
 
-func (tk *Tokenizer) specialID(src, role, content string) (int, error) {
+// idOf is the id of a token's text: an added token's, else the vocabulary's.
+func (tk *Tokenizer) idOf(content string) (int, bool) {
 	for _, a := range tk.added {
 		if a.content == content {
-			return a.id, nil
+			return a.id, true
 		}
 	}
-	if id, ok := tk.vocab[content]; ok {
-		return id, nil
-	}
-	return 0, fmt.Errorf("%s: %s %q is not in the vocabulary", src, role, content)
+	id, ok := tk.vocab[content]
+	return id, ok
 }
 
 // WithFlavor returns a tokenizer that shares tk's vocabulary and BPE cache and follows flavor f.
@@ -203,7 +175,7 @@ func (tk *Tokenizer) WithFlavor(f Flavor) *Tokenizer {
 // Flavor is the implementation the ids follow.
 func (tk *Tokenizer) Flavor() Flavor { return tk.flavor }
 
-// BOS, EOS and Pad are the ids put before, after and behind the caption's ids by Tokens.
+// BOS is the id that starts every sequence Tokens makes.
 func (tk *Tokenizer) BOS() int { return tk.bos }
 
 // EOS is the id that ends every sequence Tokens makes.
@@ -282,18 +254,18 @@ func (tk *Tokenizer) splitAdded(s string, form func(addedToken) string, gap func
 // GPT-2's pattern ("<|", the word, "|>") before BPE.
 func (tk *Tokenizer) encodePieces(s string, slow bool, ids []int) []int {
 	pretokenize(s, slow, func(p string) {
-		if p == "<|startoftext|>" || p == "<|endoftext|>" {
-			if slow {
-				if id, err := tk.specialID("", "", p); err == nil {
-					ids = append(ids, id)
-					return
-				}
-			} else {
-				ids = tk.bpe("<|", ids)
-				ids = tk.bpe(p[2:len(p)-2], ids)
-				ids = tk.bpe("|>", ids)
+		special := p == "<|startoftext|>" || p == "<|endoftext|>"
+		switch {
+		case special && slow:
+			if id, ok := tk.idOf(p); ok {
+				ids = append(ids, id)
 				return
 			}
+		case special:
+			ids = tk.bpe("<|", ids)
+			ids = tk.bpe(p[2:len(p)-2], ids)
+			ids = tk.bpe("|>", ids)
+			return
 		}
 		ids = tk.bpe(p, ids)
 	})

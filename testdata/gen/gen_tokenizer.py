@@ -32,6 +32,7 @@ import hashlib
 import json
 import os
 import shutil
+import struct
 import sys
 import tempfile
 
@@ -180,7 +181,6 @@ def generate_slow():
     import importlib.util
 
     import transformers
-    from safetensors.numpy import save_file
     from transformers import CLIPTokenizer, CLIPTokenizerFast
 
     if not transformers.__version__.startswith("4."):
@@ -201,7 +201,26 @@ def generate_slow():
                     print(f"{kind}: slow and fast differ on {c!r}:\n  slow {s}\n  fast {f}")
     m = meta("transformers.CLIPTokenizer (Python, without ftfy)", sha)
     m["python_unicodedata"] = __import__("unicodedata").unidata_version
-    save_file(arrays, os.path.join(TESTDATA, "golden", "tokenizer_slow.safetensors"), metadata=m)
+    save_sorted(os.path.join(TESTDATA, "golden", "tokenizer_slow.safetensors"), arrays, m)
+
+
+def save_sorted(path, arrays, metadata):
+    """Write int64 arrays as safetensors with a sorted header, so that a rerun writes the same
+    bytes (safetensors' own writer, without torch, orders the metadata at random)."""
+    import numpy as np
+
+    header = {"__metadata__": dict(sorted(metadata.items()))}
+    blobs, offset = [], 0
+    for name in sorted(arrays):
+        data = np.ascontiguousarray(arrays[name], dtype="<i8").tobytes()
+        header[name] = {"dtype": "I64", "shape": list(arrays[name].shape), "data_offsets": [offset, offset + len(data)]}
+        blobs.append(data)
+        offset += len(data)
+    head = json.dumps(header, separators=(",", ":")).encode()
+    head += b" " * (-len(head) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(head)) + head)
+        f.writelines(blobs)
 
 
 if __name__ == "__main__":

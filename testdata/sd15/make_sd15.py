@@ -80,10 +80,11 @@ CLIP_CONFIG = dict(
     max_position_embeddings=77, num_attention_heads=12, num_hidden_layers=12, pad_token_id=1,
     projection_dim=768, vocab_size=49408)
 
-# SD1.5's scheduler/scheduler_config.json.
+# SD1.5's scheduler/scheduler_config.json, written as is (PNDMScheduler ignores clip_sample; the keys it
+# omits, prediction_type and timestep_spacing, default to epsilon and leading).
 SCHEDULER_CONFIG = dict(
-    beta_end=0.012, beta_schedule="scaled_linear", beta_start=0.00085, clip_sample=False, num_train_timesteps=1000,
-    set_alpha_to_one=False, skip_prk_steps=True, steps_offset=1, trained_betas=None)
+    _class_name="PNDMScheduler", beta_end=0.012, beta_schedule="scaled_linear", beta_start=0.00085,
+    clip_sample=False, num_train_timesteps=1000, set_alpha_to_one=False, skip_prk_steps=True, steps_offset=1, trained_betas=None)
 
 MODEL_INDEX = {
     "_class_name": "StableDiffusionPipeline", "_diffusers_version": diffusers.__version__,
@@ -192,7 +193,9 @@ def build(out):
         del m
         gc.collect()
     write_tokenizer(os.path.join(out, "tokenizer"))
-    PNDMScheduler(**SCHEDULER_CONFIG).save_pretrained(os.path.join(out, "scheduler"))
+    os.makedirs(os.path.join(out, "scheduler"), exist_ok=True)
+    with open(os.path.join(out, "scheduler", "scheduler_config.json"), "w") as f:
+        json.dump(SCHEDULER_CONFIG, f, indent=2, sort_keys=True)
     with open(os.path.join(out, "model_index.json"), "w") as f:
         json.dump(MODEL_INDEX, f, indent=2, sort_keys=True)
 
@@ -223,6 +226,7 @@ def reference(out):
     """Reload the folder with diffusers and write reference.safetensors from exactly what it loaded."""
     pipe = StableDiffusionPipeline.from_pretrained(out, torch_dtype=torch.float32, safety_checker=None,
                                                    feature_extractor=None)
+    assert isinstance(pipe.scheduler, PNDMScheduler) and pipe.scheduler.config.timestep_spacing == "leading"
     unet, vae, text, tok = pipe.unet.eval(), pipe.vae.eval(), pipe.text_encoder.eval(), pipe.tokenizer
     g = torch.Generator().manual_seed(SEED + 2)
     r, meta = {}, {}
