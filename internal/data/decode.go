@@ -9,6 +9,8 @@ import (
 	_ "image/jpeg"
 	_ "image/png"
 
+	_ "golang.org/x/image/bmp"
+	_ "golang.org/x/image/tiff"
 	_ "golang.org/x/image/webp"
 )
 
@@ -23,7 +25,7 @@ func NewRGB(w, h int) *RGB {
 	return &RGB{W: w, H: h, Pix: make([]uint8, w*h*3)} // (H, W, 3)
 }
 
-// DecodeRGB decodes a PNG, JPEG, WebP or GIF (its first frame) and converts
+// DecodeRGB decodes a PNG, JPEG, WebP, BMP, TIFF or GIF (its first frame) and converts
 // it to RGB the way PIL's Image.convert("RGB") does: alpha is dropped, not
 // composited, gray is copied to the three channels. JPEG colour follows
 // libjpeg (fancy chroma upsampling, its YCbCr tables), which PIL decodes with.

@@ -144,3 +144,10 @@ func marshal(v any, indent string) ([]byte, error) {
 	}
 	return b.Bytes(), nil
 }
+
+// VocabSize is the number of tokens in the demo tokenizer: the text
+// encoder's vocab_size.
+func VocabSize() int {
+	vocab, _ := tokenizerFiles()
+	return len(vocab)
+}

@@ -2,7 +2,6 @@ package optim
 
 import (
 	"fmt"
-	"math"
 	"testing"
 
 	"github.com/zerodiff/zerodiff/internal/golden"

@@ -12,7 +12,7 @@ Two references, one file each:
   transformers' CLIPTokenizer. In transformers 5 that class is the `tokenizers` (Rust) pipeline,
   the one CLIPTokenizerFast was in transformers 4.
 - `python testdata/gen/gen_tokenizer.py slow`, run with transformers 4.x and without ftfy (for
-  example a venv with `pip install "transformers<5" numpy safetensors`), writes
+  example a venv with `pip install "transformers<5" numpy`), writes
   tokenizer_slow.safetensors from the Python CLIPTokenizer of 4.x, which cleans text with
   BasicTokenizer when ftfy is missing, and prints the captions where CLIPTokenizerFast of the same
   version gives other ids.

@@ -21,8 +21,11 @@ Writes a diffusers folder (never committed; ~4.3 GB of float32 safetensors):
       vae.z (1,4,32,32) → vae.decoded (1,3,256,256) (decoder). 256 px instead of SD's 512 keeps the
       CPU time sane; every layer and weight is the same, only the image is smaller;
       text.ids (3,77) for PROMPTS → text.last_hidden_state, text.clip_skip1 (3,77,768);
-      metadata: versions, seed, torch's wall time of each forward, and the UNet's FLOPs at both sizes
-      counted by torch.utils.flop_counter (internal/sd/sd15 checks its own count against them).
+      metadata: versions, seed, torch's wall time of each forward (a first call, like the Go test's), and
+      the UNet's FLOPs at both sizes counted by torch.utils.flop_counter (internal/sd/sd15 checks its own
+      count against them).
+  MADE_BY_MAKE_SD15            marks the folder as this script's, so it may overwrite it later (it refuses to
+                               overwrite a model folder without the mark)
   fingerprint.txt              hash of this script and the reference stack's versions: a later run with the
                                same fingerprint does nothing.
 """
@@ -52,6 +55,7 @@ BPE = os.path.join(TESTDATA, "tokenizer", "bpe_simple_vocab_16e6.txt.gz")
 SD1_TOKENIZER = os.path.join(TESTDATA, "tokenizer", "sd1")
 SEED = 1505
 THREADS = 2
+MARKER = "MADE_BY_MAKE_SD15"  # marks a folder this script may overwrite
 MIN_FREE_GB = 10  # the folder is ~4.3 GB; saving and reloading need headroom
 PROMPTS = ["a photograph of an astronaut riding a horse",
            "A RED circle on a dark background, 2 shapes! Wide-angle, 35mm; f/1.8 — bokeh.",
@@ -224,7 +228,7 @@ def unet_flops(size):
 
 def reference(out):
     """Reload the folder with diffusers and write reference.safetensors from exactly what it loaded."""
-    pipe = StableDiffusionPipeline.from_pretrained(out, torch_dtype=torch.float32, safety_checker=None,
+    pipe = StableDiffusionPipeline.from_pretrained(out, dtype=torch.float32, safety_checker=None,
                                                    feature_extractor=None)
     assert isinstance(pipe.scheduler, PNDMScheduler) and pipe.scheduler.config.timestep_spacing == "leading"
     unet, vae, text, tok = pipe.unet.eval(), pipe.vae.eval(), pipe.text_encoder.eval(), pipe.tokenizer
@@ -250,7 +254,7 @@ def reference(out):
         o = timed(meta, "seconds.text", lambda: text(ids, output_hidden_states=True))
         r["text.ids"] = ids
         r["text.last_hidden_state"] = o.last_hidden_state
-        r["text.clip_skip1"] = text.text_model.final_layer_norm(o.hidden_states[-2])
+        r["text.clip_skip1"] = text.final_layer_norm(o.hidden_states[-2])
     meta.update(versions(), seed=str(SEED), threads=str(THREADS), prompts=json.dumps(PROMPTS))
     save_file({k: v.contiguous() for k, v in r.items()}, os.path.join(out, "reference.safetensors"), metadata=meta)
     for k, v in r.items():
@@ -268,21 +272,24 @@ def main():
             if f.read().strip() == fp:
                 print(f"sd15: {out} is up to date (fingerprint {fp[:12]})")
                 return
-    elif os.path.exists(os.path.join(out, "model_index.json")):
+    mark = os.path.join(out, MARKER)
+    if os.path.exists(os.path.join(out, "model_index.json")) and not os.path.exists(mark):
         sys.exit(f"sd15: {out} holds a model folder this script did not write; "
                  "point ZD_SD15_DIR at an empty or new folder")
     os.makedirs(out, exist_ok=True)
-    free = shutil.disk_usage(out).free / 2**30
-    if free < MIN_FREE_GB:
-        sys.exit(f"sd15: {out} has {free:.1f} GiB free, the folder needs {MIN_FREE_GB}")
-    torch.set_num_threads(THREADS)
-    torch.use_deterministic_algorithms(True)
+    with open(mark, "w") as f:
+        f.write("written by testdata/sd15/make_sd15.py: random weights, for `make parity-sd15` only\n")
     for name in ("unet", "vae", "text_encoder", "tokenizer", "scheduler", "fingerprint.txt", "reference.safetensors"):
         p = os.path.join(out, name)
         if os.path.isdir(p):
             shutil.rmtree(p)
         elif os.path.exists(p):
             os.remove(p)
+    free = shutil.disk_usage(out).free / 2**30
+    if free < MIN_FREE_GB:
+        sys.exit(f"sd15: {out} has {free:.1f} GiB free, the folder needs {MIN_FREE_GB}")
+    torch.set_num_threads(THREADS)
+    torch.use_deterministic_algorithms(True)
     t0 = time.perf_counter()
     build(out)
     reference(out)

@@ -6,6 +6,7 @@ package pipeline
 
 import (
 	"fmt"
+	"os"
 	"path/filepath"
 
 	"github.com/zerodiff/zerodiff/internal/rng"
@@ -29,23 +30,44 @@ type Pipeline struct {
 }
 
 // Load reads a diffusers model folder (model_index.json, unet/, vae/,
-// text_encoder/, tokenizer/, scheduler/).
+// text_encoder/, tokenizer/, scheduler/). A folder without vae/ is a
+// pixel-space model: the UNet denoises the images themselves.
 func Load(be tensor.Backend, dir string) (*Pipeline, error) {
+	u, err := unet.Load(be, dir, false)
+	if err != nil {
+		return nil, err
+	}
+	return LoadWith(be, dir, u)
+}
+
+// LoadWith reads the folder's tokenizer, text encoder, VAE and scheduler and
+// uses u as its UNet: training validates this way with the weights it trains.
+func LoadWith(be tensor.Backend, dir string, u *unet.UNet) (*Pipeline, error) {
+	p, err := LoadText(be, dir)
+	if err != nil {
+		return nil, err
+	}
+	p.UNet = u
+	if _, err := os.Stat(filepath.Join(dir, "vae")); err == nil {
+		if p.VAE, _, err = vae.Load(be, dir); err != nil {
+			return nil, err
+		}
+	}
+	if p.Sched, err = readScheduler(dir); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// LoadText reads only the tokenizer and text encoder, enough for Encode
+// (prep's caption embeddings).
+func LoadText(be tensor.Backend, dir string) (*Pipeline, error) {
 	p := &Pipeline{Dir: dir, be: be}
 	var err error
 	if p.Tok, err = tokenizer.Load(filepath.Join(dir, "tokenizer")); err != nil {
 		return nil, err
 	}
 	if p.Text, _, err = clip.Load(be, dir); err != nil {
-		return nil, err
-	}
-	if p.UNet, err = unet.Load(be, dir, false); err != nil {
-		return nil, err
-	}
-	if p.VAE, _, err = vae.Load(be, dir); err != nil {
-		return nil, err
-	}
-	if p.Sched, err = readScheduler(dir); err != nil {
 		return nil, err
 	}
 	return p, nil
@@ -71,8 +93,14 @@ type Request struct {
 	ClipSkip      int
 }
 
-// Factor is how many pixels one latent covers along each axis.
-func (p *Pipeline) Factor() int { return 1 << (len(p.VAE.Cfg.BlockOutChannels) - 1) }
+// Factor is how many pixels one latent covers along each axis (1 for a
+// pixel-space model).
+func (p *Pipeline) Factor() int {
+	if p.VAE == nil {
+		return 1
+	}
+	return 1 << (len(p.VAE.Cfg.BlockOutChannels) - 1)
+}
 
 // Encode turns texts into the text encoder's hidden states (N, 77, D).
 func (p *Pipeline) Encode(texts []string, clipSkip int) (*tensor.Tensor, error) {
@@ -169,6 +197,9 @@ func (p *Pipeline) Generate(req Request, progress func(step, total int)) ([][]fl
 		}
 	}
 
+	if p.VAE == nil {
+		return split(x, n), nil
+	}
 	z := p.be.New(tensor.F32, n, lc, h, w) // (N, C, h, w)
 	inv := float32(1 / p.VAE.Cfg.ScalingFactor)
 	zs := make([]float32, len(x))
@@ -182,12 +213,17 @@ func (p *Pipeline) Generate(req Request, progress func(step, total int)) ([][]fl
 	}
 	pix := make([]float32, img.Numel())
 	p.be.Download(pix, img)
-	ip := img.Numel() / n
+	return split(pix, n), nil
+}
+
+// split cuts a batch (N, ...) into its N images.
+func split(pix []float32, n int) [][]float32 {
+	per := len(pix) / n
 	images := make([][]float32, n)
 	for k := range n {
-		images[k] = pix[k*ip : (k+1)*ip]
+		images[k] = pix[k*per : (k+1)*per]
 	}
-	return images, nil
+	return images
 }
 
 // Backend is the backend the pipeline's models live on.

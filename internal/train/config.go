@@ -1,0 +1,161 @@
+package train
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+)
+
+// Config is the training job: one JSON file whose keys keep the meaning of
+// the original project's cfg/default.json (DeepSpeed's sections beside the
+// training arguments), each also a command-line flag (the tags name it).
+// Unknown keys are errors, so a misspelt key never passes silently.
+type Config struct {
+	PretrainedModel string `json:"pretrained_model_name_or_path" name:"pretrained-model-name-or-path" help:"Diffusers model folder to fine-tune (its UNet; its text encoder and VAE for validation)."`
+	UNetConfig      string `json:"unet_config" name:"unet-config" help:"UNet config.json to train from scratch (random init) instead of a pretrained UNet."`
+	DatasetDir      string `json:"dataset_dir" name:"dataset-dir" help:"Shards written by prep."`
+	OutputDir       string `json:"output_dir" name:"output-dir" help:"Run folder: logs, validation images, checkpoints."`
+	CheckpointDir   string `json:"checkpoint_dir" name:"checkpoint-dir" help:"Checkpoints (default: <output_dir>/checkpoints)."`
+	Resume          string `json:"resume_from_checkpoint" name:"resume-from-checkpoint" help:"latest (newest complete checkpoint, if any), none, or a step-* folder."`
+
+	NumEpochs       int    `json:"num_epochs" name:"num-epochs" help:"Epochs over the data set (max_train_steps wins when set)."`
+	MaxTrainSteps   int    `json:"max_train_steps" name:"max-train-steps" help:"Optimizer steps to run (0: num_epochs decides)."`
+	LRWarmupSteps   int    `json:"lr_warmup_steps" name:"lr-warmup-steps" help:"Warmup steps of the default WarmupLR schedule when no scheduler section is given."`
+	SaveInterval    int    `json:"save_interval" name:"save-interval" help:"Checkpoint every N optimizer steps (0: only at the end)."`
+	KeepCheckpoints int    `json:"checkpoints_total_limit" name:"checkpoints-total-limit" help:"Keep the newest N checkpoints (0: all)."`
+	Seed            uint64 `json:"seed" help:"Seed of data order, noise, timesteps and initial weights."`
+	LogInterval     int    `json:"log_interval" name:"log-interval" help:"Log every N optimizer steps."`
+
+	ValidationPrompts  []string `json:"validation_prompts" name:"validation-prompts" help:"Prompts sampled at each validation." sep:"none"`
+	ValidationEpochs   int      `json:"validation_epochs" name:"validation-epochs" help:"Validate every N epochs (0: never by epoch)."`
+	ValidationSteps    int      `json:"validation_steps" name:"validation-steps" help:"Validate every N optimizer steps (0: never by step)."`
+	ValidationSampler  string   `json:"validation_sampler" name:"validation-sampler" help:"Sampler of validation images."`
+	ValidationNumSteps int      `json:"validation_num_inference_steps" name:"validation-num-inference-steps" help:"Sampler steps of validation images."`
+	ValidationGuidance float64  `json:"validation_guidance_scale" name:"validation-guidance-scale" help:"Guidance scale of validation images."`
+
+	UseLoRA LoRAConfig `json:"use_lora" embed:"" prefix:"use-lora-"`
+	UseEMA  bool       `json:"use_ema" name:"use-ema" help:"Keep EMA weights (used for validation and export)."`
+	EMA     EMAConfig  `json:"ema" embed:"" prefix:"ema-"`
+
+	Resolution    int     `json:"resolution" help:"Image size the shards were made at (checked against the data set)."`
+	CenterCrop    bool    `json:"center_crop" name:"center-crop" help:"Crop setting the shards were made with (checked)."`
+	RandomFlip    bool    `json:"random_flip" name:"random-flip" help:"Flip setting the shards were made with (checked)."`
+	UseFP16       FP16    `json:"use_fp16" embed:"" prefix:"use-fp16-"`
+	MicroBatch    int     `json:"train_micro_batch_size_per_gpu" name:"train-micro-batch-size-per-gpu" help:"Samples per rank per micro-batch."`
+	GradAccum     int     `json:"gradient_accumulation_steps" name:"gradient-accumulation-steps" help:"Micro-batches per optimizer step."`
+	GradClip      float64 `json:"gradient_clipping" name:"gradient-clipping" help:"Clip the global gradient norm to this (0: off)."`
+	Checkpointing bool    `json:"gradient_checkpointing" name:"gradient-checkpointing" help:"Recompute each block's activations in backward instead of keeping them."`
+
+	Optimizer Optimizer       `json:"optimizer" embed:"" prefix:"optimizer-"`
+	Scheduler json.RawMessage `json:"scheduler" kong:"-"`
+	Zero      ZeroConfig      `json:"zero_optimization" embed:"" prefix:"zero-optimization-"`
+
+	PredictionType string  `json:"prediction_type" name:"prediction-type" help:"epsilon or v_prediction (default: the model's scheduler config)."`
+	SNRGamma       float64 `json:"snr_gamma" name:"snr-gamma" help:"Min-SNR-γ loss weighting (0: off; 5 is the paper's value)."`
+	NoiseOffset    float64 `json:"noise_offset" name:"noise-offset" help:"Noise offset (0: off)."`
+	CaptionDropout float64 `json:"caption_dropout" name:"caption-dropout" help:"Share of samples trained on the empty caption, for classifier-free guidance."`
+}
+
+// LoRAConfig is the use_lora section.
+type LoRAConfig struct {
+	Action  bool     `json:"action" name:"action" help:"Train LoRA adapters instead of the whole UNet."`
+	Rank    int      `json:"rank" help:"LoRA rank."`
+	Alpha   float64  `json:"alpha" help:"LoRA alpha (scale alpha/rank)."`
+	Targets []string `json:"target_modules" name:"target-modules" help:"Linear layers to adapt (PEFT matching)."`
+	Init    string   `json:"init" help:"gaussian or kaiming (PEFT's init_lora_weights)."`
+}
+
+// EMAConfig is diffusers' EMAModel's settings.
+type EMAConfig struct {
+	Decay           float64 `json:"decay" help:"EMA decay cap."`
+	MinDecay        float64 `json:"min_decay" name:"min-decay" help:"EMA decay floor."`
+	UpdateAfterStep int     `json:"update_after_step" name:"update-after-step" help:"Steps before EMA starts averaging."`
+	UseWarmup       bool    `json:"use_ema_warmup" name:"use-ema-warmup" help:"EMA warmup curve."`
+	InvGamma        float64 `json:"inv_gamma" name:"inv-gamma" help:"EMA warmup inv_gamma."`
+	Power           float64 `json:"power" help:"EMA warmup power."`
+}
+
+// FP16 is DeepSpeed's fp16 section; the CPU backend trains in float32.
+type FP16 struct {
+	Enabled bool `json:"enabled" help:"fp16 mixed precision with dynamic loss scaling (CUDA backend)."`
+}
+
+// Optimizer is DeepSpeed's optimizer section.
+type Optimizer struct {
+	Type   string          `json:"type" help:"AdamW."`
+	Params OptimizerParams `json:"params" embed:"" prefix:"params-"`
+}
+
+// OptimizerParams are AdamW's settings.
+type OptimizerParams struct {
+	LR          float64   `json:"lr" help:"Learning rate (the schedule's peak)."`
+	Betas       []float64 `json:"betas" help:"Adam betas."`
+	Eps         float64   `json:"eps" help:"Adam epsilon."`
+	WeightDecay float64   `json:"weight_decay" name:"weight-decay" help:"Decoupled weight decay."`
+	TorchAdam   bool      `json:"torch_adam" name:"torch-adam" help:"Accepted for DeepSpeed configs; the update is the same."`
+	AdamWMode   *bool     `json:"adam_w_mode" kong:"-"`
+}
+
+// ZeroConfig is DeepSpeed's zero_optimization section.
+type ZeroConfig struct {
+	Stage int `json:"stage" help:"ZeRO stage 0-3."`
+}
+
+// DefaultConfig is the configuration a key left out of the file takes.
+func DefaultConfig() Config {
+	return Config{
+		Resume: "latest", NumEpochs: 1, SaveInterval: 500, Seed: 42, LogInterval: 1,
+		ValidationEpochs: 1, ValidationSampler: "ddim", ValidationNumSteps: 20, ValidationGuidance: 4,
+		UseLoRA:    LoRAConfig{Rank: 4, Alpha: 4, Targets: []string{"to_k", "to_q", "to_v", "to_out.0"}, Init: "gaussian"},
+		EMA:        EMAConfig{Decay: 0.9999, InvGamma: 1, Power: 2.0 / 3},
+		Resolution: 512, CenterCrop: true, MicroBatch: 1, GradAccum: 1, GradClip: 1,
+		Optimizer: Optimizer{Type: "AdamW", Params: OptimizerParams{LR: 1e-4, Betas: []float64{0.9, 0.999}, Eps: 1e-8, WeightDecay: 1e-2}},
+	}
+}
+
+// LoadConfig reads path over the defaults; unknown keys are errors.
+func LoadConfig(path string) (Config, error) {
+	c := DefaultConfig()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return c, fmt.Errorf("config: %w", err)
+	}
+	d := json.NewDecoder(bytes.NewReader(b))
+	d.DisallowUnknownFields()
+	if err := d.Decode(&c); err != nil {
+		return c, fmt.Errorf("config %s: %w (see `train --help` for the keys)", path, err)
+	}
+	return c, nil
+}
+
+// Check checks the settings against each other.
+func (c *Config) Check() error {
+	switch {
+	case c.PretrainedModel == "" && c.UNetConfig == "":
+		return fmt.Errorf("config: set pretrained_model_name_or_path (fine-tune) or unet_config (train from scratch)")
+	case c.DatasetDir == "":
+		return fmt.Errorf("config: dataset_dir is empty: point it at the shards prep wrote")
+	case c.OutputDir == "":
+		return fmt.Errorf("config: output_dir is empty")
+	case c.MicroBatch < 1 || c.GradAccum < 1:
+		return fmt.Errorf("config: train_micro_batch_size_per_gpu and gradient_accumulation_steps must be ≥ 1")
+	case c.NumEpochs < 1 && c.MaxTrainSteps < 1:
+		return fmt.Errorf("config: set num_epochs or max_train_steps")
+	case c.Optimizer.Type != "AdamW" && c.Optimizer.Type != "Adam":
+		return fmt.Errorf("config: optimizer.type %q: zerodiff implements AdamW", c.Optimizer.Type)
+	case len(c.Optimizer.Params.Betas) != 2:
+		return fmt.Errorf("config: optimizer.params.betas needs two values")
+	case c.UseFP16.Enabled:
+		return fmt.Errorf("config: use_fp16.enabled needs the CUDA backend; the CPU backend trains in float32")
+	case c.Zero.Stage < 0 || c.Zero.Stage > 3:
+		return fmt.Errorf("config: zero_optimization.stage %d: stages are 0 to 3", c.Zero.Stage)
+	case c.UseLoRA.Action && (c.UseLoRA.Rank < 1 || len(c.UseLoRA.Targets) == 0):
+		return fmt.Errorf("config: use_lora needs rank ≥ 1 and target_modules")
+	case c.PredictionType != "" && c.PredictionType != "epsilon" && c.PredictionType != "v_prediction":
+		return fmt.Errorf("config: prediction_type %q: epsilon or v_prediction", c.PredictionType)
+	case c.CaptionDropout < 0 || c.CaptionDropout > 1:
+		return fmt.Errorf("config: caption_dropout %g: a share in [0, 1]", c.CaptionDropout)
+	}
+	return nil
+}

@@ -1,0 +1,40 @@
+package train
+
+import (
+	"reflect"
+	"strings"
+)
+
+// Overlay copies into dst the fields of src whose command-line flags were
+// given (set lists their names), so flags override the config file and
+// everything else keeps the file's value. Flag names follow the kong tags on
+// Config: the `name` tag, else the lower-cased field name, under the
+// `prefix` of each embedded section.
+func Overlay(dst, src *Config, set []string) {
+	want := map[string]bool{}
+	for _, s := range set {
+		want[s] = true
+	}
+	overlay(reflect.ValueOf(dst).Elem(), reflect.ValueOf(src).Elem(), "", want)
+}
+
+func overlay(dst, src reflect.Value, prefix string, want map[string]bool) {
+	t := dst.Type()
+	for i := range t.NumField() {
+		f := t.Field(i)
+		if f.Tag.Get("kong") == "-" {
+			continue
+		}
+		if _, ok := f.Tag.Lookup("embed"); ok {
+			overlay(dst.Field(i), src.Field(i), prefix+f.Tag.Get("prefix"), want)
+			continue
+		}
+		name := f.Tag.Get("name")
+		if name == "" {
+			name = strings.ToLower(f.Name)
+		}
+		if want[prefix+name] {
+			dst.Field(i).Set(src.Field(i))
+		}
+	}
+}
