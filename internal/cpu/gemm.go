@@ -109,7 +109,6 @@ func scaleRows(m, n int, beta float32, c []float32, ldc int) {
 // A[i0 + s·mr + r, p0 + p], zero-padded past i1. A packBFunc writes depth
 // [p0, p1) × columns [j0, j1) of the right operand as nr-column micro-panels,
 // dst[s·nr·kb + p·nr + j] = B[p0 + p, j0 + s·nr + j], zero-padded past j1.
-// Convolutions supply packers that read images directly.
 type (
 	packAFunc func(dst []float32, i0, i1, p0, p1 int)
 	packBFunc func(dst []float32, p0, p1, j0, j1 int)
@@ -231,14 +230,25 @@ func (g *gemmJob) step(ap, bp []float32, i0, i1, p0, p1, j0, j1 int, parallel bo
 	if p0 > 0 {
 		beta, load = 1, true
 	}
-	// Packing grains keep at least ~16K values per goroutine chunk.
-	if g.prepacked == nil {
-		forRange(parallel, aPanels, max(1, 16384/(gemmMR*kb)), func(lo, hi int) {
-			g.packA(ap[lo*gemmMR*kb:hi*gemmMR*kb], i0+lo*gemmMR, min(i0+hi*gemmMR, i1), p0, p1)
-		})
+	// A and B are packed by one parallel loop over chunks of ~16K values:
+	// first aChunks chunks of A panels, then chunks of B panels.
+	aGrain, bGrain := max(1, 16384/(gemmMR*kb)), max(1, 16384/(gemmNR*kb))
+	aChunks := (aPanels + aGrain - 1) / aGrain
+	if g.prepacked != nil {
+		aChunks = 0
 	}
-	forRange(parallel, bPanels, max(1, 16384/(gemmNR*kb)), func(lo, hi int) {
-		g.packB(bp[lo*gemmNR*kb:hi*gemmNR*kb], p0, p1, j0+lo*gemmNR, min(j0+hi*gemmNR, j1))
+	bChunks := (bPanels + bGrain - 1) / bGrain
+	forRange(parallel, aChunks+bChunks, 1, func(lo, hi int) {
+		for t := lo; t < hi; t++ {
+			if t < aChunks {
+				s0, s1 := t*aGrain, min((t+1)*aGrain, aPanels)
+				g.packA(ap[s0*gemmMR*kb:s1*gemmMR*kb], i0+s0*gemmMR, min(i0+s1*gemmMR, i1), p0, p1)
+				continue
+			}
+			s0 := (t - aChunks) * bGrain
+			s1 := min(s0+bGrain, bPanels)
+			g.packB(bp[s0*gemmNR*kb:s1*gemmNR*kb], p0, p1, j0+s0*gemmNR, min(j0+s1*gemmNR, j1))
+		}
 	})
 	// Tasks are mc-row blocks, split along the columns as well when there
 	// are too few of them to keep every goroutine busy. The split decides only
@@ -304,22 +314,32 @@ func stridedPackA(trans bool, a []float32, lda int) packAFunc {
 			d := dst[s*gemmMR*kb : (s+1)*gemmMR*kb]
 			r0 := i0 + s*gemmMR
 			rows := min(gemmMR, i1-r0)
-			if trans {
+			switch {
+			case trans && rows == gemmMR:
 				for p := range kb {
-					src := a[(p0+p)*lda+r0 : (p0+p)*lda+r0+rows]
+					*(*[gemmMR]float32)(d[p*gemmMR:]) = [gemmMR]float32(a[(p0+p)*lda+r0:])
+				}
+			case trans:
+				for p := range kb {
 					dp := d[p*gemmMR : p*gemmMR+gemmMR]
-					copy(dp, src)
+					copy(dp, a[(p0+p)*lda+r0:(p0+p)*lda+r0+rows])
 					clear(dp[rows:])
 				}
-				continue
-			}
-			if rows < gemmMR {
+			case rows == gemmMR:
+				// Six rows read in step, each written with stride mr.
+				off := r0*lda + p0
+				s0, s1, s2 := a[off:off+kb], a[off+lda:off+lda+kb], a[off+2*lda:off+2*lda+kb]
+				s3, s4, s5 := a[off+3*lda:off+3*lda+kb], a[off+4*lda:off+4*lda+kb], a[off+5*lda:off+5*lda+kb]
+				for p := range kb {
+					*(*[gemmMR]float32)(d[p*gemmMR:]) = [gemmMR]float32{s0[p], s1[p], s2[p], s3[p], s4[p], s5[p]}
+				}
+			default:
 				clear(d)
-			}
-			for r := range rows {
-				src := a[(r0+r)*lda+p0 : (r0+r)*lda+p1]
-				for p, v := range src {
-					d[p*gemmMR+r] = v
+				for r := range rows {
+					src := a[(r0+r)*lda+p0 : (r0+r)*lda+p1]
+					for p, v := range src {
+						d[p*gemmMR+r] = v
+					}
 				}
 			}
 		}
@@ -335,6 +355,12 @@ func stridedPackB(trans bool, b []float32, ldb int) packBFunc {
 			d := dst[s*gemmNR*kb : (s+1)*gemmNR*kb]
 			c0 := j0 + s*gemmNR
 			cols := min(gemmNR, j1-c0)
+			if !trans && cols == gemmNR {
+				for p := range kb {
+					*(*[gemmNR]float32)(d[p*gemmNR:]) = [gemmNR]float32(b[(p0+p)*ldb+c0:])
+				}
+				continue
+			}
 			if !trans {
 				for p := range kb {
 					dp := d[p*gemmNR : p*gemmNR+gemmNR]
@@ -343,9 +369,19 @@ func stridedPackB(trans bool, b []float32, ldb int) packBFunc {
 				}
 				continue
 			}
-			if cols < gemmNR {
-				clear(d)
+			if cols == gemmNR {
+				// Four rows of b read in step fill four columns of the panel.
+				for jb := 0; jb < gemmNR; jb += 4 {
+					off := (c0+jb)*ldb + p0
+					s0, s1 := b[off:off+kb], b[off+ldb:off+ldb+kb]
+					s2, s3 := b[off+2*ldb:off+2*ldb+kb], b[off+3*ldb:off+3*ldb+kb]
+					for p := range kb {
+						*(*[4]float32)(d[p*gemmNR+jb:]) = [4]float32{s0[p], s1[p], s2[p], s3[p]}
+					}
+				}
+				continue
 			}
+			clear(d)
 			for j := range cols {
 				src := b[(c0+j)*ldb+p0 : (c0+j)*ldb+p1]
 				for p, v := range src {

@@ -24,9 +24,9 @@ const (
 	// to_q, to_k, to_v and to_out.0 (the only ones PEFT_TO_DIFFUSERS
 	// renames), "unet.<layer>.lora_A.weight" and ".lora_B.weight" for others,
 	// and the LoRA config in the "lora_adapter_metadata" metadata with
-	// "unet."-prefixed keys, from which load_lora_weights (diffusers ≥ 0.34)
-	// takes each layer's alpha. Readers that ignore the metadata (older
-	// diffusers, ComfyUI) take alpha = rank.
+	// "unet."-prefixed keys, from which load_lora_weights (checked with
+	// diffusers 0.42.1) takes each layer's alpha. Readers that ignore that
+	// metadata (older diffusers, ComfyUI) take alpha = rank: use Kohya for them.
 	Diffusers = "diffusers"
 	// PEFT is get_peft_model_state_dict's names, "<layer>.lora_A.weight" and
 	// ".lora_B.weight", with what adapter_config.json would hold in the

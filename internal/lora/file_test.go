@@ -90,8 +90,9 @@ func TestLoadDiffusersMatchesPEFT(t *testing.T) {
 }
 
 // TestLoadFormsAgree loads the PEFT and kohya files the generator wrote from
-// the same adapter (the kohya one by diffusers' convert_state_dict_to_kohya)
-// and demands exactly the diffusers file's adapters.
+// the same adapter (the kohya one by diffusers' convert_state_dict_to_kohya),
+// and the PEFT one under PeftModel's prefix, and demands exactly the
+// diffusers file's adapters.
 func TestLoadFormsAgree(t *testing.T) {
 	be := cpu.New()
 	ref := loadValues(t, be, "tiny", goldenPath(t, "pytorch_lora_weights.safetensors"))
@@ -100,6 +101,28 @@ func TestLoadFormsAgree(t *testing.T) {
 			sameAdapters(t, ref, loadValues(t, be, "tiny", goldenPath(t, name)))
 		})
 	}
+	// PeftModel.state_dict's names: the PEFT form under "base_model.model.".
+	t.Run("base_model.model.", func(t *testing.T) {
+		f, err := safetensors.Open(goldenPath(t, "peft.safetensors"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		var tensors []safetensors.Tensor
+		for _, k := range f.Names() {
+			info, _ := f.Info(k)
+			v, err := f.Float32(k)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tensors = append(tensors, safetensors.Tensor{Name: "base_model.model." + k, DType: tensor.F32, Shape: info.Shape, F32: v})
+		}
+		path := filepath.Join(t.TempDir(), "prefixed.safetensors")
+		if err := safetensors.WriteFile(path, tensors, f.Metadata()); err != nil {
+			t.Fatal(err)
+		}
+		sameAdapters(t, ref, loadValues(t, be, "tiny", path))
+	})
 }
 
 // loaded is a Set with its values on the host.

@@ -92,6 +92,7 @@ func TestInjectInit(t *testing.T) {
 			if init == "kaiming" {
 				wantVar, relVar = 1.0/3, 0.07
 			}
+			t.Logf("normalized A: mean %.4f variance %.4f over %d values (want 0 and %.4f)", mean, variance, int(n), wantVar)
 			if math.Abs(mean) > 4*math.Sqrt(wantVar/n) || math.Abs(variance/wantVar-1) > relVar {
 				t.Errorf("normalized A: mean %.4f variance %.4f over %d values, want 0 and %.4f", mean, variance, int(n), wantVar)
 			}

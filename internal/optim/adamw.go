@@ -57,27 +57,44 @@ func (a AdamW) StepScaled(p, g, m, v []float32, t int, lr, gradScale float64) {
 	if t < 1 {
 		panic(fmt.Sprintf("optim: AdamW step %d: steps count from 1", t))
 	}
-	c1 := float64(float32(1 - a.Beta1))
-	b2, c2 := float32(a.Beta2), float32(1-a.Beta2)
-	negStep := float32(-lr / (1 - math.Pow(a.Beta1, float64(t))))
-	bc2Sqrt := float32(math.Sqrt(1 - math.Pow(a.Beta2, float64(t))))
-	keep := float32(1 - lr*a.WeightDecay)
-	eps := float32(a.Eps)
+	k := adamCoeffs{
+		gradScale: gradScale,
+		c1:        float64(float32(1 - a.Beta1)),
+		b2:        float32(a.Beta2),
+		c2:        float32(1 - a.Beta2),
+		negStep:   float32(-lr / (1 - math.Pow(a.Beta1, float64(t)))),
+		bc2Sqrt:   float32(math.Sqrt(1 - math.Pow(a.Beta2, float64(t)))),
+		keep:      float32(1 - lr*a.WeightDecay),
+		eps:       float32(a.Eps),
+	}
 	forChunks(len(p), grain, func(_, lo, hi int) {
-		for i := lo; i < hi; i++ {
-			gi := g[i]
-			if gradScale != 1 {
-				gi = float32(float64(gi) * gradScale)
-			}
-			// lerp: fma(w, g−m, m). The float64 product of two float32s is
-			// exact, so only a rare double rounding (float64, then float32)
-			// can part from a float32 fma.
-			mi := float32(float64(m[i]) + c1*float64(gi-m[i]))
-			// mul_(β2) then addcmul: fma((1−β2)·g, g, v·β2).
-			vi := float32(float64(float32(v[i]*b2)) + float64(float32(c2*gi))*float64(gi))
-			m[i], v[i] = mi, vi
-			den := float32(float32(math.Sqrt(float64(vi)))/bc2Sqrt) + eps
-			p[i] = float32(p[i]*keep) + float32(negStep*mi)/den
-		}
+		k.step(p[lo:hi], g[lo:hi], m[lo:hi], v[lo:hi])
 	})
+}
+
+// adamCoeffs are one step's AdamW coefficients, rounded to float32 (the
+// gradient multiplier excepted).
+type adamCoeffs struct {
+	gradScale, c1                       float64
+	b2, c2, negStep, bc2Sqrt, keep, eps float32
+}
+
+// step updates one chunk; the slices have equal lengths.
+func (k adamCoeffs) step(p, g, m, v []float32) {
+	g, m, v = g[:len(p)], m[:len(p)], v[:len(p)]
+	for i := range p {
+		gi := g[i]
+		if k.gradScale != 1 {
+			gi = float32(float64(gi) * k.gradScale)
+		}
+		// lerp: fma(w, g−m, m). The float64 product of two float32s is
+		// exact, so only a rare double rounding (float64, then float32)
+		// can part from a float32 fma.
+		mi := float32(float64(m[i]) + k.c1*float64(gi-m[i]))
+		// mul_(β2) then addcmul: fma((1−β2)·g, g, v·β2).
+		vi := float32(float64(float32(v[i]*k.b2)) + float64(float32(k.c2*gi))*float64(gi))
+		m[i], v[i] = mi, vi
+		den := float32(float32(math.Sqrt(float64(vi)))/k.bc2Sqrt) + k.eps
+		p[i] = float32(p[i]*k.keep) + float32(k.negStep*mi)/den
+	}
 }

@@ -6,8 +6,9 @@ import (
 )
 
 // TestLossScalerGolden replays DeepSpeed's DynamicLossScaler (its own code,
-// run by gen_optim.py) on the same overflow patterns. Scales are powers of two
-// or min_loss_scale, so they must match exactly.
+// run by gen_optim.py) on the same overflow patterns. Scales are
+// min_loss_scale or 2^initial_scale_power times powers of two, exact in
+// float64, so they must match exactly.
 func TestLossScalerGolden(t *testing.T) {
 	var file struct {
 		DeepSpeed string

@@ -1,0 +1,126 @@
+package logx
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+)
+
+func TestJSONLRecord(t *testing.T) {
+	var buf bytes.Buffer
+	j := NewJSONL(&buf)
+	r := Record{Step: 12, Epoch: 1, Loss: 0.125, LR: 1e-4, GradNorm: math.Inf(1), LossScale: 65536,
+		ImgPerS: 3.5, MemBytes: 1 << 33, Skipped: true, Time: 1700000000.5,
+		Extra: map[string]float64{"val_loss": math.NaN(), "ema_decay": 0.999, "neg": math.Inf(-1)}}
+	if err := j.Write(r); err != nil {
+		t.Fatal(err)
+	}
+	line := buf.String()
+	if !strings.HasSuffix(line, "}\n") || strings.Count(line, "\n") != 1 {
+		t.Fatalf("not one line: %q", line)
+	}
+	// Key order: the record's fields, then Extra's keys sorted.
+	order := []string{"step", "epoch", "loss", "lr", "grad_norm", "loss_scale", "img_per_s", "mem_bytes", "skipped", "time", "ema_decay", "neg", "val_loss"}
+	last := -1
+	for _, k := range order {
+		i := strings.Index(line, `"`+k+`":`)
+		if i <= last {
+			t.Fatalf("key %q out of order in %s", k, line)
+		}
+		last = i
+	}
+	var got map[string]any
+	if err := json.Unmarshal([]byte(line), &got); err != nil {
+		t.Fatalf("line is not JSON: %v: %s", err, line)
+	}
+	want := map[string]any{"step": 12.0, "epoch": 1.0, "loss": 0.125, "lr": 1e-4, "grad_norm": "Infinity",
+		"loss_scale": 65536.0, "img_per_s": 3.5, "mem_bytes": float64(1 << 33), "skipped": true,
+		"time": 1700000000.5, "ema_decay": 0.999, "neg": "-Infinity", "val_loss": "NaN"}
+	if len(got) != len(want) {
+		t.Errorf("keys %v, want %v", got, want)
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s = %#v, want %#v", k, got[k], v)
+		}
+	}
+}
+
+func TestJSONLDefaults(t *testing.T) {
+	var buf bytes.Buffer
+	bw := bufio.NewWriter(&buf)
+	j := NewJSONL(bw)
+	if err := j.Write(Record{Step: 1}); err != nil {
+		t.Fatal(err)
+	}
+	// A bufio.Writer is flushed after each line.
+	var got map[string]any
+	if err := json.Unmarshal(buf.Bytes(), &got); err != nil {
+		t.Fatalf("%v: %q", err, buf.String())
+	}
+	if _, ok := got["skipped"]; ok {
+		t.Error("skipped written for a step that was not skipped")
+	}
+	if ts, _ := got["time"].(float64); ts < 1.7e9 {
+		t.Errorf("time %v, want the current Unix time", got["time"])
+	}
+	if err := j.Write(Record{Extra: map[string]float64{"loss": 1}}); err == nil {
+		t.Error("an Extra key equal to a record key was accepted")
+	}
+}
+
+// TestJSONLFile: lines written from several goroutines come out whole, and a
+// second CreateJSONL appends (a resumed run continues its log).
+func TestJSONLFile(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "log.jsonl")
+	for round := range 2 {
+		j, err := CreateJSONL(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		for g := range 4 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := range 25 {
+					if err := j.Write(Record{Step: int64(round*1000 + g*100 + i), Loss: float64(i), Time: 1}); err != nil {
+						t.Error(err)
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		if err := j.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSuffix(string(b), "\n"), "\n")
+	if len(lines) != 200 {
+		t.Fatalf("%d lines, want 200", len(lines))
+	}
+	seen := map[int64]bool{}
+	for _, l := range lines {
+		var r struct {
+			Step int64
+			Loss float64
+		}
+		if err := json.Unmarshal([]byte(l), &r); err != nil {
+			t.Fatalf("line %q: %v", l, err)
+		}
+		if r.Loss != float64(r.Step%100) || seen[r.Step] {
+			t.Fatalf("line %q: wrong or repeated", l)
+		}
+		seen[r.Step] = true
+	}
+}

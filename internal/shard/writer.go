@@ -1,0 +1,360 @@
+package shard
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/zerodiff/zerodiff/internal/tensor"
+)
+
+// magic starts the decompressed stream of every shard.
+const magic = "ZDSHARD1"
+
+// Record is one sample: where it came from, its caption and its tensors.
+type Record struct {
+	Item    int    // the input item it was made from
+	Key     string // the item's name in the data set
+	Caption string
+	Data    [][]float32 // one slice per index field, in field order
+}
+
+// ErrComplete is returned by Create for a folder that already holds a
+// finished output with the same fingerprint.
+var ErrComplete = errors.New("output already complete")
+
+// Options configure a Writer.
+type Options struct {
+	Fingerprint     string            // model and settings; must match to resume
+	Fields          []Field           // the tensors of every record
+	RecordsPerShard int               // records in each shard but the last
+	Meta            map[string]string // free-form settings for readers
+	// Overwrite discards whatever output the folder holds (only files this
+	// package writes are removed).
+	Overwrite bool
+	// Now stamps the index; nil means time.Now.
+	Now func() time.Time
+}
+
+// Writer writes records in order into shards of RecordsPerShard records.
+// Call Skip for input items that produced no record, in input order between
+// the Adds, and Close at the end; an interrupted writer leaves the finished
+// shards and index.partial.json, from which Create resumes.
+type Writer struct {
+	dir  string
+	opt  Options
+	idx  Index  // shards finished so far
+	skip []Skip // skipped since the last finished shard
+
+	// The shard being written.
+	tmp   *os.File
+	enc   *zstd.Encoder
+	hash  io.Writer // sha256 of the compressed bytes
+	sum   hashCounter
+	n     int // records in it
+	last  int // item of its last record
+	buf   []byte
+	bytes []byte // one record's tensors, reused
+}
+
+// hashCounter hashes and counts what is written through it.
+type hashCounter struct {
+	h interface {
+		io.Writer
+		Sum([]byte) []byte
+	}
+	n int64
+}
+
+func (c *hashCounter) Write(p []byte) (int, error) {
+	c.n += int64(len(p))
+	return c.h.Write(p)
+}
+
+// Create opens dir for writing. A folder with an unfinished run of the same
+// fingerprint is resumed: finished shards whose checksums verify are kept
+// (Resume says where they end), the others are redone. A different
+// fingerprint is an error unless Overwrite is set; a finished output with
+// the same fingerprint returns ErrComplete.
+func Create(dir string, opt Options) (*Writer, error) {
+	if opt.RecordsPerShard <= 0 {
+		return nil, fmt.Errorf("shard writer: %d records per shard", opt.RecordsPerShard)
+	}
+	if len(opt.Fields) == 0 {
+		return nil, fmt.Errorf("shard writer: no fields")
+	}
+	for _, f := range opt.Fields {
+		if err := f.check(); err != nil {
+			return nil, fmt.Errorf("shard writer: %w", err)
+		}
+	}
+	if opt.Now == nil {
+		opt.Now = time.Now
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("shard writer: %w", err)
+	}
+	w := &Writer{dir: dir, opt: opt}
+	if opt.Overwrite {
+		if err := removeOutput(dir, 0); err != nil {
+			return nil, err
+		}
+	}
+	if x, err := readIndex(filepath.Join(dir, IndexFile)); err == nil {
+		if x.Fingerprint == opt.Fingerprint {
+			return nil, fmt.Errorf("%s: %w with these settings; use --overwrite to redo it", dir, ErrComplete)
+		}
+		return nil, mismatch(dir, x.Fingerprint, opt.Fingerprint)
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("%w; use --overwrite to replace it", err)
+	}
+	w.idx = Index{Version: Version, Fingerprint: opt.Fingerprint, Created: opt.Now().UTC(), Fields: opt.Fields,
+		RecordsPerShard: opt.RecordsPerShard, Meta: opt.Meta}
+	x, err := readIndex(filepath.Join(dir, PartialFile))
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+	case err != nil:
+		return nil, fmt.Errorf("%w; use --overwrite to start over", err)
+	case x.Fingerprint != opt.Fingerprint || !fieldsEqual(x.Fields, opt.Fields) || x.RecordsPerShard != opt.RecordsPerShard:
+		return nil, mismatch(dir, x.Fingerprint, opt.Fingerprint)
+	default:
+		w.idx.Created = x.Created
+		for _, s := range x.Shards {
+			if s.Records != opt.RecordsPerShard || verifyFile(filepath.Join(dir, s.File), s) != nil {
+				break
+			}
+			w.idx.Shards = append(w.idx.Shards, s)
+			w.idx.Records += s.Records
+		}
+	}
+	if err := removeOutput(dir, len(w.idx.Shards)); err != nil {
+		return nil, err
+	}
+	return w, nil
+}
+
+func mismatch(dir, have, want string) error {
+	return fmt.Errorf("%s holds prep output made with other settings (fingerprint %q, now %q): use a new --out or --overwrite", dir, have, want)
+}
+
+// removeOutput deletes this package's files in dir other than the first
+// keep shards and the partial index: shards after them, temporary files,
+// and (when keep is 0) the indexes and report.
+func removeOutput(dir string, keep int) error {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("shard writer: %w", err)
+	}
+	for _, e := range ents {
+		name := e.Name()
+		var i int
+		remove := strings.Contains(name, ".tmp-") && (strings.HasPrefix(name, "shard-") || strings.HasPrefix(name, "index") || strings.HasPrefix(name, "report"))
+		if n, _ := fmt.Sscanf(name, "shard-%05d.zst", &i); n == 1 && name == ShardName(i) && i >= keep {
+			remove = true
+		}
+		if keep == 0 && (name == IndexFile || name == PartialFile || name == ReportFile) {
+			remove = true
+		}
+		if remove {
+			if err := os.Remove(filepath.Join(dir, name)); err != nil {
+				return fmt.Errorf("shard writer: %w", err)
+			}
+		}
+	}
+	return nil
+}
+
+// Resume reports how many records the kept shards hold and the input item
+// to continue from (0, 0 for a fresh start).
+func (w *Writer) Resume() (records, nextItem int) {
+	if len(w.idx.Shards) == 0 {
+		return 0, 0
+	}
+	return w.idx.Records, w.idx.Shards[len(w.idx.Shards)-1].NextItem
+}
+
+// Skipped returns the items skipped in the kept shards' range, for a
+// resumed run's report.
+func (w *Writer) Skipped() []Skip {
+	var out []Skip
+	for _, s := range w.idx.Shards {
+		out = append(out, s.Skipped...)
+	}
+	return out
+}
+
+// Skip records an input item that produced no record.
+func (w *Writer) Skip(s Skip) { w.skip = append(w.skip, s) }
+
+// Add appends a record, finishing the shard when it is full.
+func (w *Writer) Add(r Record) error {
+	if len(r.Data) != len(w.opt.Fields) {
+		return fmt.Errorf("record %q: %d tensors, index has %d fields", r.Key, len(r.Data), len(w.opt.Fields))
+	}
+	if w.enc == nil {
+		if err := w.openShard(); err != nil {
+			return err
+		}
+	}
+	b := w.buf[:0]
+	b = binary.AppendUvarint(b, uint64(r.Item))
+	b = binary.AppendUvarint(b, uint64(len(r.Key)))
+	b = append(b, r.Key...)
+	b = binary.AppendUvarint(b, uint64(len(r.Caption)))
+	b = append(b, r.Caption...)
+	for i, f := range w.opt.Fields {
+		if len(r.Data[i]) != f.Numel() {
+			return fmt.Errorf("record %q: field %s has %d values, want %d %v", r.Key, f.Name, len(r.Data[i]), f.Numel(), f.Shape)
+		}
+		w.bytes = slices.Grow(w.bytes[:0], f.Bytes())[:f.Bytes()]
+		if err := tensor.EncodeFloat32(w.bytes, r.Data[i], f.DType); err != nil {
+			return err
+		}
+		b = append(b, w.bytes...)
+	}
+	w.buf = b
+	if _, err := w.enc.Write(b); err != nil {
+		return fmt.Errorf("shard %s: %w", ShardName(len(w.idx.Shards)), err)
+	}
+	w.n++
+	w.last = r.Item
+	if w.n == w.opt.RecordsPerShard {
+		return w.finishShard()
+	}
+	return nil
+}
+
+func (w *Writer) openShard() error {
+	name := ShardName(len(w.idx.Shards))
+	f, err := os.CreateTemp(w.dir, name+".tmp-*")
+	if err != nil {
+		return fmt.Errorf("shard %s: %w", name, err)
+	}
+	w.sum = hashCounter{h: sha256.New()}
+	enc, err := zstd.NewWriter(io.MultiWriter(f, &w.sum), zstd.WithEncoderConcurrency(1))
+	if err != nil {
+		f.Close()
+		os.Remove(f.Name())
+		return err
+	}
+	w.tmp, w.enc, w.n = f, enc, 0
+	_, err = enc.Write([]byte(magic))
+	return err
+}
+
+// finishShard closes the open shard, moves it into place and records it in
+// the partial index.
+func (w *Writer) finishShard() error {
+	name := ShardName(len(w.idx.Shards))
+	err := w.enc.Close()
+	if err == nil {
+		err = w.tmp.Sync()
+	}
+	if cerr := w.tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(w.tmp.Name(), filepath.Join(w.dir, name))
+	}
+	if err == nil {
+		err = syncDir(w.dir)
+	}
+	if err != nil {
+		os.Remove(w.tmp.Name())
+		return fmt.Errorf("shard %s: %w", name, err)
+	}
+	w.idx.Shards = append(w.idx.Shards, Info{File: name, Records: w.n, Bytes: w.sum.n,
+		SHA256: hex.EncodeToString(w.sum.h.Sum(nil)), NextItem: w.last + 1, Skipped: w.skip})
+	w.idx.Records += w.n
+	w.tmp, w.enc, w.n, w.skip = nil, nil, 0, nil
+	return w.writeIndex(PartialFile, &w.idx)
+}
+
+func (w *Writer) writeIndex(name string, x *Index) error {
+	b, err := json.MarshalIndent(x, "", "  ")
+	if err != nil {
+		return err
+	}
+	return writeAtomic(w.dir, name, append(b, '\n'))
+}
+
+// Close finishes the last shard and writes the report (items is the number
+// of input items seen) and index.json, then removes the partial index.
+func (w *Writer) Close(items int) (*Index, error) {
+	if w.enc != nil {
+		if err := w.finishShard(); err != nil {
+			return nil, err
+		}
+	}
+	rep := Report{Items: items, Records: w.idx.Records, Counts: map[string]int{}, Skipped: []Skip{}}
+	for _, s := range w.idx.Shards {
+		rep.Skipped = append(rep.Skipped, s.Skipped...)
+	}
+	rep.Skipped = append(rep.Skipped, w.skip...)
+	for _, s := range rep.Skipped {
+		rep.Counts[s.Reason]++
+	}
+	b, err := json.MarshalIndent(rep, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	if err := writeAtomic(w.dir, ReportFile, append(b, '\n')); err != nil {
+		return nil, err
+	}
+	x := w.idx
+	x.Shards = slices.Clone(x.Shards)
+	for i := range x.Shards {
+		x.Shards[i].Skipped = nil
+	}
+	x.Meta = maps.Clone(x.Meta)
+	x.Report, x.Skipped = ReportFile, len(rep.Skipped)
+	if err := w.writeIndex(IndexFile, &x); err != nil {
+		return nil, err
+	}
+	if err := os.Remove(filepath.Join(w.dir, PartialFile)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("shard writer: %w", err)
+	}
+	return &x, syncDir(w.dir)
+}
+
+// Abort stops writing: the open shard's temporary file is removed, the
+// finished shards and the partial index stay for a later resume.
+func (w *Writer) Abort() error {
+	if w.enc == nil {
+		return nil
+	}
+	w.enc.Close()
+	w.tmp.Close()
+	w.enc = nil
+	return os.Remove(w.tmp.Name())
+}
+
+// verifyFile checks a shard file's size and SHA-256 against its entry.
+func verifyFile(path string, s Info) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	return verifyBytes(path, b, s)
+}
+
+func verifyBytes(path string, b []byte, s Info) error {
+	sum := sha256.Sum256(b)
+	if int64(len(b)) != s.Bytes || hex.EncodeToString(sum[:]) != s.SHA256 {
+		return fmt.Errorf("shard %s is corrupt (size %d, SHA-256 %x; the index says %d, %s): rerun prep with the same --out to rebuild it",
+			path, len(b), sum[:], s.Bytes, s.SHA256)
+	}
+	return nil
+}

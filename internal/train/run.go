@@ -1,0 +1,291 @@
+package train
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/zerodiff/zerodiff/internal/cpu"
+	"github.com/zerodiff/zerodiff/internal/logx"
+	"github.com/zerodiff/zerodiff/internal/lora"
+	"github.com/zerodiff/zerodiff/internal/nn"
+	"github.com/zerodiff/zerodiff/internal/optim"
+	"github.com/zerodiff/zerodiff/internal/sampler"
+	"github.com/zerodiff/zerodiff/internal/sd/unet"
+	"github.com/zerodiff/zerodiff/internal/tensor"
+)
+
+// ErrStopped reports a run stopped by a signal after saving a checkpoint:
+// the job should be requeued and will resume from it.
+var ErrStopped = errors.New("stopped by signal after a checkpoint")
+
+// Job is one training run on this process.
+type Job struct {
+	Cfg  Config
+	Data Dataset
+	// Out receives rank 0's progress lines.
+	Out io.Writer
+
+	be       tensor.Backend
+	unet     *unet.UNet
+	step     *Stepper
+	noise    *sampler.Config
+	lora     *lora.Set
+	jsonl    *logx.JSONL
+	events   *logx.EventWriter
+	perEpoch int // optimizer steps per epoch
+	total    int // optimizer steps of the run
+}
+
+// state is the small part of the training state a checkpoint keeps beside the buffers.
+type state struct {
+	Config Config `json:"config"`
+}
+
+// Run trains until the configured number of steps, checkpointing and
+// validating on the way. A cancelled ctx (SIGTERM, SIGUSR1) saves a
+// checkpoint at the next step boundary and returns ErrStopped.
+func (j *Job) Run(ctx context.Context) error {
+	c := &j.Cfg
+	if err := c.Check(); err != nil {
+		return err
+	}
+	if c.CheckpointDir == "" {
+		c.CheckpointDir = filepath.Join(c.OutputDir, "checkpoints")
+	}
+	if err := os.MkdirAll(c.OutputDir, 0o755); err != nil {
+		return err
+	}
+	j.be = cpu.New()
+	if err := j.setup(); err != nil {
+		return err
+	}
+	g := c.MicroBatch * c.GradAccum
+	j.perEpoch = j.Data.Len() / g
+	if j.perEpoch == 0 {
+		return fmt.Errorf("data set %s has %d records, fewer than one global batch (%d = micro batch %d × accumulation %d)", c.DatasetDir, j.Data.Len(), g, c.MicroBatch, c.GradAccum)
+	}
+	j.total = c.MaxTrainSteps
+	if j.total == 0 {
+		j.total = c.NumEpochs * j.perEpoch
+	}
+	if err := j.resume(); err != nil {
+		return err
+	}
+	if err := j.openLogs(); err != nil {
+		return err
+	}
+	defer j.closeLogs()
+	fmt.Fprintf(j.Out, "train: %s, %d trainable parameters (%s), %d records, %d steps of %d samples (%d per epoch), from step %d\n",
+		j.what(), j.step.Trainable.Size, formatBytes(int64(j.step.Trainable.Size)*16), j.Data.Len(), j.total, g, j.perEpoch, j.step.Steps)
+
+	for j.step.Steps < j.total {
+		if ctx.Err() != nil {
+			if err := j.save(); err != nil {
+				return err
+			}
+			return ErrStopped
+		}
+		if err := j.trainStep(); err != nil {
+			return err
+		}
+		s := j.step.Steps
+		if c.SaveInterval > 0 && s%c.SaveInterval == 0 && s < j.total {
+			if err := j.save(); err != nil {
+				return err
+			}
+		}
+		epochEnd := s%j.perEpoch == 0
+		if len(c.ValidationPrompts) > 0 && ((c.ValidationSteps > 0 && s%c.ValidationSteps == 0) ||
+			(epochEnd && c.ValidationEpochs > 0 && (s/j.perEpoch)%c.ValidationEpochs == 0)) {
+			if err := j.validate(); err != nil {
+				return err
+			}
+		}
+	}
+	return j.save()
+}
+
+func (j *Job) what() string {
+	if j.lora != nil {
+		return fmt.Sprintf("LoRA rank %d", j.Cfg.UseLoRA.Rank)
+	}
+	return "full fine-tune"
+}
+
+// setup builds the UNet (pretrained, or from its config with random
+// weights), the LoRA adapters, and the stepper with its optimizer, schedule,
+// noise schedule and EMA.
+func (j *Job) setup() error {
+	c := &j.Cfg
+	var err error
+	trainBase := !c.UseLoRA.Action
+	if c.UNetConfig != "" {
+		b, err := os.ReadFile(c.UNetConfig)
+		if err != nil {
+			return fmt.Errorf("unet_config: %w", err)
+		}
+		uc, err := unet.ParseConfig(b)
+		if err != nil {
+			return fmt.Errorf("%s: %w", c.UNetConfig, err)
+		}
+		if j.unet, err = unet.New(uc); err != nil {
+			return err
+		}
+		j.unet.Params.Alloc(j.be, trainBase)
+		nn.InitDefault(j.be, j.unet.Params, c.Seed, zeroLast)
+	} else if j.unet, err = unet.Load(j.be, c.PretrainedModel, trainBase); err != nil {
+		return err
+	}
+	trainable := j.unet.Params
+	if c.UseLoRA.Action {
+		j.lora, err = lora.Inject(j.unet.Params, c.UseLoRA.Targets, c.UseLoRA.Rank, c.UseLoRA.Alpha, c.UseLoRA.Init, c.Seed)
+		if err != nil {
+			return err
+		}
+		j.lora.Alloc(j.be, true)
+		trainable = j.lora.Params
+	}
+	s := NewStepper(j.be, j.unet, trainable)
+	p := c.Optimizer.Params
+	s.Opt = optim.AdamW{Beta1: p.Betas[0], Beta2: p.Betas[1], Eps: p.Eps, WeightDecay: p.WeightDecay}
+	switch {
+	case len(c.Scheduler) > 0 && string(c.Scheduler) != "null":
+		if s.LR, err = optim.ParseSchedule(c.Scheduler, p.LR); err != nil {
+			return fmt.Errorf("config scheduler: %w", err)
+		}
+	case c.LRWarmupSteps > 0:
+		s.LR = optim.WarmupLR{MaxLR: p.LR, WarmupNumSteps: c.LRWarmupSteps, WarmupType: optim.WarmupLinear}
+	default:
+		s.LR = optim.Constant{Value: p.LR}
+	}
+	s.MaxGradNorm = c.GradClip
+	s.SNRGamma = c.SNRGamma
+	sc, err := readScheduler(c.PretrainedModel)
+	if err != nil {
+		return err
+	}
+	j.noise = &sc
+	if s.Noise, err = sampler.NewSchedule(sc); err != nil {
+		return err
+	}
+	pred := c.PredictionType
+	if pred == "" {
+		pred = sc.PredictionType
+	}
+	s.VPred = pred == "v_prediction"
+	if c.UseEMA {
+		e := optim.DefaultEMA()
+		e.MaxDecay, e.MinDecay, e.UpdateAfterStep = c.EMA.Decay, c.EMA.MinDecay, c.EMA.UpdateAfterStep
+		e.UseWarmup, e.InvGamma, e.Power = c.EMA.UseWarmup, c.EMA.InvGamma, c.EMA.Power
+		s.EnableEMA(e)
+	}
+	j.step = s
+	return nil
+}
+
+// zeroLast picks the layers that start at zero when training from scratch:
+// the output conv, each resnet's second conv and each transformer's output
+// projection, so every block starts as the identity (REFERENCE.md §9).
+func zeroLast(module string) bool {
+	return module == "conv_out" || strings.HasSuffix(module, ".conv2") || strings.HasSuffix(module, ".proj_out")
+}
+
+func readScheduler(dir string) (sampler.Config, error) {
+	p := filepath.Join(dir, "scheduler", "scheduler_config.json")
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return sampler.Config{}, fmt.Errorf("noise schedule: %w", err)
+	}
+	c, err := sampler.ParseConfig(b)
+	if err != nil {
+		return c, fmt.Errorf("%s: %w", p, err)
+	}
+	return c, nil
+}
+
+// trainStep runs one optimizer step: GradAccum micro-batches of the epoch's
+// order, then the update, then the log line.
+func (j *Job) trainStep() error {
+	c := &j.Cfg
+	start := time.Now()
+	epoch, k := j.step.Steps/j.perEpoch, j.step.Steps%j.perEpoch
+	order := epochOrder(c.Seed, epoch, j.Data.Len())
+	g := c.MicroBatch * c.GradAccum
+	d := draws{noiseOffset: c.NoiseOffset, captionDropout: c.CaptionDropout, timesteps: len(j.step.Noise.AlphasCumprod)}
+	var loss float64
+	for a := range c.GradAccum {
+		lo := k*g + a*c.MicroBatch
+		m, err := makeMicro(j.Data, c.Seed, epoch, order[lo:lo+c.MicroBatch], d)
+		if err != nil {
+			return err
+		}
+		loss += j.step.MicroStep(m, 1/float64(c.GradAccum)) / float64(c.GradAccum)
+	}
+	r, err := j.step.OptimizerStep()
+	if err != nil {
+		return err
+	}
+	s := j.step.Steps
+	if s%max(1, c.LogInterval) == 0 || s == j.total {
+		rec := logx.Record{Step: int64(s), Epoch: epoch, Loss: loss, LR: r.LR, GradNorm: r.GradNorm, LossScale: 1,
+			ImgPerS: float64(g) / time.Since(start).Seconds(), MemBytes: rss()}
+		if err := j.jsonl.Write(rec); err != nil {
+			return err
+		}
+		if err := j.events.Scalars(int64(s), logx.WallTime(time.Now()),
+			logx.Scalar{Tag: "train/loss", Value: float32(loss)}, logx.Scalar{Tag: "train/lr", Value: float32(r.LR)},
+			logx.Scalar{Tag: "train/grad_norm", Value: float32(r.GradNorm)}, logx.Scalar{Tag: "train/img_per_s", Value: float32(rec.ImgPerS)},
+			logx.Scalar{Tag: "train/mem_bytes", Value: float32(rec.MemBytes)}); err != nil {
+			return err
+		}
+		fmt.Fprintf(j.Out, "step %d/%d epoch %d loss %.4f lr %.3g grad_norm %.3f %.1f img/s\n", s, j.total, epoch, loss, r.LR, r.GradNorm, rec.ImgPerS)
+	}
+	return nil
+}
+
+func (j *Job) openLogs() error {
+	var err error
+	if j.jsonl, err = logx.CreateJSONL(filepath.Join(j.Cfg.OutputDir, "log.jsonl")); err != nil {
+		return err
+	}
+	j.events, err = logx.CreateEventWriter(filepath.Join(j.Cfg.OutputDir, "tensorboard"), logx.WallTime(time.Now()))
+	return err
+}
+
+func (j *Job) closeLogs() {
+	j.jsonl.Close()
+	j.events.Close()
+}
+
+// rss is this process's resident memory in bytes (0 where /proc is missing).
+func rss() int64 {
+	b, err := os.ReadFile("/proc/self/statm")
+	if err != nil {
+		return 0
+	}
+	var size, res int64
+	fmt.Sscan(string(b), &size, &res)
+	return res * int64(os.Getpagesize())
+}
+
+func formatBytes(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.2f GiB of model state", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB of model state", float64(n)/(1<<20))
+	}
+	return fmt.Sprintf("%.1f KiB of model state", float64(n)/(1<<10))
+}
+
+// marshalState is the JSON a checkpoint keeps of the run's settings.
+func (j *Job) marshalState() (json.RawMessage, error) {
+	return json.Marshal(state{Config: j.Cfg})
+}
