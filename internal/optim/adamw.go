@@ -47,9 +47,10 @@ func (a AdamW) Step(p, g, m, v []float32, t int, lr float64) {
 // than computing in float64 matters: rounding 1−lr·wd differently alone drifts
 // p by a float32 ulp every few steps, always the same way. With that, m and v
 // are torch's bits; p can differ by an ulp where torch's vectorized square
-// root (not correctly rounded) differs from math.Sqrt. The explicit
-// conversions keep the compiler from fusing any other multiply-add, so the
-// bits do not depend on the build's GOAMD64 level.
+// root (not correctly rounded) differs from math.Sqrt. The bits do not depend
+// on the build's GOAMD64 level: explicit float32 conversions keep the compiler
+// from fusing float32 multiply-adds, and the float64 ones it may fuse have
+// exact products (two float32 factors), so fusing changes nothing.
 func (a AdamW) StepScaled(p, g, m, v []float32, t int, lr, gradScale float64) {
 	if len(g) != len(p) || len(m) != len(p) || len(v) != len(p) {
 		panic(fmt.Sprintf("optim: AdamW step: lengths differ: p %d, g %d, m %d, v %d", len(p), len(g), len(m), len(v)))

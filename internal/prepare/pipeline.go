@@ -1,0 +1,408 @@
+package prepare
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/zerodiff/zerodiff/internal/data"
+	"github.com/zerodiff/zerodiff/internal/shard"
+	"github.com/zerodiff/zerodiff/internal/tensor"
+)
+
+// Options configure a prep run.
+type Options struct {
+	Out       string         // output folder
+	Transform data.Transform // resize, crop, flip; its Seed also picks among several captions
+	Image     ImageEncoder   // VAE, or Pixels for --vae none
+	Text      TextEncoder
+	// Model identifies the model weights (e.g. a hash of the model folder's
+	// files); with the data set and every setting it makes the fingerprint.
+	Model string
+	DType tensor.DType // of the stored tensors: F32, F16 or BF16
+	// Workers decode and transform in parallel (default: one per CPU).
+	Workers int
+	// BatchSize images and captions go to the encoders at once (default 8).
+	BatchSize int
+	// RecordsPerShard must be a multiple of BatchSize, so a resumed run
+	// encodes the same batches (default: shards of about 256 MiB, at most
+	// 1000 records).
+	RecordsPerShard int
+	Overwrite       bool
+	// Progress, when set, is called after each batch is written and once
+	// more at the end (with Done set).
+	Progress func(Progress)
+	// Now stamps the index; nil means time.Now.
+	Now func() time.Time
+}
+
+// Progress is the state of a run.
+type Progress struct {
+	Items   int // input items dealt with (records and skips), resumed ones included
+	Total   int // items the source lists, -1 if unknown
+	Records int // records written, resumed ones included
+	Skipped int // items skipped so far (this run's)
+	Resumed int // records kept from an earlier run
+	Elapsed time.Duration
+	Done    bool
+}
+
+// Result is what a run made.
+type Result struct {
+	Index   *shard.Index
+	Resumed int // records kept from an interrupted earlier run
+	// AlreadyComplete is set when Out held a finished output with the same
+	// fingerprint; nothing was done.
+	AlreadyComplete bool
+}
+
+// Fingerprint is the string that identifies the output: model, data set,
+// encoders and every setting that changes a record's bytes.
+func Fingerprint(r data.Reader, o Options) string {
+	t := o.Transform
+	crop := "random"
+	if t.CenterCrop {
+		crop = "center"
+	}
+	return fmt.Sprintf("model=%s data=%q image=%s text=%s resolution=%d crop=%s flip=%t filter=%s seed=%d dtype=%s batch=%d",
+		o.Model, r.Describe(), o.Image.Name(), o.Text.Name(), t.Resolution, crop, t.Flip, t.Filter, t.Seed, o.DType, o.BatchSize)
+}
+
+// Fields are the tensors of every record for these encoders.
+func Fields(o Options) []shard.Field {
+	r := o.Transform.Resolution
+	img := o.Image.OutShape(r, r)
+	var f []shard.Field
+	if o.Image.HasStd() {
+		f = append(f, shard.Field{Name: FieldLatentMean, DType: o.DType, Shape: img},
+			shard.Field{Name: FieldLatentStd, DType: o.DType, Shape: img})
+	} else {
+		f = append(f, shard.Field{Name: FieldPixels, DType: o.DType, Shape: img})
+	}
+	return append(f, shard.Field{Name: FieldText, DType: o.DType, Shape: o.Text.OutShape()})
+}
+
+func (o *Options) defaults() error {
+	if o.Image == nil || o.Text == nil {
+		return errors.New("prep: an image and a text encoder are needed")
+	}
+	if o.Transform.Resolution <= 0 {
+		return fmt.Errorf("prep: resolution %d", o.Transform.Resolution)
+	}
+	if o.Workers <= 0 {
+		o.Workers = runtime.NumCPU()
+	}
+	if o.BatchSize <= 0 {
+		o.BatchSize = 8
+	}
+	if o.RecordsPerShard <= 0 {
+		bytes := 0
+		for _, f := range Fields(*o) {
+			bytes += f.Bytes()
+		}
+		n := min(max((256<<20)/bytes, 1), 1000)
+		o.RecordsPerShard = max(n/o.BatchSize, 1) * o.BatchSize
+	}
+	if o.RecordsPerShard%o.BatchSize != 0 {
+		return fmt.Errorf("prep: %d records per shard is not a multiple of the batch size %d", o.RecordsPerShard, o.BatchSize)
+	}
+	return nil
+}
+
+// job is one record for the workers, with the reader's skips since the
+// previous record.
+type job struct {
+	seq   int
+	rec   data.Record
+	ok    bool // rec is set (false: only skips, at the end of the input)
+	skips []data.Skip
+}
+
+// event is one item's outcome, in input order.
+type event struct {
+	skip  *shard.Skip
+	item  int
+	key   string
+	text  string
+	pixel []float32 // (3, R, R)
+}
+
+type result struct {
+	seq    int
+	events []event
+	err    error
+}
+
+// Run reads every record of r, transforms and encodes it and writes the
+// shards, index and skipped-items report into o.Out. Unreadable images and
+// empty captions are skipped and reported, never fatal. Cancelling ctx
+// stops the run; finished shards stay, and a later Run resumes after them.
+func Run(ctx context.Context, r data.Reader, o Options) (*Result, error) {
+	if err := o.defaults(); err != nil {
+		return nil, err
+	}
+	t := o.Transform
+	fp := Fingerprint(r, o)
+	w, err := shard.Create(o.Out, shard.Options{
+		Fingerprint: fp, Fields: Fields(o), RecordsPerShard: o.RecordsPerShard, Overwrite: o.Overwrite, Now: o.Now,
+		Meta: map[string]string{
+			"dataset": r.Describe(), "image_encoder": o.Image.Name(), "text_encoder": o.Text.Name(),
+			"resolution": strconv.Itoa(t.Resolution), "center_crop": strconv.FormatBool(t.CenterCrop),
+			"random_flip": strconv.FormatBool(t.Flip), "filter": t.Filter.String(), "seed": strconv.FormatUint(t.Seed, 10),
+		},
+	})
+	if errors.Is(err, shard.ErrComplete) {
+		rd, oerr := shard.Open(o.Out, 1)
+		if oerr != nil {
+			return nil, oerr
+		}
+		defer rd.Close()
+		return &Result{Index: rd.Index, AlreadyComplete: true}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	resumed, fromItem := w.Resume()
+
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer func() {
+		cancel()
+		wg.Wait()
+	}()
+	jobs := make(chan job, 2*o.Workers)
+	results := make(chan result, 2*o.Workers)
+
+	// Reader: records in order, numbered; items before fromItem were done
+	// by the interrupted run.
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer close(jobs)
+		seen, seq := 0, 0
+		for {
+			rec, err := r.Next()
+			var skips []data.Skip
+			for _, s := range r.Skipped()[seen:] {
+				if s.Item >= fromItem {
+					skips = append(skips, s)
+				}
+			}
+			seen = len(r.Skipped())
+			if err != nil && err != io.EOF {
+				select {
+				case results <- result{seq: seq, err: err}:
+				case <-ctx.Done():
+				}
+				return
+			}
+			j := job{seq: seq, rec: rec, ok: err == nil && rec.Item >= fromItem, skips: skips}
+			if !j.ok && len(skips) == 0 && err == nil {
+				continue
+			}
+			select {
+			case jobs <- j:
+				seq++
+			case <-ctx.Done():
+				return
+			}
+			if err == io.EOF {
+				return
+			}
+		}
+	}()
+
+	// Workers: decode and transform.
+	var workers sync.WaitGroup
+	for range o.Workers {
+		workers.Add(1)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer workers.Done()
+			for j := range jobs {
+				res := result{seq: j.seq, events: skipEvents(j.skips)}
+				if j.ok {
+					res.events = append(res.events, process(j.rec, t))
+				}
+				select {
+				case results <- res:
+				case <-ctx.Done():
+					return
+				}
+			}
+		}()
+	}
+	go func() {
+		workers.Wait()
+		close(results)
+	}()
+
+	// Collector: reorder, batch, encode, write.
+	c := collector{w: w, o: o, start: time.Now(), total: r.Len(), records: resumed, resumed: resumed, items: fromItem}
+	pending := map[int]result{}
+	next := 0
+	for res := range results {
+		if res.err != nil {
+			w.Abort()
+			return nil, fmt.Errorf("prep: %w", res.err)
+		}
+		pending[res.seq] = res
+		for {
+			p, ok := pending[next]
+			if !ok {
+				break
+			}
+			delete(pending, next)
+			next++
+			for _, e := range p.events {
+				if err := c.add(e); err != nil {
+					w.Abort()
+					return nil, err
+				}
+			}
+		}
+		if err := ctx.Err(); err != nil {
+			w.Abort()
+			return nil, err
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		w.Abort()
+		return nil, err
+	}
+	if err := c.flush(); err != nil {
+		w.Abort()
+		return nil, err
+	}
+	idx, err := w.Close(c.items)
+	if err != nil {
+		return nil, err
+	}
+	c.progress(true)
+	return &Result{Index: idx, Resumed: resumed}, nil
+}
+
+func skipEvents(skips []data.Skip) []event {
+	var out []event
+	for _, s := range skips {
+		ss := shard.Skip(s)
+		out = append(out, event{skip: &ss, item: s.Item})
+	}
+	return out
+}
+
+// process decodes and transforms one record, or says why it is skipped.
+func process(rec data.Record, t data.Transform) event {
+	e := event{item: rec.Item, key: rec.Key, text: data.PickCaption(rec.Captions, t.Seed, rec.Item)}
+	img, err := data.DecodeRGB(rec.Image)
+	if err == nil {
+		e.pixel = make([]float32, 3*t.Resolution*t.Resolution) // (3, R, R)
+		err = t.Apply(img, rec.Item, e.pixel)
+	}
+	if err != nil {
+		e.skip = &shard.Skip{Item: rec.Item, Source: rec.Source, Key: rec.Key, Reason: data.ReasonUnreadableImage, Detail: err.Error()}
+		e.pixel = nil
+	}
+	return e
+}
+
+// collector gathers events in input order into batches of BatchSize
+// images, encodes them and hands records and skips to the writer in order.
+type collector struct {
+	w       *shard.Writer
+	o       Options
+	batch   []event // images and the skips between them
+	n       int     // images in batch
+	start   time.Time
+	total   int
+	records int
+	resumed int
+	skipped int
+	items   int // input items dealt with
+}
+
+func (c *collector) add(e event) error {
+	c.batch = append(c.batch, e)
+	if e.skip == nil {
+		c.n++
+	}
+	if c.n == c.o.BatchSize {
+		return c.flush()
+	}
+	return nil
+}
+
+func (c *collector) flush() error {
+	r := c.o.Transform.Resolution
+	plane := 3 * r * r
+	x := make([]float32, 0, c.n*plane) // (n, 3, R, R)
+	var caps []string
+	for _, e := range c.batch {
+		if e.skip == nil {
+			x = append(x, e.pixel...)
+			caps = append(caps, e.text)
+		}
+	}
+	var mean, std, emb []float32
+	var img, txt int
+	if c.n > 0 {
+		var err error
+		if mean, std, err = c.o.Image.EncodeImages(x, c.n, r, r); err != nil {
+			return fmt.Errorf("prep: image encoder %s: %w", c.o.Image.Name(), err)
+		}
+		if emb, err = c.o.Text.EncodeTexts(caps); err != nil {
+			return fmt.Errorf("prep: text encoder %s: %w", c.o.Text.Name(), err)
+		}
+		img, txt = numel(c.o.Image.OutShape(r, r)), numel(c.o.Text.OutShape())
+		if len(mean) != c.n*img || (c.o.Image.HasStd() && len(std) != c.n*img) || len(emb) != c.n*txt {
+			return fmt.Errorf("prep: encoders returned %d, %d and %d values for %d images, want %d each and %d",
+				len(mean), len(std), len(emb), c.n, c.n*img, c.n*txt)
+		}
+	}
+	i := 0
+	for _, e := range c.batch {
+		c.items = max(c.items, e.item+1)
+		if e.skip != nil {
+			c.w.Skip(*e.skip)
+			c.skipped++
+			continue
+		}
+		rec := shard.Record{Item: e.item, Key: e.key, Caption: e.text}
+		rec.Data = append(rec.Data, mean[i*img:(i+1)*img])
+		if c.o.Image.HasStd() {
+			rec.Data = append(rec.Data, std[i*img:(i+1)*img])
+		}
+		rec.Data = append(rec.Data, emb[i*txt:(i+1)*txt])
+		if err := c.w.Add(rec); err != nil {
+			return fmt.Errorf("prep: %s: %w", filepath.Base(c.o.Out), err)
+		}
+		i++
+		c.records++
+	}
+	c.batch, c.n = c.batch[:0], 0
+	c.progress(false)
+	return nil
+}
+
+func (c *collector) progress(done bool) {
+	if c.o.Progress == nil {
+		return
+	}
+	c.o.Progress(Progress{Items: c.items, Total: c.total, Records: c.records, Skipped: c.skipped,
+		Resumed: c.resumed, Elapsed: time.Since(c.start), Done: done})
+}
+
+func numel(shape []int) int {
+	n := 1
+	for _, d := range shape {
+		n *= d
+	}
+	return n
+}

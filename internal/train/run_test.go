@@ -1,0 +1,169 @@
+package train
+
+import (
+	"context"
+	"io"
+	"path/filepath"
+	"slices"
+	"testing"
+
+	"github.com/zerodiff/zerodiff/internal/ckpt"
+	"github.com/zerodiff/zerodiff/internal/golden"
+	"github.com/zerodiff/zerodiff/internal/logx"
+	"github.com/zerodiff/zerodiff/internal/rng"
+)
+
+// memData is an in-memory Dataset of n latent records for the tiny UNet.
+type memData struct {
+	recs   []Sample
+	uncond []float32
+}
+
+func newMemData(n int) *memData {
+	d := &memData{uncond: make([]float32, 7*32)}
+	for i := range n {
+		s := Sample{Mean: make([]float32, 4*16*16), Std: make([]float32, 4*16*16), Text: make([]float32, 7*32)}
+		r := rng.New(99, uint64(i))
+		r.Normal(s.Mean)
+		r.Normal(s.Text)
+		for j := range s.Std {
+			s.Std[j] = 0.1
+		}
+		d.recs = append(d.recs, s)
+	}
+	return d
+}
+
+func (d *memData) Len() int                  { return len(d.recs) }
+func (d *memData) Get(i int) (Sample, error) { return d.recs[i], nil }
+func (d *memData) Uncond() []float32         { return d.uncond }
+func (d *memData) ImageShape() [3]int        { return [3]int{4, 16, 16} }
+func (d *memData) TextShape() [2]int         { return [2]int{7, 32} }
+func (d *memData) ScalingFactor() float64    { return 0.18215 }
+
+func tinyConfig(t *testing.T, out string, lora bool) Config {
+	c := DefaultConfig()
+	c.PretrainedModel = filepath.Join(golden.Root(t), "models", "tiny")
+	c.DatasetDir = "memory"
+	c.OutputDir = out
+	c.MicroBatch, c.GradAccum = 2, 2
+	c.MaxTrainSteps = 6
+	c.SaveInterval = 3
+	c.UseEMA = true
+	c.SNRGamma = 5
+	c.NoiseOffset = 0.05
+	c.CaptionDropout = 0.2
+	c.Optimizer.Params.LR = 1e-3
+	c.UseLoRA.Action = lora
+	return c
+}
+
+// TestResumeIsExact trains 6 steps straight, and 3 steps + resume + 3 steps,
+// and demands bit-identical weights, moments and EMA — for a full fine-tune
+// and for LoRA.
+func TestResumeIsExact(t *testing.T) {
+	for _, lora := range []bool{false, true} {
+		name := map[bool]string{false: "full", true: "lora"}[lora]
+		t.Run(name, func(t *testing.T) {
+			data := newMemData(10)
+			straight := tinyConfig(t, t.TempDir(), lora)
+			a := &Job{Cfg: straight, Data: data, Out: io.Discard}
+			if err := a.Run(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+
+			split := tinyConfig(t, t.TempDir(), lora)
+			split.MaxTrainSteps = 3
+			b := &Job{Cfg: split, Data: data, Out: io.Discard}
+			if err := b.Run(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			split.MaxTrainSteps = 6
+			c := &Job{Cfg: split, Data: data, Out: io.Discard}
+			if err := c.Run(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			if c.step.Steps != 6 {
+				t.Fatalf("resumed run ended at step %d", c.step.Steps)
+			}
+			_, want := a.buffers()
+			_, got := c.buffers()
+			for k, v := range want {
+				if !slices.Equal(got[k], v) {
+					t.Errorf("%s: buffer %s differs between 6 straight steps and 3 + resume + 3", name, k)
+				}
+			}
+			// Both runs logged every step to TensorBoard, and the same losses:
+			// the resumed run's event file continues the first one's.
+			la, lb := lossEvents(t, straight.OutputDir), lossEvents(t, split.OutputDir)
+			if len(la) != 6 || !slices.Equal(la, lb) {
+				t.Errorf("TensorBoard losses %v straight, %v with resume", la, lb)
+			}
+		})
+	}
+}
+
+// lossEvents reads every TensorBoard event file of a run and returns the
+// train/loss scalars in step order.
+func lossEvents(t *testing.T, out string) []float32 {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join(out, "tensorboard", "events.out.tfevents.*"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no event files in %s: %v", out, err)
+	}
+	byStep := map[int64]float32{}
+	for _, f := range files {
+		evs, err := logx.ReadEventFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range evs {
+			for _, s := range e.Scalars {
+				if s.Tag == "train/loss" {
+					byStep[e.Step] = s.Value
+				}
+			}
+		}
+	}
+	var out2 []float32
+	for s := int64(1); s <= int64(len(byStep)); s++ {
+		out2 = append(out2, byStep[s])
+	}
+	return out2
+}
+
+// TestStopWritesCheckpoint cancels a run as SIGTERM does and checks that it
+// stops with ErrStopped after writing a checkpoint of the step it finished.
+func TestStopWritesCheckpoint(t *testing.T) {
+	cfg := tinyConfig(t, t.TempDir(), false)
+	cfg.SaveInterval = 0
+	ctx, cancel := context.WithCancel(context.Background())
+	j := &Job{Cfg: cfg, Data: newMemData(10), Out: &cancelAfter{n: 2, cancel: cancel}}
+	err := j.Run(ctx)
+	if err != ErrStopped {
+		t.Fatalf("Run returned %v, want ErrStopped", err)
+	}
+	c, err := ckpt.Latest(filepath.Join(cfg.OutputDir, "checkpoints"), nil)
+	if err != nil || c == nil {
+		t.Fatalf("no checkpoint after the stop: %v", err)
+	}
+	if c.Manifest.Step != j.step.Steps || c.Manifest.Step == 0 || c.Manifest.Step >= 6 {
+		t.Fatalf("checkpoint at step %d, run stopped at %d", c.Manifest.Step, j.step.Steps)
+	}
+}
+
+// cancelAfter cancels after n step lines are written.
+type cancelAfter struct {
+	n      int
+	cancel func()
+}
+
+func (c *cancelAfter) Write(p []byte) (int, error) {
+	if len(p) > 5 && string(p[:5]) == "step " {
+		c.n--
+		if c.n == 0 {
+			c.cancel()
+		}
+	}
+	return len(p), nil
+}

@@ -1,0 +1,107 @@
+package train
+
+import (
+	"fmt"
+	"path/filepath"
+	"strconv"
+
+	"github.com/zerodiff/zerodiff/internal/safetensors"
+	"github.com/zerodiff/zerodiff/internal/shard"
+)
+
+// Shard field and file names that prep writes and train reads.
+const (
+	FieldLatentMean = "latent_mean" // (C, h, w) VAE posterior mean
+	FieldLatentStd  = "latent_std"  // (C, h, w) VAE posterior standard deviation
+	FieldPixels     = "pixels"      // (3, H, W) in [-1, 1], for pixel-space models (--vae none)
+	FieldText       = "text"        // (S, D) text-encoder states of the caption
+	// UncondFile holds "text" (S, D): the states of the empty caption.
+	UncondFile = "uncond.safetensors"
+	// MetaScalingFactor is the VAE's scaling_factor (index metadata).
+	MetaScalingFactor = "scaling_factor"
+)
+
+// Shards is prep's output as a Dataset. Every shard stays in memory once
+// read, so a shuffled epoch decompresses each shard once.
+type Shards struct {
+	r                  *shard.Reader
+	mean, std, pix, tx int // field positions, −1 when absent
+	img                [3]int
+	text               [2]int
+	scale              float64
+	uncond             []float32
+}
+
+// OpenShards opens dir (index.json, shards, uncond.safetensors) and checks
+// its fields.
+func OpenShards(dir string) (*Shards, error) {
+	x, err := shard.Open(dir, 1)
+	if err != nil {
+		return nil, err
+	}
+	r, err := shard.Open(dir, len(x.Index.Shards))
+	x.Close()
+	if err != nil {
+		return nil, err
+	}
+	s := &Shards{r: r, mean: r.Index.Field(FieldLatentMean), std: r.Index.Field(FieldLatentStd), pix: r.Index.Field(FieldPixels), tx: r.Index.Field(FieldText), scale: 1}
+	bad := func(format string, a ...any) (*Shards, error) {
+		r.Close()
+		return nil, fmt.Errorf("data set %s: %s", dir, fmt.Sprintf(format, a...))
+	}
+	if s.tx < 0 || (s.pix < 0 && (s.mean < 0 || s.std < 0)) {
+		return bad("records need %q and either %q or %q and %q: was it made by prep?", FieldText, FieldPixels, FieldLatentMean, FieldLatentStd)
+	}
+	img := s.pix
+	if img < 0 {
+		img = s.mean
+		v, ok := r.Index.Meta[MetaScalingFactor]
+		if !ok {
+			return bad("latent shards without the VAE's %s in the index", MetaScalingFactor)
+		}
+		if s.scale, err = strconv.ParseFloat(v, 64); err != nil {
+			return bad("%s: %v", MetaScalingFactor, err)
+		}
+	}
+	is, ts := r.Index.Fields[img].Shape, r.Index.Fields[s.tx].Shape
+	if len(is) != 3 || len(ts) != 2 {
+		return bad("image field shape %v and text field shape %v, want (C, h, w) and (S, D)", is, ts)
+	}
+	s.img, s.text = [3]int{is[0], is[1], is[2]}, [2]int{ts[0], ts[1]}
+	f, err := safetensors.Open(filepath.Join(dir, UncondFile))
+	if err != nil {
+		return bad("%v (prep writes it)", err)
+	}
+	defer f.Close()
+	if s.uncond, err = f.Float32(FieldText); err != nil {
+		return bad("%s: %v", UncondFile, err)
+	}
+	if len(s.uncond) != ts[0]*ts[1] {
+		return bad("%s holds %d values, the text field %v", UncondFile, len(s.uncond), ts)
+	}
+	return s, nil
+}
+
+// Close releases the shards.
+func (s *Shards) Close() { s.r.Close() }
+
+func (s *Shards) Len() int               { return s.r.Len() }
+func (s *Shards) Uncond() []float32      { return s.uncond }
+func (s *Shards) ImageShape() [3]int     { return s.img }
+func (s *Shards) TextShape() [2]int      { return s.text }
+func (s *Shards) ScalingFactor() float64 { return s.scale }
+
+// Get returns record i.
+func (s *Shards) Get(i int) (Sample, error) {
+	rec, err := s.r.Record(i)
+	if err != nil {
+		return Sample{}, err
+	}
+	out := Sample{Text: rec.Data[s.tx]}
+	if s.pix >= 0 {
+		out.Mean = rec.Data[s.pix]
+	} else {
+		out.Mean, out.Std = rec.Data[s.mean], rec.Data[s.std]
+	}
+	return out, nil
+}

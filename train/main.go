@@ -1,0 +1,88 @@
+// Command train fine-tunes (or trains from scratch) a Stable Diffusion UNet
+// on prep's shards: full fine-tune or LoRA, EMA, validation images, JSON-lines
+// and TensorBoard logs, checkpoints every save_interval steps and exact resume.
+//
+//	train --config run.json [--key value ...]
+//
+// Every config key is also a flag (see --help); flags override the file.
+// On SIGTERM or SIGUSR1 (Slurm's warning before preemption or the time
+// limit) it finishes the current step, writes a checkpoint and exits with
+// code 75, the code slurm/train.sbatch requeues on.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"runtime"
+	"syscall"
+
+	"github.com/alecthomas/kong"
+
+	"github.com/zerodiff/zerodiff/internal/train"
+)
+
+// exitRequeue is the exit code of a run stopped by a signal after its
+// checkpoint (EX_TEMPFAIL): run it again to resume.
+const exitRequeue = 75
+
+type cli struct {
+	File         string `name:"config" help:"JSON config (keys of the original project's cfg/default.json)." type:"path"`
+	Scheduler    string `name:"scheduler" help:"DeepSpeed scheduler section as JSON, e.g. '{\"type\":\"WarmupLR\",\"params\":{\"warmup_num_steps\":100}}'."`
+	Threads      int    `help:"CPU threads (default: all)."`
+	train.Config `embed:""`
+}
+
+func main() {
+	var c cli
+	parser := kong.Must(&c, kong.Name("train"), kong.Description("Train a Stable Diffusion UNet on prep's shards."), kong.UsageOnError())
+	kctx, err := parser.Parse(os.Args[1:])
+	parser.FatalIfErrorf(err)
+	cfg := train.DefaultConfig()
+	if c.File != "" {
+		if cfg, err = train.LoadConfig(c.File); err != nil {
+			fail(err)
+		}
+	}
+	var set []string
+	for _, f := range kctx.Flags() {
+		if f.Set {
+			set = append(set, f.Name)
+		}
+	}
+	train.Overlay(&cfg, &c.Config, set)
+	if c.Scheduler != "" {
+		cfg.Scheduler = []byte(c.Scheduler)
+	}
+	setThreads(c.Threads)
+
+	data, err := train.OpenShards(cfg.DatasetDir)
+	if err != nil {
+		fail(err)
+	}
+	defer data.Close()
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGUSR1, syscall.SIGINT)
+	defer stop()
+	job := &train.Job{Cfg: cfg, Data: data, Out: os.Stdout}
+	err = job.Run(ctx)
+	if errors.Is(err, train.ErrStopped) {
+		fmt.Fprintln(os.Stderr, "train: stopped by signal; checkpoint written, exiting with code 75 to be requeued")
+		os.Exit(exitRequeue)
+	}
+	if err != nil {
+		fail(err)
+	}
+}
+
+func fail(err error) {
+	fmt.Fprintf(os.Stderr, "train: %v\n", err)
+	os.Exit(1)
+}
+
+func setThreads(n int) {
+	if n > 0 {
+		runtime.GOMAXPROCS(n)
+	}
+}
