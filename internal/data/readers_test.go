@@ -235,7 +235,7 @@ func TestTxtPairs(t *testing.T) {
 	for _, rec := range recs {
 		keys = append(keys, rec.Key+"="+rec.Captions[0])
 	}
-	want := []string{"a=a red square", "b=a tall blue thing", "c=first caption", "d=a broken file", "g=a wide green band"}
+	want := []string{"a.png=a red square", "b.jpg=a tall blue thing", "c.jpg=first caption", "d.jpg=a broken file", "g.png=a wide green band"}
 	if !slices.Equal(keys, want) {
 		t.Errorf("records %q, want %q", keys, want)
 	}
@@ -243,7 +243,7 @@ func TestTxtPairs(t *testing.T) {
 	for _, s := range r.Skipped() {
 		reasons = append(reasons, s.Key+": "+s.Reason)
 	}
-	wantSkips := []string{"e: empty caption", "f: caption file without image", "sub/h: no caption file"}
+	wantSkips := []string{"e.png: empty caption", "f.txt: caption file without image", "sub/h.PNG: no caption file"}
 	if !slices.Equal(reasons, wantSkips) {
 		t.Errorf("skipped %q, want %q", reasons, wantSkips)
 	}

@@ -19,7 +19,8 @@ func isImageName(name string) bool {
 // OpenTxtPairs reads a folder (and its subfolders) of images each with a
 // caption file of the same name and the ending captionExt (default ".txt"):
 // a.jpg + a.txt. Items are the names in sorted order; an image without a
-// caption file and a caption file without an image are skipped items.
+// caption file and a caption file without an image are skipped items. Keys
+// are the image paths relative to dir.
 func OpenTxtPairs(dir, captionExt string) (Reader, error) {
 	if captionExt == "" {
 		captionExt = ".txt"
@@ -62,11 +63,10 @@ func OpenTxtPairs(dir, captionExt string) (Reader, error) {
 	entries := make([]entry, len(stems))
 	for i, s := range stems {
 		p := pairs[s]
-		key, _ := filepath.Rel(dir, s)
-		e := entry{key: filepath.ToSlash(key), path: p.image}
+		e := entry{key: relSlash(dir, p.image), path: p.image}
 		switch {
 		case p.image == "":
-			e.path, e.reason = p.caption, ReasonCaptionNoImage
+			e.key, e.path, e.reason = relSlash(dir, p.caption), p.caption, ReasonCaptionNoImage
 		case p.caption == "":
 			e.reason = ReasonNoCaptionFile
 		default:
@@ -79,6 +79,15 @@ func OpenTxtPairs(dir, captionExt string) (Reader, error) {
 		entries[i] = e
 	}
 	return &listReader{describe: fmt.Sprintf("txtpairs %s caption=%s", dir, captionExt), entries: entries}, nil
+}
+
+// relSlash is path relative to dir with forward slashes, an item's key.
+func relSlash(dir, path string) string {
+	rel, err := filepath.Rel(dir, path)
+	if err != nil {
+		return path
+	}
+	return filepath.ToSlash(rel)
 }
 
 // Open picks the reader for path: a .parquet file or a folder of them, an

@@ -45,9 +45,9 @@ type TextEncoder interface {
 // pixels themselves.
 type Pixels struct{}
 
-func (Pixels) Name() string              { return "pixels" }
-func (Pixels) OutShape(h, w int) []int   { return []int{3, h, w} }
-func (Pixels) HasStd() bool              { return false }
+func (Pixels) Name() string            { return "pixels" }
+func (Pixels) OutShape(h, w int) []int { return []int{3, h, w} }
+func (Pixels) HasStd() bool            { return false }
 func (Pixels) EncodeImages(x []float32, n, h, w int) ([]float32, []float32, error) {
 	return slices.Clone(x), nil, nil
 }

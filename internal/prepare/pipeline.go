@@ -266,11 +266,11 @@ func Run(ctx context.Context, r data.Reader, o Options) (*Result, error) {
 					w.Abort()
 					return nil, err
 				}
+				if err := ctx.Err(); err != nil {
+					w.Abort()
+					return nil, err
+				}
 			}
-		}
-		if err := ctx.Err(); err != nil {
-			w.Abort()
-			return nil, err
 		}
 	}
 	if err := ctx.Err(); err != nil {

@@ -10,36 +10,7 @@ import (
 	"github.com/zerodiff/zerodiff/internal/ckpt"
 	"github.com/zerodiff/zerodiff/internal/golden"
 	"github.com/zerodiff/zerodiff/internal/logx"
-	"github.com/zerodiff/zerodiff/internal/rng"
 )
-
-// memData is an in-memory Dataset of n latent records for the tiny UNet.
-type memData struct {
-	recs   []Sample
-	uncond []float32
-}
-
-func newMemData(n int) *memData {
-	d := &memData{uncond: make([]float32, 7*32)}
-	for i := range n {
-		s := Sample{Mean: make([]float32, 4*16*16), Std: make([]float32, 4*16*16), Text: make([]float32, 7*32)}
-		r := rng.New(99, uint64(i))
-		r.Normal(s.Mean)
-		r.Normal(s.Text)
-		for j := range s.Std {
-			s.Std[j] = 0.1
-		}
-		d.recs = append(d.recs, s)
-	}
-	return d
-}
-
-func (d *memData) Len() int                  { return len(d.recs) }
-func (d *memData) Get(i int) (Sample, error) { return d.recs[i], nil }
-func (d *memData) Uncond() []float32         { return d.uncond }
-func (d *memData) ImageShape() [3]int        { return [3]int{4, 16, 16} }
-func (d *memData) TextShape() [2]int         { return [2]int{7, 32} }
-func (d *memData) ScalingFactor() float64    { return 0.18215 }
 
 func tinyConfig(t *testing.T, out string, lora bool) Config {
 	c := DefaultConfig()
@@ -65,7 +36,7 @@ func TestResumeIsExact(t *testing.T) {
 	for _, lora := range []bool{false, true} {
 		name := map[bool]string{false: "full", true: "lora"}[lora]
 		t.Run(name, func(t *testing.T) {
-			data := newMemData(10)
+			data := NewRandomData(10, [3]int{4, 16, 16}, [2]int{7, 32}, 0.18215, 99)
 			straight := tinyConfig(t, t.TempDir(), lora)
 			a := &Job{Cfg: straight, Data: data, Out: io.Discard}
 			if err := a.Run(context.Background()); err != nil {
@@ -138,7 +109,7 @@ func TestStopWritesCheckpoint(t *testing.T) {
 	cfg := tinyConfig(t, t.TempDir(), false)
 	cfg.SaveInterval = 0
 	ctx, cancel := context.WithCancel(context.Background())
-	j := &Job{Cfg: cfg, Data: newMemData(10), Out: &cancelAfter{n: 2, cancel: cancel}}
+	j := &Job{Cfg: cfg, Data: NewRandomData(10, [3]int{4, 16, 16}, [2]int{7, 32}, 0.18215, 99), Out: &cancelAfter{n: 2, cancel: cancel}}
 	err := j.Run(ctx)
 	if err != ErrStopped {
 		t.Fatalf("Run returned %v, want ErrStopped", err)

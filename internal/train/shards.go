@@ -5,20 +5,27 @@ import (
 	"path/filepath"
 	"strconv"
 
+	"github.com/zerodiff/zerodiff/internal/prepare"
 	"github.com/zerodiff/zerodiff/internal/safetensors"
 	"github.com/zerodiff/zerodiff/internal/shard"
 )
 
-// Shard field and file names that prep writes and train reads.
+// Besides the shards and their index (prepare's fields), train reads two
+// things prep adds for it.
 const (
-	FieldLatentMean = "latent_mean" // (C, h, w) VAE posterior mean
-	FieldLatentStd  = "latent_std"  // (C, h, w) VAE posterior standard deviation
-	FieldPixels     = "pixels"      // (3, H, W) in [-1, 1], for pixel-space models (--vae none)
-	FieldText       = "text"        // (S, D) text-encoder states of the caption
-	// UncondFile holds "text" (S, D): the states of the empty caption.
+	// UncondFile holds the tensor FieldText (S, D): the states of the empty
+	// caption, trained on for caption dropout.
 	UncondFile = "uncond.safetensors"
 	// MetaScalingFactor is the VAE's scaling_factor (index metadata).
 	MetaScalingFactor = "scaling_factor"
+)
+
+// The record fields train reads, as prepare writes them.
+const (
+	FieldLatentMean = prepare.FieldLatentMean
+	FieldLatentStd  = prepare.FieldLatentStd
+	FieldPixels     = prepare.FieldPixels
+	FieldText       = prepare.FieldText
 )
 
 // Shards is prep's output as a Dataset. Every shard stays in memory once
