@@ -35,6 +35,7 @@ type cli struct {
 	Grid           bool     `help:"Also write all images as one grid (grid.png, or the -o file)."`
 	Compare        []string `help:"Comparison grid: UNet weight files (rows), each sampled for one prompt and seed at every --compare-steps count (columns)." type:"path"`
 	CompareSteps   []int    `help:"Step counts of the comparison grid's columns." default:"10,20,30"`
+	Score          string   `enum:",demo" default:"" help:"Score prompt adherence: demo classifies demo-set images by color and shape and prints the share that match their prompts beside chance. Without prompts it samples the demo's held-out combinations."`
 	Threads        int      `help:"CPU threads (default: all)."`
 }
 

@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/zerodiff/zerodiff/internal/cpu"
+	"github.com/zerodiff/zerodiff/internal/demo"
 	"github.com/zerodiff/zerodiff/internal/imageio"
 	"github.com/zerodiff/zerodiff/internal/safetensors"
 	"github.com/zerodiff/zerodiff/internal/sd"
@@ -23,6 +24,11 @@ const maxStdinWeights = 16 << 30
 func run(c *cli) error {
 	if c.Threads > 0 {
 		runtime.GOMAXPROCS(c.Threads)
+	}
+	if c.Score == "demo" && len(c.Prompt) == 0 && c.PromptsFile == "" {
+		for _, h := range demo.HeldOut {
+			c.Prompt = append(c.Prompt, demo.Caption(demo.Labels{Color: h.Color, Shape: h.Shape}))
+		}
 	}
 	prompts, err := readPrompts(c)
 	if err != nil {
@@ -125,11 +131,23 @@ func generate(c *cli, p *pipeline.Pipeline, prompts []string) error {
 	}
 	bar := newProgress(total, c.Steps)
 	var cells []image.Image
+	var scored [][]float32
+	var want []demo.Labels
 	for i, prompt := range prompts {
 		req := c.request(prompt, i*c.Batch)
 		imgs, err := p.Generate(req, func(step, steps int) { bar.step(i*c.Batch, step) })
 		if err != nil {
 			return err
+		}
+		if c.Score == "demo" {
+			l, err := demo.ParseCaption(prompt)
+			if err != nil {
+				return fmt.Errorf("--score demo: %w", err)
+			}
+			for range imgs {
+				want = append(want, l)
+			}
+			scored = append(scored, imgs...)
 		}
 		for k, x := range imgs {
 			idx := i*c.Batch + k
@@ -148,6 +166,10 @@ func generate(c *cli, p *pipeline.Pipeline, prompts []string) error {
 			bar.done(path)
 		}
 	}
+	if c.Score == "demo" {
+		r := demo.Score(scored, want, demo.Options{Size: c.Width})
+		fmt.Printf("prompt adherence: %s\n", r)
+	}
 	if !c.Grid {
 		return nil
 	}
@@ -163,6 +185,7 @@ func generate(c *cli, p *pipeline.Pipeline, prompts []string) error {
 		return err
 	}
 	bar.done(path)
+	fmt.Printf("grid: %s\n", path)
 	return nil
 }
 

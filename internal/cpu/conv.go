@@ -144,6 +144,14 @@ func col2im(dx, col []float32, g convGeom, oy0, oy1 int, parallel bool) {
 						}
 						row := dx[(ci*g.h+iy)*g.w : (ci*g.h+iy+1)*g.w]
 						seg := src[(oy-oy0)*g.wo : (oy-oy0+1)*g.wo]
+						if g.stride == 1 {
+							s := seg[oxLo:oxHi]
+							d := row[oxLo+kx-g.pad:][:len(s)]
+							for i, v := range s {
+								d[i] += v
+							}
+							continue
+						}
 						for ox := oxLo; ox < oxHi; ox++ {
 							row[ox*g.stride+kx-g.pad] += seg[ox]
 						}

@@ -328,8 +328,8 @@ func stridedPackA(trans bool, a []float32, lda int) packAFunc {
 			case rows == gemmMR:
 				// Six rows read in step, each written with stride mr.
 				off := r0*lda + p0
-				s0, s1, s2 := a[off:off+kb], a[off+lda:off+lda+kb], a[off+2*lda:off+2*lda+kb]
-				s3, s4, s5 := a[off+3*lda:off+3*lda+kb], a[off+4*lda:off+4*lda+kb], a[off+5*lda:off+5*lda+kb]
+				s0, s1, s2 := a[off:][:kb], a[off+lda:][:kb], a[off+2*lda:][:kb]
+				s3, s4, s5 := a[off+3*lda:][:kb], a[off+4*lda:][:kb], a[off+5*lda:][:kb]
 				for p := range kb {
 					*(*[gemmMR]float32)(d[p*gemmMR:]) = [gemmMR]float32{s0[p], s1[p], s2[p], s3[p], s4[p], s5[p]}
 				}
@@ -373,8 +373,8 @@ func stridedPackB(trans bool, b []float32, ldb int) packBFunc {
 				// Four rows of b read in step fill four columns of the panel.
 				for jb := 0; jb < gemmNR; jb += 4 {
 					off := (c0+jb)*ldb + p0
-					s0, s1 := b[off:off+kb], b[off+ldb:off+ldb+kb]
-					s2, s3 := b[off+2*ldb:off+2*ldb+kb], b[off+3*ldb:off+3*ldb+kb]
+					s0, s1 := b[off:][:kb], b[off+ldb:][:kb]
+					s2, s3 := b[off+2*ldb:][:kb], b[off+3*ldb:][:kb]
 					for p := range kb {
 						*(*[4]float32)(d[p*gemmNR+jb:]) = [4]float32{s0[p], s1[p], s2[p], s3[p]}
 					}

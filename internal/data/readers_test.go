@@ -125,6 +125,26 @@ func TestParquetReader(t *testing.T) {
 	})
 }
 
+// TestParquetImagePath reads an image stored by path only (null bytes), as
+// Hugging Face writes images it did not embed, from beside the parquet file.
+func TestParquetImagePath(t *testing.T) {
+	items := datatest.Items(t)[:2]
+	dir := t.TempDir()
+	datatest.WriteFiles(t, dir, items[:1])
+	byPath := []datatest.Item{{Name: items[0].Name, Captions: items[0].Captions}, items[1]}
+	p := filepath.Join(dir, "paths.parquet")
+	datatest.WriteParquet(t, p, byPath, false, 0)
+	r, err := OpenParquet([]string{p}, Columns{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	recs := drain(t, r)
+	if len(recs) != 2 || string(recs[0].Image) != string(items[0].Image) || recs[0].Key != items[0].Name {
+		t.Errorf("records %d, first %q with %d bytes", len(recs), recs[0].Key, len(recs[0].Image))
+	}
+}
+
 // TestParquetNamedColumns reads a plain binary image column and a string
 // caption column under other names; rows without image.path are keyed by
 // their row number.

@@ -22,7 +22,7 @@ type Record struct {
 	Key string
 	// Source is the file the item came from.
 	Source string
-	// Image is the encoded image (PNG, JPEG, WebP or GIF); see DecodeRGB.
+	// Image is the encoded image file; see DecodeRGB for the formats.
 	Image []byte
 	// Captions holds every non-empty caption of the item, at least one.
 	Captions []string

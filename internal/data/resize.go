@@ -159,14 +159,16 @@ func ResizeCrop(src *RGB, w, h int, f Filter, crop image.Rectangle) *RGB {
 			for x := range cw {
 				xx := crop.Min.X + x
 				k := hc.k[xx*hc.ksize : xx*hc.ksize+hc.n[xx]]
-				p := in[hc.start[xx]*3:]
+				p := in[hc.start[xx]*3 : (hc.start[xx]+len(k))*3]
 				s0, s1, s2 := int32(1<<(precisionBits-1)), int32(1<<(precisionBits-1)), int32(1<<(precisionBits-1))
 				for i, kv := range k {
-					s0 += int32(p[3*i]) * kv
-					s1 += int32(p[3*i+1]) * kv
-					s2 += int32(p[3*i+2]) * kv
+					q := p[3*i : 3*i+3 : 3*i+3]
+					s0 += int32(q[0]) * kv
+					s1 += int32(q[1]) * kv
+					s2 += int32(q[2]) * kv
 				}
-				out[3*x], out[3*x+1], out[3*x+2] = clip8(s0), clip8(s1), clip8(s2)
+				o := out[3*x : 3*x+3 : 3*x+3]
+				o[0], o[1], o[2] = clip8(s0), clip8(s1), clip8(s2)
 			}
 		}
 	} else {
@@ -189,8 +191,9 @@ func ResizeCrop(src *RGB, w, h int, f Filter, crop image.Rectangle) *RGB {
 		}
 		for i, kv := range k {
 			in := tmp.Pix[(vc.start[yy]-first+i)*cw*3 : (vc.start[yy]-first+i+1)*cw*3]
+			acc := row[:len(in)]
 			for j, p := range in {
-				row[j] += int32(p) * kv
+				acc[j] += int32(p) * kv
 			}
 		}
 		out := dst.Pix[y*cw*3 : (y+1)*cw*3]

@@ -26,16 +26,19 @@ func ycbcrToRGB(m *image.YCbCr) *RGB {
 		}
 		return out
 	}
-	cb := make([]uint8, w+1) // (W,) upsampled chroma of one row, one spare for odd widths
+	cb := make([]uint8, w+1) // (W+1,) upsampled chroma of one row, one spare for odd widths
 	cr := make([]uint8, w+1)
 	cw, ch := chromaSize(m.SubsampleRatio, w, h)
+	sums := make([]int32, cw) // (cw,) scratch for the vertical filter
 	for y := range h {
-		upsampleRow(cb, m.Cb, m.CStride, cw, ch, y, m.SubsampleRatio)
-		upsampleRow(cr, m.Cr, m.CStride, cw, ch, y, m.SubsampleRatio)
+		upsampleRow(cb, m.Cb, m.CStride, cw, ch, y, m.SubsampleRatio, sums)
+		upsampleRow(cr, m.Cr, m.CStride, cw, ch, y, m.SubsampleRatio, sums)
 		yrow := m.Y[y*m.YStride : y*m.YStride+w]
 		dst := out.Pix[y*w*3 : (y+1)*w*3]
+		cbr, crr := cb[:w], cr[:w]
 		for x, yv := range yrow {
-			dst[3*x], dst[3*x+1], dst[3*x+2] = yccToRGB(yv, cb[x], cr[x])
+			d := dst[3*x : 3*x+3 : 3*x+3]
+			d[0], d[1], d[2] = yccToRGB(yv, cbr[x], crr[x])
 		}
 	}
 	return out
@@ -51,49 +54,55 @@ func chromaSize(r image.YCbCrSubsampleRatio, w, h int) (cw, ch int) {
 // plane c (ch rows of cw samples, stride s), as libjpeg's jdsample.c does:
 // each output sample is 3/4 of the nearer input and 1/4 of the next nearer
 // in each subsampled direction, with edge samples replicated and libjpeg's
-// alternating rounding biases.
-func upsampleRow(dst, c []uint8, s, cw, ch, y int, r image.YCbCrSubsampleRatio) {
+// alternating rounding biases. sums (cw,) is scratch.
+func upsampleRow(dst, c []uint8, s, cw, ch, y int, r image.YCbCrSubsampleRatio, sums []int32) {
 	w := len(dst) - 1
+	// Rows of a 2× vertical subsampling: the nearer input row and the next
+	// nearer (above for even output rows, below for odd), replicated at the
+	// edges as libjpeg's context rows are.
+	near, far := y/2, y/2+1
+	if y%2 == 0 {
+		far = y/2 - 1
+	}
+	far = min(max(far, 0), ch-1)
 	switch {
 	case r == image.YCbCrSubsampleRatio444:
 		copy(dst[:w], c[y*s:y*s+w])
 	case r == image.YCbCrSubsampleRatio422 && cw > 2:
 		row := c[y*s : y*s+cw]
-		for i := range cw {
-			prev, next := row[max(i-1, 0)], row[min(i+1, cw-1)]
-			v := 3 * int(row[i])
-			dst[2*i] = uint8((v + int(prev) + 1) >> 2)
-			if 2*i+1 <= w {
-				dst[2*i+1] = uint8((v + int(next) + 2) >> 2)
-			}
+		// dst holds 2·cw ≤ W+1 samples.
+		dst[0] = row[0]
+		dst[1] = uint8((3*int32(row[0]) + int32(row[1]) + 2) >> 2)
+		for i := 1; i < cw-1; i++ {
+			v := 3 * int32(row[i])
+			dst[2*i] = uint8((v + int32(row[i-1]) + 1) >> 2)
+			dst[2*i+1] = uint8((v + int32(row[i+1]) + 2) >> 2)
 		}
+		dst[2*cw-2] = uint8((3*int32(row[cw-1]) + int32(row[cw-2]) + 1) >> 2)
+		dst[2*cw-1] = row[cw-1]
 	case r == image.YCbCrSubsampleRatio420 && cw > 2:
-		near, far := y/2, y/2+1 // lower output row of a pair: the row below is the next nearer
-		if y%2 == 0 {
-			far = y/2 - 1
-		}
-		far = min(max(far, 0), ch-1)
 		rn, rf := c[near*s:near*s+cw], c[far*s:far*s+cw]
-		sum := func(i int) int {
-			i = min(max(i, 0), cw-1)
-			return 3*int(rn[i]) + int(rf[i])
+		sums = sums[:cw]
+		for i := range sums {
+			sums[i] = 3*int32(rn[i]) + int32(rf[i])
 		}
-		for i := range cw {
-			v := 3 * sum(i)
-			dst[2*i] = uint8((v + sum(i-1) + 8) >> 4)
-			if 2*i+1 <= w {
-				dst[2*i+1] = uint8((v + sum(i+1) + 7) >> 4)
-			}
+		dst[0] = uint8((4*sums[0] + 8) >> 4)
+		dst[1] = uint8((3*sums[0] + sums[1] + 7) >> 4)
+		for i := 1; i < cw-1; i++ {
+			v := 3 * sums[i]
+			dst[2*i] = uint8((v + sums[i-1] + 8) >> 4)
+			dst[2*i+1] = uint8((v + sums[i+1] + 7) >> 4)
 		}
+		dst[2*cw-2] = uint8((3*sums[cw-1] + sums[cw-2] + 8) >> 4)
+		dst[2*cw-1] = uint8((4*sums[cw-1] + 7) >> 4)
 	case r == image.YCbCrSubsampleRatio440:
-		near, far, bias := y/2, y/2+1, 2
+		bias := int32(2)
 		if y%2 == 0 {
-			far, bias = y/2-1, 1
+			bias = 1
 		}
-		far = min(max(far, 0), ch-1)
-		rn, rf := c[near*s:near*s+cw], c[far*s:far*s+cw]
+		rn, rf := c[near*s:near*s+w], c[far*s:far*s+w]
 		for i := range w {
-			dst[i] = uint8((3*int(rn[i]) + int(rf[i]) + bias) >> 2)
+			dst[i] = uint8((3*int32(rn[i]) + int32(rf[i]) + bias) >> 2)
 		}
 	default:
 		// Box upsampling: libjpeg's choice for 4:1:1, 4:1:0 and for chroma

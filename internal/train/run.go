@@ -52,6 +52,41 @@ type state struct {
 // validating on the way. A cancelled ctx (SIGTERM, SIGUSR1) saves a
 // checkpoint at the next step boundary and returns ErrStopped.
 func (j *Job) Run(ctx context.Context) error {
+	if err := j.start(); err != nil {
+		return err
+	}
+	defer j.closeLogs()
+	c := &j.Cfg
+	for j.step.Steps < j.total {
+		if ctx.Err() != nil {
+			if err := j.save(); err != nil {
+				return err
+			}
+			return ErrStopped
+		}
+		if err := j.trainStep(); err != nil {
+			return err
+		}
+		s := j.step.Steps
+		if c.SaveInterval > 0 && s%c.SaveInterval == 0 && s < j.total {
+			if err := j.save(); err != nil {
+				return err
+			}
+		}
+		epochEnd := s%j.perEpoch == 0
+		if len(c.ValidationPrompts) > 0 && ((c.ValidationSteps > 0 && s%c.ValidationSteps == 0) ||
+			(epochEnd && c.ValidationEpochs > 0 && (s/j.perEpoch)%c.ValidationEpochs == 0)) {
+			if err := j.validate(); err != nil {
+				return err
+			}
+		}
+	}
+	return j.save()
+}
+
+// start checks the config, builds the model and optimizer, resumes and
+// opens the logs.
+func (j *Job) start() error {
 	c := &j.Cfg
 	if err := c.Check(); err != nil {
 		return err
@@ -81,35 +116,9 @@ func (j *Job) Run(ctx context.Context) error {
 	if err := j.openLogs(); err != nil {
 		return err
 	}
-	defer j.closeLogs()
-	fmt.Fprintf(j.Out, "train: %s, %d trainable parameters (%s), %d records, %d steps of %d samples (%d per epoch), from step %d\n",
+	fmt.Fprintf(j.Out, "train: %s, %d trainable parameters (%s), %d records, %d steps of %d samples (%d steps per epoch), from step %d\n",
 		j.what(), j.step.Trainable.Size, formatBytes(int64(j.step.Trainable.Size)*16), j.Data.Len(), j.total, g, j.perEpoch, j.step.Steps)
-
-	for j.step.Steps < j.total {
-		if ctx.Err() != nil {
-			if err := j.save(); err != nil {
-				return err
-			}
-			return ErrStopped
-		}
-		if err := j.trainStep(); err != nil {
-			return err
-		}
-		s := j.step.Steps
-		if c.SaveInterval > 0 && s%c.SaveInterval == 0 && s < j.total {
-			if err := j.save(); err != nil {
-				return err
-			}
-		}
-		epochEnd := s%j.perEpoch == 0
-		if len(c.ValidationPrompts) > 0 && ((c.ValidationSteps > 0 && s%c.ValidationSteps == 0) ||
-			(epochEnd && c.ValidationEpochs > 0 && (s/j.perEpoch)%c.ValidationEpochs == 0)) {
-			if err := j.validate(); err != nil {
-				return err
-			}
-		}
-	}
-	return j.save()
+	return nil
 }
 
 func (j *Job) what() string {

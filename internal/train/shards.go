@@ -10,13 +10,13 @@ import (
 	"github.com/zerodiff/zerodiff/internal/shard"
 )
 
-// Besides the shards and their index (prepare's fields), train reads two
-// things prep adds for it.
+// Besides the shards and their index (prepare's fields), train reads one
+// file prep adds for it.
 const (
 	// UncondFile holds the tensor FieldText (S, D): the states of the empty
-	// caption, trained on for caption dropout.
-	UncondFile = "uncond.safetensors"
-	// MetaScalingFactor is the VAE's scaling_factor (index metadata).
+	// caption, trained on for caption dropout; and in its metadata the VAE's
+	// scaling factor (MetaScalingFactor) when the records are latents.
+	UncondFile        = "uncond.safetensors"
 	MetaScalingFactor = "scaling_factor"
 )
 
@@ -62,13 +62,6 @@ func OpenShards(dir string) (*Shards, error) {
 	img := s.pix
 	if img < 0 {
 		img = s.mean
-		v, ok := r.Index.Meta[MetaScalingFactor]
-		if !ok {
-			return bad("latent shards without the VAE's %s in the index", MetaScalingFactor)
-		}
-		if s.scale, err = strconv.ParseFloat(v, 64); err != nil {
-			return bad("%s: %v", MetaScalingFactor, err)
-		}
 	}
 	is, ts := r.Index.Fields[img].Shape, r.Index.Fields[s.tx].Shape
 	if len(is) != 3 || len(ts) != 2 {
@@ -80,6 +73,15 @@ func OpenShards(dir string) (*Shards, error) {
 		return bad("%v (prep writes it)", err)
 	}
 	defer f.Close()
+	if s.pix < 0 {
+		v, ok := f.Metadata()[MetaScalingFactor]
+		if !ok {
+			return bad("latent records but no %s in %s", MetaScalingFactor, UncondFile)
+		}
+		if s.scale, err = strconv.ParseFloat(v, 64); err != nil {
+			return bad("%s: %v", MetaScalingFactor, err)
+		}
+	}
 	if s.uncond, err = f.Float32(FieldText); err != nil {
 		return bad("%s: %v", UncondFile, err)
 	}

@@ -1,0 +1,213 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/zerodiff/zerodiff/internal/cpu"
+	"github.com/zerodiff/zerodiff/internal/data"
+	"github.com/zerodiff/zerodiff/internal/demo"
+	"github.com/zerodiff/zerodiff/internal/export"
+	"github.com/zerodiff/zerodiff/internal/prepare"
+	"github.com/zerodiff/zerodiff/internal/safetensors"
+	"github.com/zerodiff/zerodiff/internal/sd"
+	"github.com/zerodiff/zerodiff/internal/sd/pipeline"
+	"github.com/zerodiff/zerodiff/internal/sd/vae"
+	"github.com/zerodiff/zerodiff/internal/tensor"
+	"github.com/zerodiff/zerodiff/internal/train"
+)
+
+func run(ctx context.Context, c *cli) error {
+	if c.Threads > 0 {
+		runtime.GOMAXPROCS(c.Threads)
+	}
+	if err := os.MkdirAll(c.Out, 0o755); err != nil {
+		return err
+	}
+	reader, err := openSource(c)
+	if err != nil {
+		return err
+	}
+	defer reader.Close()
+
+	be := cpu.New()
+	text, err := pipeline.LoadText(be, c.Model)
+	if err != nil {
+		return err
+	}
+	id, err := modelID(c.Model)
+	if err != nil {
+		return err
+	}
+	var img prepare.ImageEncoder = prepare.Pixels{}
+	scale := 1.0
+	if c.VAE == "auto" {
+		if _, err := os.Stat(filepath.Join(c.Model, "vae")); err == nil {
+			v, _, err := vae.Load(be, c.Model)
+			if err != nil {
+				return err
+			}
+			img, scale = prepare.NewVAE(be, v, id), v.Cfg.ScalingFactor
+		}
+	}
+	dt, err := export.ParseDType(c.DType)
+	if err != nil {
+		return err
+	}
+	filter := data.Bilinear
+	if c.Filter == "bicubic" {
+		filter = data.Bicubic
+	}
+	clipEnc := &prepare.CLIP{P: text, ClipSkip: c.ClipSkip, ID: id}
+	bar := newBar()
+	res, err := prepare.Run(ctx, reader, prepare.Options{
+		Out:       c.Out,
+		Transform: data.Transform{Resolution: c.Resolution, CenterCrop: !c.RandomCrop, Flip: c.Flip, Filter: filter, Seed: c.Seed},
+		Image:     img, Text: clipEnc, Model: id, DType: dt,
+		Workers: c.Workers, BatchSize: c.Batch, RecordsPerShard: c.RecordsPerShard, Overwrite: c.Overwrite,
+		Progress: bar.update,
+	})
+	if err != nil {
+		return err
+	}
+	if err := writeUncond(c.Out, clipEnc, img.HasStd(), scale); err != nil {
+		return err
+	}
+	x := res.Index
+	fmt.Fprintf(os.Stderr, "prep: %d records in %d shards in %s (%d skipped, resumed %d)", x.Records, len(x.Shards), c.Out, x.Skipped, res.Resumed)
+	if x.Report != "" {
+		fmt.Fprintf(os.Stderr, "; skipped items listed in %s", filepath.Join(c.Out, x.Report))
+	}
+	fmt.Fprintln(os.Stderr)
+	return nil
+}
+
+// openSource opens the data set the flags name. The demo set also makes its
+// model folder (tokenizer, text encoder, configs) when --model lacks one.
+func openSource(c *cli) (data.Reader, error) {
+	cols := data.Columns{Image: c.ImageColumn, Text: c.TextColumn}
+	switch c.Dataset {
+	case "demo":
+		if c.Model == "" {
+			c.Model = filepath.Join(c.Out, "model")
+		}
+		if c.Resolution == 0 {
+			c.Resolution = 16
+		}
+		c.VAE = "none"
+		opts := demo.Options{Size: c.Resolution, Grid: c.DemoGrid, Split: demo.Train}
+		if _, err := os.Stat(filepath.Join(c.Model, "text_encoder")); err != nil {
+			if err := demo.WriteModel(c.Model, c.Seed, opts); err != nil {
+				return nil, err
+			}
+			fmt.Fprintf(os.Stderr, "prep: wrote the demo model (tokenizer, text encoder, UNet config) to %s\n", c.Model)
+		}
+		return demo.NewReader(c.Seed, c.DemoSamples, opts)
+	}
+	if c.Resolution == 0 {
+		c.Resolution = 512
+	}
+	if c.Model == "" {
+		return nil, fmt.Errorf("--model: give the diffusers model folder whose VAE and text encoder encode the data")
+	}
+	switch c.Dataset {
+	case "pokemon":
+		return data.OpenPokemon(c.Data)
+	case "parquet":
+		return data.OpenParquet([]string{c.Data}, cols)
+	case "imagefolder":
+		return data.OpenImageFolder(c.Data, cols)
+	case "txt":
+		return data.OpenTxtPairs(c.Data, c.TxtExt)
+	}
+	if c.Data == "" {
+		return nil, fmt.Errorf("--data: give the images (parquet, imagefolder or image + .txt folder), or --dataset demo")
+	}
+	return data.Open(c.Data, cols)
+}
+
+// writeUncond writes the empty caption's text states, and the VAE's scaling
+// factor for latent records, which train reads beside the shards.
+func writeUncond(out string, enc *prepare.CLIP, latents bool, scale float64) error {
+	u, err := enc.EncodeTexts([]string{""})
+	if err != nil {
+		return err
+	}
+	meta := map[string]string{"format": "pt"}
+	if latents {
+		meta[train.MetaScalingFactor] = strconv.FormatFloat(scale, 'g', -1, 64)
+	}
+	return safetensors.WriteFile(filepath.Join(out, train.UncondFile),
+		[]safetensors.Tensor{{Name: train.FieldText, DType: tensor.F32, Shape: enc.OutShape(), F32: u}}, meta)
+}
+
+// modelID identifies the text encoder and VAE weights for the fingerprint:
+// each weight file's name, size and the SHA-256 of its first MiB.
+func modelID(dir string) (string, error) {
+	h := sha256.New()
+	for _, sub := range []string{"text_encoder", "vae"} {
+		if _, err := os.Stat(filepath.Join(dir, sub)); err != nil {
+			continue
+		}
+		files, err := sd.ModelFiles(dir, sub)
+		if err != nil {
+			return "", err
+		}
+		for _, p := range files {
+			f, err := os.Open(p)
+			if err != nil {
+				return "", err
+			}
+			st, _ := f.Stat()
+			fmt.Fprintf(h, "%s %d\n", filepath.Base(p), st.Size())
+			_, err = io.CopyN(h, f, 1<<20)
+			f.Close()
+			if err != nil && err != io.EOF {
+				return "", err
+			}
+		}
+	}
+	return hex.EncodeToString(h.Sum(nil))[:16], nil
+}
+
+// bar reports progress: a redrawn line on a terminal, a line every 10
+// seconds otherwise.
+type bar struct {
+	tty  bool
+	last time.Time
+}
+
+func newBar() *bar {
+	st, err := os.Stderr.Stat()
+	return &bar{tty: err == nil && st.Mode()&os.ModeCharDevice != 0}
+}
+
+func (b *bar) update(p prepare.Progress) {
+	if !p.Done && !b.tty && time.Since(b.last) < 10*time.Second {
+		return
+	}
+	b.last = time.Now()
+	total := "?"
+	if p.Total >= 0 {
+		total = strconv.Itoa(p.Total)
+	}
+	rate := float64(p.Items-p.Resumed) / max(p.Elapsed.Seconds(), 1e-9)
+	line := fmt.Sprintf("prep: %d/%s items, %d records, %d skipped, %.1f items/s", p.Items, total, p.Records, p.Skipped, rate)
+	if b.tty {
+		fmt.Fprintf(os.Stderr, "\r%s%s", line, strings.Repeat(" ", 8))
+		if p.Done {
+			fmt.Fprintln(os.Stderr)
+		}
+		return
+	}
+	fmt.Fprintln(os.Stderr, line)
+}
