@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/zerodiff/zerodiff/internal/cpu"
@@ -68,13 +67,20 @@ func run(ctx context.Context, c *cli) error {
 		filter = data.Bicubic
 	}
 	clipEnc := &prepare.CLIP{P: text, ClipSkip: c.ClipSkip, ID: id}
-	bar := newBar()
+	tty := false
+	if st, err := os.Stderr.Stat(); err == nil {
+		tty = st.Mode()&os.ModeCharDevice != 0
+	}
+	interval := 10 * time.Second
+	if tty {
+		interval = 200 * time.Millisecond
+	}
 	res, err := prepare.Run(ctx, reader, prepare.Options{
 		Out:       c.Out,
 		Transform: data.Transform{Resolution: c.Resolution, CenterCrop: !c.RandomCrop, Flip: c.Flip, Filter: filter, Seed: c.Seed},
 		Image:     img, Text: clipEnc, Model: id, DType: dt,
 		Workers: c.Workers, BatchSize: c.Batch, RecordsPerShard: c.RecordsPerShard, Overwrite: c.Overwrite,
-		Progress: bar.update,
+		Progress: prepare.NewBar(os.Stderr, interval, tty),
 	})
 	if err != nil {
 		return err
@@ -177,37 +183,4 @@ func modelID(dir string) (string, error) {
 		}
 	}
 	return hex.EncodeToString(h.Sum(nil))[:16], nil
-}
-
-// bar reports progress: a redrawn line on a terminal, a line every 10
-// seconds otherwise.
-type bar struct {
-	tty  bool
-	last time.Time
-}
-
-func newBar() *bar {
-	st, err := os.Stderr.Stat()
-	return &bar{tty: err == nil && st.Mode()&os.ModeCharDevice != 0}
-}
-
-func (b *bar) update(p prepare.Progress) {
-	if !p.Done && !b.tty && time.Since(b.last) < 10*time.Second {
-		return
-	}
-	b.last = time.Now()
-	total := "?"
-	if p.Total >= 0 {
-		total = strconv.Itoa(p.Total)
-	}
-	rate := float64(p.Items-p.Resumed) / max(p.Elapsed.Seconds(), 1e-9)
-	line := fmt.Sprintf("prep: %d/%s items, %d records, %d skipped, %.1f items/s", p.Items, total, p.Records, p.Skipped, rate)
-	if b.tty {
-		fmt.Fprintf(os.Stderr, "\r%s%s", line, strings.Repeat(" ", 8))
-		if p.Done {
-			fmt.Fprintln(os.Stderr)
-		}
-		return
-	}
-	fmt.Fprintln(os.Stderr, line)
 }

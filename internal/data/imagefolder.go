@@ -74,6 +74,9 @@ func (r *listReader) Next() (Record, error) {
 // "text") holds a string or, in JSON, a list of strings.
 func OpenImageFolder(dir string, cols Columns) (Reader, error) {
 	cols = cols.withDefaults("file_name")
+	if abs, err := filepath.Abs(dir); err == nil {
+		dir = abs // Describe names the data set the same from any folder
+	}
 	var entries []entry
 	var err error
 	meta := filepath.Join(dir, "metadata.jsonl")

@@ -105,6 +105,9 @@ func OpenParquet(paths []string, cols Columns) (Reader, error) {
 	}
 	r := &parquetReader{cols: cols}
 	for _, p := range files {
+		if abs, err := filepath.Abs(p); err == nil {
+			p = abs // Describe names the data set the same from any folder
+		}
 		pf, err := openParquetFile(p, cols)
 		if err != nil {
 			r.Close()

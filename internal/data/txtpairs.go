@@ -25,6 +25,9 @@ func OpenTxtPairs(dir, captionExt string) (Reader, error) {
 	if captionExt == "" {
 		captionExt = ".txt"
 	}
+	if abs, err := filepath.Abs(dir); err == nil {
+		dir = abs // Describe names the data set the same from any folder
+	}
 	type pair struct{ image, caption string }
 	pairs := map[string]*pair{} // path without ending → files
 	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {

@@ -6,10 +6,11 @@ import (
 	"time"
 )
 
-// NewBar returns a Progress callback that draws one terminal line (items,
-// records, skips, images per second, time left), redrawn at most every
-// interval, and ends it with a newline when the run is done.
-func NewBar(w io.Writer, interval time.Duration) func(Progress) {
+// NewBar returns a Progress callback that draws one line (items, records,
+// skips, images per second, time left) at most every interval: redrawn in
+// place on a terminal (tty), as a new line otherwise, so logs of batch jobs
+// stay readable.
+func NewBar(w io.Writer, interval time.Duration, tty bool) func(Progress) {
 	var last time.Time
 	return func(p Progress) {
 		now := time.Now()
@@ -17,6 +18,10 @@ func NewBar(w io.Writer, interval time.Duration) func(Progress) {
 			return
 		}
 		last = now
+		if !tty {
+			fmt.Fprintln(w, barLine(p, 30))
+			return
+		}
 		fmt.Fprint(w, "\r"+barLine(p, 30))
 		if p.Done {
 			fmt.Fprintln(w)

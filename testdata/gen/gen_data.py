@@ -5,22 +5,24 @@ testdata/golden/data/resize.safetensors: small synthetic RGB images
 (`src/<img>`, (H, W, 3) uint8 values as float32), and for each resolution and
 filter torchvision's Resize(resolution) on the PIL image (`resized/<case>`,
 (H', W', 3)), then CenterCrop + ToTensor + Normalize([0.5], [0.5])
-(`out/<case>`, (3, R, R)) and for a_23 the same with a horizontal flip after the crop (`flip/<case>`),
-as train_text_to_image.py orders them.
-Cases cover downscaling by non-integer and large factors, upscaling, both
+(`out/<case>`, (3, R, R)), and for a_23 the same with a horizontal flip
+after the crop (`flip/<case>`), the order train_text_to_image.py uses. Cases cover downscaling by non-integer and large factors, upscaling, both
 aspect orientations and an image already at the resolution.
 
 testdata/golden/data/decode.safetensors: image files PIL wrote (`file/<name>`,
 the bytes widened to int64) and PIL's Image.open(...).convert("RGB") of them
 (`rgb/<name>`, (H, W, 3)): PNG in modes RGBA, LA, P with transparency, L;
 JPEG at 4:2:0, 4:2:2, 4:4:4 and grayscale; lossless WebP with alpha; GIF.
+
+Needs torchvision (0.29.2, the newest on PyPI, declares torch >= 2.14 and was
+used with torch 2.15; the PIL transforms used here run no compiled op).
 """
 import io
 
 import numpy as np
 import torch
-from PIL import Image
 import torchvision
+from PIL import Image
 from torchvision import transforms as T
 
 import common
