@@ -35,7 +35,6 @@ type Job struct {
 	be       tensor.Backend
 	unet     *unet.UNet
 	step     *Stepper
-	noise    *sampler.Config
 	lora     *lora.Set
 	jsonl    *logx.JSONL
 	events   *logx.EventWriter
@@ -152,6 +151,7 @@ func (j *Job) setup() error {
 	} else if j.unet, err = unet.Load(j.be, c.PretrainedModel, trainBase); err != nil {
 		return err
 	}
+	j.unet.Checkpointing = c.Checkpointing
 	trainable := j.unet.Params
 	if c.UseLoRA.Action {
 		j.lora, err = lora.Inject(j.unet.Params, c.UseLoRA.Targets, c.UseLoRA.Rank, c.UseLoRA.Alpha, c.UseLoRA.Init, c.Seed)
@@ -180,7 +180,6 @@ func (j *Job) setup() error {
 	if err != nil {
 		return err
 	}
-	j.noise = &sc
 	if s.Noise, err = sampler.NewSchedule(sc); err != nil {
 		return err
 	}

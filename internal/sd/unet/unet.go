@@ -21,6 +21,9 @@ type UNet struct {
 	Up      []*upBlock
 	NormOut *nn.GroupNorm
 	ConvOut *nn.Conv2d
+	// Checkpointing drops each block's activations after its forward pass
+	// and recomputes them in the backward pass: memory for a second forward.
+	Checkpointing bool
 }
 
 // New builds the UNet of cfg and registers its parameters (diffusers names)
@@ -114,10 +117,11 @@ type State struct {
 	time               *nn.TimestepMLPState
 	convIn             *tensor.Tensor
 	skips              []*tensor.Tensor // conv_in output, then every down-block output
-	down               []*downState
+	down               []*downState     // nil entries: dropped by checkpointing
 	mid                *midState
 	up                 []*upState
-	upIn               []*tensor.Tensor
+	downIn, upIn       []*tensor.Tensor
+	midIn              *tensor.Tensor
 	preNorm, normed    *tensor.Tensor
 	normState          nn.NormState
 	act                *tensor.Tensor
@@ -150,12 +154,15 @@ func (u *UNet) Forward(be tensor.Backend, x, t, ctx *tensor.Tensor) (*tensor.Ten
 	s.convIn = h
 	s.skips = []*tensor.Tensor{h}
 	for _, d := range u.Down {
+		s.downIn = append(s.downIn, h)
 		outs, ds := d.forward(be, h, s.temb, ctx)
-		s.down = append(s.down, ds)
+		s.down = append(s.down, keep(u, ds))
 		s.skips = append(s.skips, outs...)
 		h = outs[len(outs)-1]
 	}
+	s.midIn = h
 	h, s.mid = u.Mid.forward(be, h, s.temb, ctx)
+	s.mid = keep(u, s.mid)
 	skips := s.skips
 	for _, ub := range u.Up {
 		s.upIn = append(s.upIn, h)
@@ -163,12 +170,20 @@ func (u *UNet) Forward(be tensor.Backend, x, t, ctx *tensor.Tensor) (*tensor.Ten
 		k := len(ub.Resnets)
 		h, us = ub.forward(be, h, skips[len(skips)-k:], s.temb, ctx)
 		skips = skips[:len(skips)-k]
-		s.up = append(s.up, us)
+		s.up = append(s.up, keep(u, us))
 	}
 	s.preNorm = h
 	s.normed, s.normState = u.NormOut.Forward(be, h)
 	s.act = nn.Act(be, s.normed, tensor.SiLU)
 	return u.ConvOut.Forward(be, s.act), s
+}
+
+// keep returns a block's state, or nil when checkpointing drops it.
+func keep[S any](u *UNet, st *S) *S {
+	if u.Checkpointing {
+		return nil
+	}
+	return st
 }
 
 // Backward accumulates every parameter gradient into u.Params.G and returns
@@ -190,9 +205,17 @@ func (u *UNet) Backward(be tensor.Backend, s *State, dy *tensor.Tensor) (dx, dct
 	}
 	for i := len(u.Up) - 1; i >= 0; i-- {
 		k := len(u.Up[i].Resnets)
-		g = u.Up[i].backward(be, s.up[i], g, dskips[starts[i]:starts[i]+k], dtemb, dctx)
+		us := s.up[i]
+		if us == nil {
+			_, us = u.Up[i].forward(be, s.upIn[i], s.skips[starts[i]:starts[i]+k], s.temb, s.ctx)
+		}
+		g = u.Up[i].backward(be, us, g, dskips[starts[i]:starts[i]+k], dtemb, dctx)
 	}
-	g = u.Mid.backward(be, s.mid, g, dtemb, dctx)
+	ms := s.mid
+	if ms == nil {
+		_, ms = u.Mid.forward(be, s.midIn, s.temb, s.ctx)
+	}
+	g = u.Mid.backward(be, ms, g, dtemb, dctx)
 	pos := len(s.skips)
 	for i := len(u.Down) - 1; i >= 0; i-- {
 		k := len(u.Down[i].Resnets)
@@ -200,7 +223,11 @@ func (u *UNet) Backward(be tensor.Backend, s *State, dy *tensor.Tensor) (dx, dct
 			k++
 		}
 		pos -= k
-		g = u.Down[i].backward(be, s.down[i], dskips[pos:pos+k], g, dtemb, dctx)
+		ds := s.down[i]
+		if ds == nil {
+			_, ds = u.Down[i].forward(be, s.downIn[i], s.temb, s.ctx)
+		}
+		g = u.Down[i].backward(be, ds, dskips[pos:pos+k], g, dtemb, dctx)
 	}
 	g = addGrad(be, g, dskips[0])
 	dx = u.ConvIn.Backward(be, s.x, g, true)
