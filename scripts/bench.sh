@@ -4,7 +4,7 @@
 # a table of GFLOP/s side by side.
 #
 # Environment: the interpreter with torch is the first executable of
-# $ZD_PYTHON, $PYTHON (set by `make bench`) and /root/zdvenv/bin/python;
+# $ZD_PYTHON or $PYTHON (set by `make bench`: the `make venv` environment);
 # BENCH_COUNT (default 3) runs of each Go benchmark, whose median is shown;
 # BENCH_TIME (default 1s) is go test's -benchtime. Other jobs on the machine
 # skew both sides: run it on an idle one.
@@ -12,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 python=""
-for p in "${ZD_PYTHON:-}" "${PYTHON:-}" /root/zdvenv/bin/python; do
+for p in "${ZD_PYTHON:-}" "${PYTHON:-}"; do
 	if [ -n "$p" ] && [ -x "$p" ]; then
 		python="$p"
 		break
@@ -53,7 +53,7 @@ for r in d["results"]:
     print(r["name"], r["threads"], "%.2f" % r["gflops"])
 PY
 else
-	echo "torch: reference unavailable (no interpreter in ZD_PYTHON, PYTHON or /root/zdvenv/bin/python)" >&2
+	echo "torch: reference unavailable (no interpreter in ZD_PYTHON or PYTHON; run make venv)" >&2
 fi
 
 awk 'FILENAME == ARGV[1] { torch[$1 " " $2] = $3; next }
