@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A real Slurm on this one machine, for tests: munge, slurmctld and two slurmd
-# as the nodes n1 and n2 (two CPUs and two count-only "GPUs" each), all with
+# as the nodes n1 and n2 (two CPUs and two stand-in GPUs each), all with
 # their configuration, state, spool and logs in one private folder.
 #
 #   slurm/testcluster.sh start [DIR]   install Debian's Slurm if missing, start, wait for idle nodes
@@ -44,9 +44,11 @@ install_slurm() {
 	apt-get install -y -qq --no-install-recommends slurmctld slurmd slurm-client munge >/dev/null
 }
 
-# write_config writes slurm.conf, cgroup.conf and gres.conf. The GPUs are
-# count-only (no device files) so that #SBATCH --gpus-per-task=1 is accepted
-# as on a GPU cluster; nothing here opens a GPU.
+# write_config writes slurm.conf, cgroup.conf and gres.conf. Each node has two
+# stand-in GPUs so that #SBATCH --gpus-per-task=1 is accepted as on a GPU
+# cluster and Slurm sets CUDA_VISIBLE_DEVICES per task: slurmd drops a GPU
+# without a device file, and any character device serves, so they are
+# /dev/null and /dev/zero (nothing opens them; task/none confines nothing).
 write_config() {
 	local host n port=$node_port
 	host=$(hostname -s)
@@ -92,7 +94,7 @@ EOF
 	} >"$conf.tmp"
 	mv "$conf.tmp" "$conf"
 	echo "CgroupPlugin=cgroup/v1" >"$dir/etc/cgroup.conf"
-	echo "Name=gpu Count=2" >"$dir/etc/gres.conf"
+	echo "Name=gpu File=/dev/null,/dev/zero" >"$dir/etc/gres.conf"
 }
 
 # alive reports whether the pid in file $1 is a running process.
@@ -124,6 +126,9 @@ wait_idle() {
 		states=$(sinfo -h -N -o '%N %t' 2>/dev/null | sort -u || true)
 		if [ -n "$states" ] && ! grep -qv ' idle$' <<<"$states"; then
 			[ "$(wc -l <<<"$states")" -eq "${#nodes[@]}" ] && return
+		fi
+		if grep -q ' inval' <<<"$states"; then
+			die "a node refused its configuration: $(grep -m1 'INVAL' "$dir/log/slurmctld.log")"
 		fi
 		if [ "$resumed" = 0 ] && grep -Eq ' (down|drain|drng)\*?$' <<<"$states"; then
 			scontrol update NodeName="$(

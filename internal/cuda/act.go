@@ -1,0 +1,62 @@
+//go:build cuda
+
+package cuda
+
+import (
+	"fmt"
+
+	"github.com/zerodiff/zerodiff/internal/tensor"
+)
+
+// actCode is the kernels' number for an activation (kernels/act.cu).
+func actCode(a tensor.Activation) int {
+	switch a {
+	case tensor.SiLU:
+		return 0
+	case tensor.GELU:
+		return 1
+	case tensor.QuickGELU:
+		return 2
+	}
+	panic(fmt.Sprintf("cuda: unknown activation %v", a))
+}
+
+// Act writes y = a(x) elementwise with the CPU backend's expf and erfcf.
+func (b *Backend) Act(y, x *tensor.Tensor, a tensor.Activation) {
+	mustShape("act y", y, x.Shape...)
+	n := x.Numel()
+	b.launch("zd_act", gridFor(n), b.f32(y), b.f32(x), actCode(a), n)
+}
+
+// ActBackward writes dx = dy·a'(x).
+func (b *Backend) ActBackward(dx, dy, x *tensor.Tensor, a tensor.Activation) {
+	mustShape("act backward dy", dy, x.Shape...)
+	mustShape("act backward dx", dx, x.Shape...)
+	n := x.Numel()
+	b.launch("zd_act_backward", gridFor(n), b.f32(dx), b.f32(dy), b.f32(x), actCode(a), n)
+}
+
+// GEGLU writes y (*, C) = x[..., :C]·gelu(x[..., C:]) for x (*, 2C).
+func (b *Backend) GEGLU(y, x *tensor.Tensor) {
+	rows, c := gegluDims(y, x)
+	b.launch("zd_geglu", gridFor(rows*c), b.f32(y), b.f32(x), rows, c)
+}
+
+// GEGLUBackward writes dx (*, 2C): d hidden = dy·gelu(gate),
+// d gate = dy·hidden·gelu'(gate).
+func (b *Backend) GEGLUBackward(dx, dy, x *tensor.Tensor) {
+	rows, c := gegluDims(dy, x)
+	mustShape("geglu backward dx", dx, x.Shape...)
+	b.launch("zd_geglu_backward", gridFor(rows*c), b.f32(dx), b.f32(dy), b.f32(x), rows, c)
+}
+
+// gegluDims checks y (*, C) against x (*, 2C) and returns the rows and C.
+func gegluDims(y, x *tensor.Tensor) (rows, c int) {
+	c = y.Dim(-1)
+	ok := len(x.Shape) == len(y.Shape) && x.Dim(-1) == 2*c && c > 0 &&
+		tensor.SameShape(x.Shape[:len(x.Shape)-1], y.Shape[:len(y.Shape)-1])
+	if !ok {
+		panic(fmt.Sprintf("cuda: geglu: x %v must be (*, 2C) for y (*, C) %v", x, y))
+	}
+	return y.Numel() / c, c
+}

@@ -1,0 +1,76 @@
+//go:build cuda
+
+package cuda
+
+import (
+	"fmt"
+
+	"github.com/zerodiff/zerodiff/internal/tensor"
+)
+
+// Add writes y = a + b elementwise; y may alias a or b.
+func (b *Backend) Add(y, a, bt *tensor.Tensor) {
+	mustShape("add a", a, y.Shape...)
+	mustShape("add b", bt, y.Shape...)
+	n := y.Numel()
+	b.launch("zd_add", gridFor(n), b.f32(y), b.f32(a), b.f32(bt), n)
+}
+
+// Mul writes y = a·b elementwise; y may alias a or b.
+func (b *Backend) Mul(y, a, bt *tensor.Tensor) {
+	mustShape("mul a", a, y.Shape...)
+	mustShape("mul b", bt, y.Shape...)
+	n := y.Numel()
+	b.launch("zd_mul", gridFor(n), b.f32(y), b.f32(a), b.f32(bt), n)
+}
+
+// Axpy adds alpha·x to y in place, the product rounded before the add as on
+// the CPU. x and y need the same number of elements.
+func (b *Backend) Axpy(y, x *tensor.Tensor, alpha float32) {
+	mustSameLen("axpy", y, x)
+	n := y.Numel()
+	b.launch("zd_axpy", gridFor(n), b.f32(y), b.f32(x), alpha, n)
+}
+
+// Scale writes y = alpha·x; y may alias x.
+func (b *Backend) Scale(y, x *tensor.Tensor, alpha float32) {
+	mustSameLen("scale", y, x)
+	n := y.Numel()
+	b.launch("zd_scale", gridFor(n), b.f32(y), b.f32(x), alpha, n)
+}
+
+// AddChannelBias writes y (N, C, *) = x + bias (N, C) broadcast over the
+// trailing axes; y may alias x.
+func (b *Backend) AddChannelBias(y, x, bias *tensor.Tensor) {
+	rows, s := channelBiasDims("add channel bias", x, bias)
+	mustShape("add channel bias y", y, x.Shape...)
+	if rows == 0 {
+		return
+	}
+	b.launch("zd_add_channel_bias", gridFor(rows*s), b.f32(y), b.f32(x), b.f32(bias), rows, s)
+}
+
+// ChannelBiasBackward accumulates dbias (N, C) += Σ over the trailing axes of
+// dy (N, C, *), one block per (n, c) summing in double in a fixed order.
+func (b *Backend) ChannelBiasBackward(dbias, dy *tensor.Tensor) {
+	rows, s := channelBiasDims("channel bias backward", dy, dbias)
+	if rows == 0 {
+		return
+	}
+	b.launch("zd_row_sum_acc", rows, b.f32(dbias), b.f32(dy), s)
+}
+
+// channelBiasDims checks bias (N, C) against x (N, C, *) and returns the
+// number of (n, c) rows and the trailing size; rows is 0 when there is
+// nothing to add or sum.
+func channelBiasDims(op string, x, bias *tensor.Tensor) (rows, s int) {
+	if len(x.Shape) < 2 {
+		panic(fmt.Sprintf("cuda: %s: %v needs at least (N, C)", op, x))
+	}
+	mustShape(op+" bias", bias, x.Shape[0], x.Shape[1])
+	s = tensor.Numel(x.Shape[2:])
+	if s == 0 {
+		return 0, 1
+	}
+	return x.Shape[0] * x.Shape[1], s
+}

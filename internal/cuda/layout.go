@@ -1,0 +1,152 @@
+//go:build cuda
+
+package cuda
+
+import (
+	"fmt"
+
+	"github.com/zerodiff/zerodiff/internal/tensor"
+)
+
+// Concat joins xs along axis into y; a negative axis counts from the end.
+func (b *Backend) Concat(y *tensor.Tensor, axis int, xs ...*tensor.Tensor) {
+	axis = concatAxis("concat", y, axis, xs)
+	outer, inner := outerInner(y.Shape, axis)
+	yRow := y.Shape[axis] * inner
+	off := 0
+	for _, x := range xs {
+		xRow := x.Shape[axis] * inner
+		b.copyRows(b.f32(y), off, yRow, b.f32(x), 0, xRow, outer, xRow)
+		off += xRow
+	}
+}
+
+// Split cuts x along axis into ys, the inverse of Concat and its backward.
+func (b *Backend) Split(ys []*tensor.Tensor, axis int, x *tensor.Tensor) {
+	axis = concatAxis("split", x, axis, ys)
+	outer, inner := outerInner(x.Shape, axis)
+	xRow := x.Shape[axis] * inner
+	off := 0
+	for _, y := range ys {
+		yRow := y.Shape[axis] * inner
+		b.copyRows(b.f32(y), 0, yRow, b.f32(x), off, xRow, outer, yRow)
+		off += yRow
+	}
+}
+
+func (b *Backend) copyRows(dst any, dstOff, dstStride int, src any, srcOff, srcStride, rows, width int) {
+	if rows*width == 0 {
+		return
+	}
+	b.launch("zd_copy_rows", gridFor(rows*width), dst, dstOff, dstStride, src, srcOff, srcStride, rows, width)
+}
+
+// concatAxis checks that the parts agree with whole on every axis but axis
+// and add up to it along axis; it returns axis made non-negative.
+func concatAxis(op string, whole *tensor.Tensor, axis int, parts []*tensor.Tensor) int {
+	rank := len(whole.Shape)
+	if axis < 0 {
+		axis += rank
+	}
+	if axis < 0 || axis >= rank {
+		panic(fmt.Sprintf("cuda: %s: axis %d out of range for %v", op, axis, whole))
+	}
+	sum := 0
+	for i, p := range parts {
+		if len(p.Shape) != rank {
+			panic(fmt.Sprintf("cuda: %s: part %d %v and %v differ in rank", op, i, p, whole))
+		}
+		for a := range rank {
+			if a != axis && p.Shape[a] != whole.Shape[a] {
+				panic(fmt.Sprintf("cuda: %s: part %d %v and %v differ on axis %d", op, i, p, whole, a))
+			}
+		}
+		sum += p.Shape[axis]
+	}
+	if sum != whole.Shape[axis] {
+		panic(fmt.Sprintf("cuda: %s: parts add up to %d along axis %d of %v", op, sum, axis, whole))
+	}
+	return axis
+}
+
+// outerInner returns the product of the axes before axis and after it.
+func outerInner(shape []int, axis int) (outer, inner int) {
+	return tensor.Numel(shape[:axis]), tensor.Numel(shape[axis+1:])
+}
+
+// maxPermuteRank is the most axes Permute handles (zd_permute6).
+const maxPermuteRank = 6
+
+// Permute writes y = x with its axes reordered: y.Shape[i] = x.Shape[perm[i]].
+// One thread per element of y gathers from x through x's strides.
+func (b *Backend) Permute(y, x *tensor.Tensor, perm ...int) {
+	rank := len(x.Shape)
+	if len(perm) != rank || len(y.Shape) != rank || rank > maxPermuteRank {
+		panic(fmt.Sprintf("cuda: permute %v of %v into %v: ranks differ or exceed %d", perm, x, y, maxPermuteRank))
+	}
+	seen := make([]bool, rank)
+	for i, a := range perm {
+		if a < 0 || a >= rank || seen[a] {
+			panic(fmt.Sprintf("cuda: permute: %v is not a permutation of %d axes", perm, rank))
+		}
+		seen[a] = true
+		if y.Shape[i] != x.Shape[a] {
+			panic(fmt.Sprintf("cuda: permute %v of %v: got %v", perm, x, y))
+		}
+	}
+	n := x.Numel()
+	if n == 0 {
+		return
+	}
+	xs := make([]int, rank) // row-major strides of x
+	for a, s := rank-1, 1; a >= 0; a-- {
+		xs[a] = s
+		s *= x.Shape[a]
+	}
+	// y's axes, padded in front with axes of size 1, and the x stride of each.
+	dims := []int{1, 1, 1, 1, 1, 1}
+	strides := make([]int, maxPermuteRank)
+	pad := maxPermuteRank - rank
+	for i, a := range perm {
+		dims[pad+i] = y.Shape[i]
+		strides[pad+i] = xs[a]
+	}
+	args := []any{b.f32(y), b.f32(x), n}
+	for _, d := range dims {
+		args = append(args, d)
+	}
+	for _, s := range strides {
+		args = append(args, s)
+	}
+	b.launch("zd_permute6", gridFor(n), args...)
+}
+
+// Upsample2x repeats each pixel of x (N, C, H, W) into a 2x2 block of
+// y (N, C, 2H, 2W).
+func (b *Backend) Upsample2x(y, x *tensor.Tensor) {
+	rows, w := upsampleDims("upsample", y, x)
+	if rows == 0 {
+		return
+	}
+	b.launch("zd_upsample2x", gridFor(4*rows*w), b.f32(y), b.f32(x), rows, w)
+}
+
+// Upsample2xBackward writes dx (N, C, H, W) = the sum of each 2x2 block of dy.
+func (b *Backend) Upsample2xBackward(dx, dy *tensor.Tensor) {
+	rows, w := upsampleDims("upsample backward", dy, dx)
+	if rows == 0 {
+		return
+	}
+	b.launch("zd_upsample2x_backward", gridFor(rows*w), b.f32(dx), b.f32(dy), rows, w)
+}
+
+// upsampleDims checks y (N, C, 2H, 2W) against x (N, C, H, W) and returns
+// the number of input rows N·C·H and the width W.
+func upsampleDims(op string, y, x *tensor.Tensor) (rows, w int) {
+	if len(x.Shape) != 4 {
+		panic(fmt.Sprintf("cuda: %s: %v is not (N, C, H, W)", op, x))
+	}
+	n, c, h, w := x.Shape[0], x.Shape[1], x.Shape[2], x.Shape[3]
+	mustShape(op, y, n, c, 2*h, 2*w)
+	return n * c * h, w
+}

@@ -1,0 +1,235 @@
+#!/usr/bin/env bash
+# make test-slurm: the sbatch scripts on a real Slurm of two nodes on this
+# machine (slurm/testcluster.sh), in two parts.
+#
+#   script  train.sbatch with the stand-ins of slurm/standin/ for launch and
+#           train: 2 nodes × 2 tasks, one GPU and one rank each, one secret for
+#           all; then USR1 to the batch shell mid-run → every rank exits 75 →
+#           requeue → the second run resumes where the first stopped and
+#           finishes. Tests the script's own logic in seconds.
+#   chain   the real binaries: prep.sbatch makes the demo shards; train.sbatch
+#           trains the demo on 2 nodes × 2 tasks with ZeRO-2 and leaves a
+#           complete checkpoint of 4 parts; a second run stopped by USR1 is
+#           requeued, resumes from its checkpoint and finishes; ckpt merge and
+#           sample.sbatch turn it into an image.
+#
+#   slurm/test.sh [script|chain|all]      (default all; run from anywhere)
+#
+# Every wait is bounded. Jobs log to a temporary folder, kept when a check
+# fails. The cluster is stopped at the end if this script started it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+parts=${1:-all}
+case $parts in script | chain | all) ;; *)
+	echo "usage: $0 [script|chain|all]" >&2
+	exit 2
+	;;
+esac
+
+work=$(mktemp -d /tmp/zd-slurm-test.XXXXXX)
+mkdir -p "$work/logs"
+cluster_dir=${ZD_SLURM_DIR:-/tmp/zd-slurm}
+export SLURM_CONF=$cluster_dir/etc/slurm.conf
+started=0
+jobs_submitted=()
+log=
+t0=$(date +%s)
+
+say() { echo "test-slurm: [$(($(date +%s) - t0)) s] $*"; }
+fail() {
+	echo "test-slurm: FAIL: $*" >&2
+	if [ -n "$log" ] && [ -e "$log" ]; then
+		echo "--- last lines of $log" >&2
+		tail -n 30 "$log" >&2
+	fi
+	echo "--- job logs kept in $work; cluster logs in $cluster_dir/log" >&2
+	exit 1
+}
+cleanup() {
+	local rc=$? id
+	for id in "${jobs_submitted[@]}"; do scancel "$id" 2>/dev/null || true; done
+	[ "$started" = 1 ] && slurm/testcluster.sh stop "$cluster_dir" >/dev/null
+	[ "$rc" = 0 ] && rm -rf "$work"
+	return "$rc"
+}
+trap cleanup EXIT
+
+# wait_until SECONDS WHAT COMMAND...: polls COMMAND every 0.5 s.
+wait_until() {
+	local limit=$1 what=$2 end
+	shift 2
+	end=$(($(date +%s) + limit))
+	until "$@"; do
+		(($(date +%s) < end)) || fail "$what: not within $limit s"
+		sleep 0.5
+	done
+}
+
+# job_field ID FIELD prints a field of `scontrol show job`, e.g. JobState.
+job_field() {
+	scontrol show job -o "$1" 2>/dev/null | tr ' ' '\n' | sed -n "s/^$2=//p"
+}
+
+# submit_wait SECONDS SCRIPT [SBATCH_OPTIONS...] -- [SCRIPT_ARGS...]: submits
+# with `sbatch --wait` under `timeout`, in the background; sets job (the id),
+# log (its output file) and waiter (the pid whose exit code is the job's).
+submit_wait() {
+	local limit=$1 script=$2 name opts=()
+	shift 2
+	while [ "$1" != -- ]; do
+		opts+=("$1")
+		shift
+	done
+	shift
+	name=$(sed -n 's/^#SBATCH --job-name=//p' "$script")
+	timeout "$limit" sbatch --wait --parsable --output="$work/logs/%x-%j.out" "${opts[@]}" "$script" "$@" >"$work/sbatch.out" &
+	waiter=$!
+	wait_until 10 "job id of $script" test -s "$work/sbatch.out"
+	job=$(head -n 1 "$work/sbatch.out")
+	jobs_submitted+=("$job")
+	log=$work/logs/$name-$job.out
+}
+
+# finish waits for the sbatch --wait of submit_wait and demands exit code 0.
+finish() {
+	local rc=0
+	wait "$waiter" || rc=$?
+	[ "$rc" = 124 ] && fail "job $job still $(job_field "$job" JobState) when its timeout ran out"
+	[ "$rc" = 0 ] || fail "job $job ended with exit code $rc ($(job_field "$job" JobState))"
+}
+
+# log_has PATTERN [COUNT]: the job log has at least COUNT lines matching the
+# extended regular expression PATTERN.
+log_has() {
+	local n
+	n=$(grep -cE -- "$1" "$log" || true)
+	((n >= ${2:-1}))
+}
+expect_log() {
+	log_has "$@" || fail "job $job: log lacks ${2:-1} line(s) matching '$1'"
+}
+
+# requeued ID: the job is pending again after its first run.
+requeued() {
+	[ "$(job_field "$1" Restarts)" = 1 ] && [ "$(job_field "$1" JobState)" = PENDING ]
+}
+
+# stop_and_requeue waits until the job's log shows PATTERN, sends USR1 to the
+# batch shell (as --signal=B:USR1@120 does before the time limit), waits for
+# the requeue and lets the job start again at once: Slurm holds a requeued
+# job back for two minutes by default (its BeginTime).
+stop_and_requeue() {
+	wait_until 120 "job $job: log line '$1'" log_has "$1"
+	say "job $job: USR1 to the batch shell"
+	scancel --signal=USR1 --batch "$job"
+	wait_until 60 "job $job: requeue" requeued "$job"
+	scontrol update JobId="$job" StartTime=now
+	say "job $job: requeued"
+}
+
+# Slurm opens --output before the script runs: the folder each script names
+# must be in the repository.
+for f in slurm/*.sbatch; do
+	out=$(sed -n 's/^#SBATCH --output=//p' "$f")
+	[ -d "$(dirname "$out")" ] || fail "$f: log folder $(dirname "$out") of --output=$out is missing"
+done
+
+if ! sinfo -h >/dev/null 2>&1; then
+	started=1
+fi
+slurm/testcluster.sh start "$cluster_dir"
+for id in $(squeue -h -o %i); do scancel "$id"; done
+# Both nodes on this one machine, 2 CPUs each: one CPU per task.
+two_by_two=(--nodes=2 --ntasks-per-node=2 --cpus-per-task=1)
+
+test_script() {
+	local out=$work/standin a b
+	say "script: train.sbatch with stand-ins, 2 nodes × 2 tasks"
+	submit_wait 60 slurm/train.sbatch "${two_by_two[@]}" --export=ALL,ZERODIFF_BIN=slurm/standin -- \
+		none --output-dir "$out/a" --max-train-steps 5
+	finish
+	for r in 0 1 2 3; do
+		expect_log "^standin launch: rank $r of 4, local rank $((r % 2)) on n$((r / 2 + 1)), CUDA_VISIBLE_DEVICES=$((r % 2))$"
+		[ "$(cat "$out/a/rank-$r.step")" = 5 ] || fail "stand-in rank $r did not reach step 5"
+	done
+	[ "$(sort -u "$out"/a/secret-* | wc -l)" = 1 ] || fail "the ranks got different ZERODIFF_SECRETs"
+	expect_log '^train\.sbatch: training finished'
+	say "script: ok: 4 ranks on n1 and n2, one GPU each, one secret"
+
+	submit_wait 60 slurm/train.sbatch "${two_by_two[@]}" --export=ALL,ZERODIFF_BIN=slurm/standin -- \
+		none --output-dir "$out/b" --max-train-steps 40
+	stop_and_requeue '^step 5/40$'
+	a=$(cat "$out/b/secret-0")
+	wait_until 60 "job $job: second run" log_has '^train\.sbatch: job [0-9]+ run 2,'
+	finish
+	expect_log '^train\.sbatch: SIGUSR1 at '
+	expect_log 'stopped by signal at step [0-9]+; checkpoint written, exiting with code 75' 4
+	expect_log '^train\.sbatch: stopped with code 75 after SIGUSR1 and its checkpoint; requeueing job'
+	expect_log '^rank [0-3]: resumed from .* at step ([5-9]|[1-3][0-9])$' 4
+	expect_log '^step 40/40$'
+	expect_log '^train\.sbatch: training finished'
+	[ "$(job_field "$job" Restarts)" = 1 ] || fail "job $job: $(job_field "$job" Restarts) restarts, want 1"
+	b=$(cat "$out/b/secret-0")
+	[ "$(sort -u "$out"/b/secret-* | wc -l)" = 1 ] || fail "the ranks of the second run got different ZERODIFF_SECRETs"
+	[ "$a" != "$b" ] || fail "the requeued run kept the first run's ZERODIFF_SECRET"
+	say "script: ok: USR1 → exit 75 on every rank → requeue → resumed at $(grep -m1 -oE 'at step [0-9]+$' "$log") → finished"
+}
+
+test_chain() {
+	local data=$work/demo ck steps
+	say "chain: prep.sbatch, the demo data set"
+	submit_wait 120 slurm/prep.sbatch --cpus-per-task=2 -- \
+		--dataset demo --out "$data/shards" --model "$data/model" --demo-samples 256
+	finish
+	[ -s "$data/shards/index.json" ] || fail "prep wrote no $data/shards/index.json"
+
+	local demo=(--pretrained-model-name-or-path "$data/model" --unet-config "$data/model/unet/config.json"
+		--dataset-dir "$data/shards" --train-micro-batch-size-per-gpu 4 --zero-optimization-stage 2
+		--log-interval 1 --save-interval 4)
+	say "chain: train.sbatch, the demo on 2 nodes × 2 tasks, ZeRO-2, 8 steps"
+	submit_wait 180 slurm/train.sbatch "${two_by_two[@]}" -- configs/demo.json "${demo[@]}" \
+		--output-dir "$work/run1" --max-train-steps 8
+	finish
+	ck=$work/run1/checkpoints/step-000008
+	[ -s "$ck/manifest.json" ] || fail "no checkpoint manifest $ck/manifest.json"
+	grep -qE '"world_size": *4' "$ck/manifest.json" || fail "$ck/manifest.json: world_size is not 4"
+	for r in 0 1 2 3; do
+		[ -s "$ck/rank-0000$r.safetensors" ] || fail "$ck: no part of rank $r"
+	done
+	bin/ckpt verify "$ck" >/dev/null || fail "ckpt verify $ck"
+	expect_log '^step 8/8 '
+	expect_log '^train\.sbatch: training finished'
+	say "chain: ok: a complete checkpoint of 4 parts at step 8"
+
+	steps=40
+	say "chain: train.sbatch, $steps steps stopped by USR1, requeued and resumed"
+	submit_wait 300 slurm/train.sbatch "${two_by_two[@]}" -- configs/demo.json "${demo[@]}" \
+		--output-dir "$work/run2" --max-train-steps "$steps"
+	stop_and_requeue '^step 3/'
+	wait_until 60 "job $job: second run" log_has '^train\.sbatch: job [0-9]+ run 2,'
+	finish
+	expect_log '^train\.sbatch: stopped with code 75 after SIGUSR1 and its checkpoint; requeueing job'
+	expect_log "^resumed from .*/run2/checkpoints/step-[0-9]+ at step ([3-9]|[1-3][0-9])$"
+	expect_log "^step $steps/$steps "
+	expect_log '^train\.sbatch: training finished'
+	say "chain: ok: $(grep -m1 -E '^resumed from' "$log")"
+
+	say "chain: ckpt merge and sample.sbatch"
+	bin/ckpt merge "$work/run2/checkpoints/step-0000$steps" -o "$work/unet.safetensors"
+	submit_wait 120 slurm/sample.sbatch --cpus-per-task=2 -- \
+		--model "$data/model" --unet "$work/unet.safetensors" --prompt "a red circle" \
+		--steps 4 --seed 1 -o "$work/sample.png"
+	finish
+	[ -s "$work/sample.png" ] || fail "sample.sbatch wrote no $work/sample.png"
+	say "chain: ok: $work/sample.png"
+}
+
+case $parts in
+script) test_script ;;
+chain) test_chain ;;
+all)
+	test_script
+	test_chain
+	;;
+esac
+say "passed ($parts)"
