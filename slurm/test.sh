@@ -6,7 +6,8 @@
 #           train: 2 nodes × 2 tasks, one GPU and one rank each, one secret for
 #           all; then USR1 to the batch shell mid-run → every rank exits 75 →
 #           requeue → the second run resumes where the first stopped and
-#           finishes. Tests the script's own logic in seconds.
+#           finishes; scancel → every rank checkpoints, and the job stays
+#           cancelled. Tests the script's own logic in seconds.
 #   chain   the real binaries: prep.sbatch makes the demo shards; train.sbatch
 #           trains the demo on 2 nodes × 2 tasks with ZeRO-2 and leaves a
 #           complete checkpoint of 4 parts; a second run stopped by USR1 is
@@ -70,39 +71,49 @@ job_field() {
 	scontrol show job -o "$1" 2>/dev/null | tr ' ' '\n' | sed -n "s/^$2=//p"
 }
 
-# submit_wait SECONDS SCRIPT [SBATCH_OPTIONS...] -- [SCRIPT_ARGS...]: submits
-# with `sbatch --wait` under `timeout`, in the background; sets job (the id),
-# log (its output file) and waiter (the pid whose exit code is the job's).
-submit_wait() {
-	local limit=$1 script=$2 name opts=()
-	shift 2
+# submit SCRIPT [SBATCH_OPTIONS...] -- [SCRIPT_ARGS...]: submits; sets job (the
+# id) and log (its output file).
+submit() {
+	local script=$1 name opts=()
+	shift
 	while [ "$1" != -- ]; do
 		opts+=("$1")
 		shift
 	done
 	shift
 	name=$(sed -n 's/^#SBATCH --job-name=//p' "$script")
-	timeout "$limit" sbatch --wait --parsable --output="$work/logs/%x-%j.out" "${opts[@]}" "$script" "$@" >"$work/sbatch.out" &
-	waiter=$!
-	wait_until 10 "job id of $script" test -s "$work/sbatch.out"
-	job=$(head -n 1 "$work/sbatch.out")
+	job=$(sbatch --parsable --output="$work/logs/%x-%j.out" "${opts[@]}" "$script" "$@")
 	jobs_submitted+=("$job")
 	log=$work/logs/$name-$job.out
 }
 
-# finish waits for the sbatch --wait of submit_wait and demands exit code 0.
+# ended ID: the job is over for good (a requeued job passes through REQUEUED
+# and PENDING, which are not ends).
+ended() {
+	case $(job_field "$1" JobState) in
+	COMPLETED | FAILED | CANCELLED | TIMEOUT | NODE_FAIL | OUT_OF_MEMORY | BOOT_FAIL | DEADLINE | PREEMPTED) return 0 ;;
+	*) return 1 ;;
+	esac
+}
+
+# finish SECONDS waits for the job's end and demands COMPLETED with exit code
+# 0. (It polls rather than using sbatch --wait, whose polling interval grows
+# to several seconds.)
 finish() {
-	local rc=0
-	wait "$waiter" || rc=$?
-	[ "$rc" = 124 ] && fail "job $job still $(job_field "$job" JobState) when its timeout ran out"
-	[ "$rc" = 0 ] || fail "job $job ended with exit code $rc ($(job_field "$job" JobState))"
+	wait_until "$1" "job $job ending (now $(job_field "$job" JobState))" ended "$job"
+	local state code
+	state=$(job_field "$job" JobState)
+	code=$(job_field "$job" ExitCode)
+	if [ "$state" != COMPLETED ] || [ "$code" != 0:0 ]; then
+		fail "job $job ended $state with exit code $code"
+	fi
 }
 
 # log_has PATTERN [COUNT]: the job log has at least COUNT lines matching the
 # extended regular expression PATTERN.
 log_has() {
 	local n
-	n=$(grep -cE -- "$1" "$log" || true)
+	n=$(grep -cE -- "$1" "$log" 2>/dev/null || true)
 	((n >= ${2:-1}))
 }
 expect_log() {
@@ -145,9 +156,9 @@ two_by_two=(--nodes=2 --ntasks-per-node=2 --cpus-per-task=1)
 test_script() {
 	local out=$work/standin a b
 	say "script: train.sbatch with stand-ins, 2 nodes × 2 tasks"
-	submit_wait 60 slurm/train.sbatch "${two_by_two[@]}" --export=ALL,ZERODIFF_BIN=slurm/standin -- \
+	submit slurm/train.sbatch "${two_by_two[@]}" --export=ALL,ZERODIFF_BIN=slurm/standin -- \
 		none --output-dir "$out/a" --max-train-steps 5
-	finish
+	finish 60
 	for r in 0 1 2 3; do
 		expect_log "^standin launch: rank $r of 4, local rank $((r % 2)) on n$((r / 2 + 1)), CUDA_VISIBLE_DEVICES=$((r % 2))$"
 		[ "$(cat "$out/a/rank-$r.step")" = 5 ] || fail "stand-in rank $r did not reach step 5"
@@ -156,12 +167,12 @@ test_script() {
 	expect_log '^train\.sbatch: training finished'
 	say "script: ok: 4 ranks on n1 and n2, one GPU each, one secret"
 
-	submit_wait 60 slurm/train.sbatch "${two_by_two[@]}" --export=ALL,ZERODIFF_BIN=slurm/standin -- \
+	submit slurm/train.sbatch "${two_by_two[@]}" --export=ALL,ZERODIFF_BIN=slurm/standin -- \
 		none --output-dir "$out/b" --max-train-steps 40
 	stop_and_requeue '^step 5/40$'
 	a=$(cat "$out/b/secret-0")
 	wait_until 60 "job $job: second run" log_has '^train\.sbatch: job [0-9]+ run 2,'
-	finish
+	finish 60
 	expect_log '^train\.sbatch: SIGUSR1 at '
 	expect_log 'stopped by signal at step [0-9]+; checkpoint written, exiting with code 75' 4
 	expect_log '^train\.sbatch: stopped with code 75 after SIGUSR1 and its checkpoint; requeueing job'
@@ -172,24 +183,35 @@ test_script() {
 	b=$(cat "$out/b/secret-0")
 	[ "$(sort -u "$out"/b/secret-* | wc -l)" = 1 ] || fail "the ranks of the second run got different ZERODIFF_SECRETs"
 	[ "$a" != "$b" ] || fail "the requeued run kept the first run's ZERODIFF_SECRET"
-	say "script: ok: USR1 → exit 75 on every rank → requeue → resumed at $(grep -m1 -oE 'at step [0-9]+$' "$log") → finished"
+	say "script: ok: USR1 → exit 75 on every rank → requeue → resumed $(grep -m1 -oE 'at step [0-9]+$' "$log") → finished"
+
+	submit slurm/train.sbatch "${two_by_two[@]}" --export=ALL,ZERODIFF_BIN=slurm/standin -- \
+		none --output-dir "$out/c" --max-train-steps 40
+	wait_until 60 "job $job: log line 'step 3/40'" log_has '^step 3/40$'
+	scancel "$job"
+	wait_until 30 "job $job ending after scancel" ended "$job"
+	[ "$(job_field "$job" JobState)" = CANCELLED ] || fail "job $job: $(job_field "$job" JobState) after scancel, want CANCELLED"
+	[ "$(job_field "$job" Restarts)" = 0 ] || fail "job $job was requeued after scancel"
+	expect_log 'exiting with code 75' 4
+	expect_log '^train\.sbatch: stopped by SIGTERM after the checkpoint; resubmit'
+	say "script: ok: scancel → every rank checkpoints → cancelled, not requeued"
 }
 
 test_chain() {
 	local data=$work/demo ck steps
 	say "chain: prep.sbatch, the demo data set"
-	submit_wait 120 slurm/prep.sbatch --cpus-per-task=2 -- \
+	submit slurm/prep.sbatch --cpus-per-task=2 -- \
 		--dataset demo --out "$data/shards" --model "$data/model" --demo-samples 256
-	finish
+	finish 120
 	[ -s "$data/shards/index.json" ] || fail "prep wrote no $data/shards/index.json"
 
 	local demo=(--pretrained-model-name-or-path "$data/model" --unet-config "$data/model/unet/config.json"
 		--dataset-dir "$data/shards" --train-micro-batch-size-per-gpu 4 --zero-optimization-stage 2
 		--log-interval 1 --save-interval 4)
 	say "chain: train.sbatch, the demo on 2 nodes × 2 tasks, ZeRO-2, 8 steps"
-	submit_wait 180 slurm/train.sbatch "${two_by_two[@]}" -- configs/demo.json "${demo[@]}" \
+	submit slurm/train.sbatch "${two_by_two[@]}" -- configs/demo.json "${demo[@]}" \
 		--output-dir "$work/run1" --max-train-steps 8
-	finish
+	finish 180
 	ck=$work/run1/checkpoints/step-000008
 	[ -s "$ck/manifest.json" ] || fail "no checkpoint manifest $ck/manifest.json"
 	grep -qE '"world_size": *4' "$ck/manifest.json" || fail "$ck/manifest.json: world_size is not 4"
@@ -203,11 +225,11 @@ test_chain() {
 
 	steps=40
 	say "chain: train.sbatch, $steps steps stopped by USR1, requeued and resumed"
-	submit_wait 300 slurm/train.sbatch "${two_by_two[@]}" -- configs/demo.json "${demo[@]}" \
+	submit slurm/train.sbatch "${two_by_two[@]}" -- configs/demo.json "${demo[@]}" \
 		--output-dir "$work/run2" --max-train-steps "$steps"
 	stop_and_requeue '^step 3/'
 	wait_until 60 "job $job: second run" log_has '^train\.sbatch: job [0-9]+ run 2,'
-	finish
+	finish 300
 	expect_log '^train\.sbatch: stopped with code 75 after SIGUSR1 and its checkpoint; requeueing job'
 	expect_log "^resumed from .*/run2/checkpoints/step-[0-9]+ at step ([3-9]|[1-3][0-9])$"
 	expect_log "^step $steps/$steps "
@@ -216,10 +238,10 @@ test_chain() {
 
 	say "chain: ckpt merge and sample.sbatch"
 	bin/ckpt merge "$work/run2/checkpoints/step-0000$steps" -o "$work/unet.safetensors"
-	submit_wait 120 slurm/sample.sbatch --cpus-per-task=2 -- \
+	submit slurm/sample.sbatch --cpus-per-task=2 -- \
 		--model "$data/model" --unet "$work/unet.safetensors" --prompt "a red circle" \
 		--steps 4 --seed 1 -o "$work/sample.png"
-	finish
+	finish 120
 	[ -s "$work/sample.png" ] || fail "sample.sbatch wrote no $work/sample.png"
 	say "chain: ok: $work/sample.png"
 }

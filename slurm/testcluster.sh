@@ -97,6 +97,29 @@ EOF
 	echo "Name=gpu File=/dev/null,/dev/zero" >"$dir/etc/gres.conf"
 }
 
+# hosts_mark ends the /etc/hosts line that makes the node names resolve.
+hosts_mark="# zerodiff test cluster ($dir)"
+
+# name_nodes makes the node names resolve to this machine, as node names do on
+# a cluster: launch reaches rank 0's rendezvous through the first name of
+# SLURM_STEP_NODELIST. Only names that do not resolve yet are added.
+name_nodes() {
+	local n missing=()
+	for n in "${nodes[@]}"; do getent hosts "$n" >/dev/null || missing+=("$n"); done
+	[ "${#missing[@]}" = 0 ] && return
+	log "adding ${missing[*]} to /etc/hosts"
+	echo "127.0.0.1 ${missing[*]} $hosts_mark" >>/etc/hosts
+}
+
+# unname_nodes removes the line name_nodes added, rewriting /etc/hosts in
+# place (in a container it is often a bind mount, which cannot be replaced).
+unname_nodes() {
+	grep -qF "$hosts_mark" /etc/hosts || return 0
+	local kept
+	kept=$(grep -vF "$hosts_mark" /etc/hosts)
+	printf '%s\n' "$kept" >/etc/hosts
+}
+
 # alive reports whether the pid in file $1 is a running process.
 alive() {
 	[ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null
@@ -110,8 +133,7 @@ start_munge() {
 	install -d -o munge -g munge -m 0755 /run/munge
 	runuser -u munge -- /usr/sbin/munged
 	touch "$dir/run/munged.ours"
-	local i
-	for i in $(seq 50); do
+	for _ in $(seq 50); do
 		munge -n 2>/dev/null | unmunge >/dev/null 2>&1 && return
 		sleep 0.1
 	done
@@ -121,8 +143,8 @@ start_munge() {
 # wait_idle waits (at most 30 s) until every node is idle; a node left down or
 # drained by an earlier run is resumed once.
 wait_idle() {
-	local i states resumed=0
-	for i in $(seq 60); do
+	local _ states resumed=0
+	for _ in $(seq 60); do
 		states=$(sinfo -h -N -o '%N %t' 2>/dev/null | sort -u || true)
 		if [ -n "$states" ] && ! grep -qv ' idle$' <<<"$states"; then
 			[ "$(wc -l <<<"$states")" -eq "${#nodes[@]}" ] && return
@@ -146,6 +168,7 @@ start() {
 	install_slurm
 	[ "$(id -u)" = 0 ] || die "the test cluster's daemons run as root"
 	write_config
+	name_nodes
 	start_munge
 	if ! alive "$dir/run/slurmctld.pid"; then
 		log "starting slurmctld on port $ctld_port"
@@ -164,11 +187,11 @@ start() {
 
 # stop_pid sends TERM to the process in pid file $1 and waits up to 10 s.
 stop_pid() {
-	local f=$1 pid i
+	local f=$1 pid _
 	alive "$f" || return 0
 	pid=$(cat "$f")
 	kill "$pid"
-	for i in $(seq 100); do
+	for _ in $(seq 100); do
 		kill -0 "$pid" 2>/dev/null || return 0
 		sleep 0.1
 	done
@@ -183,6 +206,7 @@ stop() {
 		stop_pid /run/munge/munged.pid
 		rm -f "$dir/run/munged.ours"
 	fi
+	unname_nodes
 	log "stopped"
 }
 

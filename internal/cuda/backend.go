@@ -355,3 +355,15 @@ func mustSameLen(op string, a, b *tensor.Tensor) {
 
 // compile-time check that Backend is a tensor.Backend.
 var _ tensor.Backend = (*Backend)(nil)
+
+// ptrOff is the byte offset of n float32 elements, to add to a device pointer.
+func ptrOff(n int) cu.DevicePtr { return cu.DevicePtr(4 * n) }
+
+// i64 returns the device pointer of an I64 tensor.
+func (b *Backend) i64(t *tensor.Tensor) cu.DevicePtr {
+	s := b.store(t)
+	if s.dt != tensor.I64 {
+		panic(fmt.Sprintf("cuda: %v: want I64 ids", t))
+	}
+	return s.ptr
+}

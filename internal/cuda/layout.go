@@ -5,6 +5,8 @@ package cuda
 import (
 	"fmt"
 
+	"gorgonia.org/cu"
+
 	"github.com/zerodiff/zerodiff/internal/tensor"
 )
 
@@ -34,7 +36,9 @@ func (b *Backend) Split(ys []*tensor.Tensor, axis int, x *tensor.Tensor) {
 	}
 }
 
-func (b *Backend) copyRows(dst any, dstOff, dstStride int, src any, srcOff, srcStride, rows, width int) {
+// copyRows copies rows runs of width elements from src (srcStride apart,
+// from srcOff) to dst (dstStride apart, from dstOff).
+func (b *Backend) copyRows(dst cu.DevicePtr, dstOff, dstStride int, src cu.DevicePtr, srcOff, srcStride, rows, width int) {
 	if rows*width == 0 {
 		return
 	}

@@ -102,6 +102,11 @@ type Ring struct {
 	aborted  chan struct{} // closed when err is set
 	closed   bool
 	rightBye bool // the right neighbour closed its communicator
+
+	// wmu makes frames on the data stream whole: the sender holds it for
+	// each frame, abort and Close to add theirs.
+	wmu      sync.Mutex
+	rightCut bool // a frame write failed part way; under wmu
 }
 
 var _ Comm = (*Ring)(nil)
@@ -156,7 +161,8 @@ func (r *Ring) right1() int { return (r.rank + 1) % r.world }
 
 // connect listens, exchanges addresses and the token through the Store, and
 // connects both neighbours at once (with two ranks each is the other's left
-// and right, so neither may wait for the other).
+// and right, so neither may wait for the other). It accepts as soon as it has
+// the token, so that a slow left neighbour finds it listening.
 func (r *Ring) connect(st Store) error {
 	ln, err := net.Listen("tcp", r.cfg.Listen)
 	if err != nil {
@@ -186,11 +192,7 @@ func (r *Ring) connect(st Store) error {
 	if err != nil {
 		return fmt.Errorf("address of rank %d: %w", r.right1(), err)
 	}
-	la, err := st.Get(r.key("addr", strconv.Itoa(r.left1())), r.cfg.Timeout)
-	if err != nil {
-		return fmt.Errorf("address of rank %d: %w", r.left1(), err)
-	}
-	r.rightAddr, r.leftAddr = string(ra), string(la)
+	r.rightAddr = string(ra)
 
 	deadline := time.Now().Add(r.cfg.Timeout)
 	var errAccept error
@@ -215,6 +217,12 @@ func (r *Ring) connect(st Store) error {
 			return fmt.Errorf("set TCP_NODELAY: %w", err)
 		}
 	}
+	// The left neighbour published its address before it connected.
+	la, err := st.Get(r.key("addr", strconv.Itoa(r.left1())), r.cfg.Timeout)
+	if err != nil {
+		return fmt.Errorf("address of rank %d: %w", r.left1(), err)
+	}
+	r.leftAddr = string(la)
 	return nil
 }
 
@@ -263,8 +271,8 @@ func (r *Ring) acceptLeft(ln *net.TCPListener, token []byte, deadline time.Time)
 	for {
 		c, err := ln.AcceptTCP()
 		if err != nil {
-			return nil, fmt.Errorf("rank %d (%s) did not connect within %v (%d other connections refused): %w",
-				r.left1(), r.leftAddr, r.cfg.Timeout, refused, err)
+			return nil, fmt.Errorf("rank %d did not connect within %v (%d other connections refused): %w",
+				r.left1(), r.cfg.Timeout, refused, err)
 		}
 		if err := r.checkLeft(c, token, deadline); err != nil {
 			refused++
@@ -377,8 +385,10 @@ func (r *Ring) Abort(err error) {
 }
 
 // abort records the first failure, unblocks this rank's goroutines and
-// passes the failure to the left neighbour, which passes it on; then it ends
-// both data streams.
+// tells both neighbours, which pass it on: leftwards on the control stream,
+// rightwards on the data stream (unless a frame was cut short there, when
+// the right neighbour hears it from the other side of the ring). Then it
+// ends both streams.
 func (r *Ring) abort(pe *PeerError) {
 	r.mu.Lock()
 	if r.err != nil {
@@ -397,9 +407,16 @@ func (r *Ring) abort(pe *PeerError) {
 	past := time.Unix(1, 0)
 	r.left.SetReadDeadline(past)
 	r.right.SetWriteDeadline(past)
+	msg := abortFrame(pe)
 	r.left.SetWriteDeadline(time.Now().Add(time.Second))
-	r.left.Write(abortFrame(pe))
+	r.left.Write(msg)
 	r.left.CloseWrite()
+	r.wmu.Lock()
+	if !r.rightCut {
+		r.right.SetWriteDeadline(time.Now().Add(time.Second))
+		r.right.Write(msg)
+	}
+	r.wmu.Unlock()
 	r.right.CloseWrite()
 }
 
@@ -477,8 +494,10 @@ func (r *Ring) Close() error {
 	}
 	if orderly {
 		bye := byeFrame()
+		r.wmu.Lock()
 		r.right.SetWriteDeadline(time.Now().Add(time.Second))
 		r.right.Write(bye)
+		r.wmu.Unlock()
 		r.left.SetWriteDeadline(time.Now().Add(time.Second))
 		r.left.Write(bye)
 	}

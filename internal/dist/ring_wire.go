@@ -163,12 +163,27 @@ func (r *Ring) sendLoop() {
 
 func (r *Ring) send(p *plan) {
 	for i, u := range p.sends {
-		if !r.wait(func() bool { return p.recvd >= u.after }) || !r.armWrite() {
+		if !r.wait(func() bool { return p.recvd >= u.after || r.rightBye }) {
+			return
+		}
+		r.mu.Lock()
+		bye := r.rightBye
+		r.mu.Unlock()
+		if bye {
+			r.abort(&PeerError{Rank: r.right1(), Addr: r.rightAddr, Observer: r.rank,
+				Reason: fmt.Sprintf("closed its communicator while rank %d is in %v", r.rank, p.call)})
+			return
+		}
+		if !r.armWrite() {
 			return
 		}
 		h := header(kindData, p.call, 4*len(u.buf))
 		frame := net.Buffers{h[:], bytesOf(u.buf)}
-		if _, err := frame.WriteTo(r.right); err != nil {
+		r.wmu.Lock()
+		_, err := frame.WriteTo(r.right)
+		r.rightCut = err != nil
+		r.wmu.Unlock()
+		if err != nil {
 			r.peerFailed(r.right1(), r.rightAddr, true, err)
 			return
 		}
@@ -194,6 +209,10 @@ func (r *Ring) receive(p *plan) {
 			r.peerFailed(r.left1(), r.leftAddr, false, err)
 			return
 		}
+		if kind, _, n := parseHeader(h[:]); kind == kindAbort {
+			r.abort(r.readAbort(r.left, r.left1(), r.leftAddr, n))
+			return
+		}
 		if pe := r.checkFrame(h[:], p.call, len(u.dst)); pe != nil {
 			r.abort(pe)
 			return
@@ -216,6 +235,25 @@ func (r *Ring) receive(p *plan) {
 		}
 		r.progress(&p.recvd, i+1)
 	}
+}
+
+// readAbort reads the payload of an abort frame from a neighbour: the
+// failure that it saw or passes on.
+func (r *Ring) readAbort(c net.Conn, peer int, addr string, n uint64) *PeerError {
+	pe := &PeerError{Rank: peer, Addr: addr, Observer: r.rank}
+	if n > maxCtrlPayload {
+		pe.Reason = fmt.Sprintf("sent an abort message of %d bytes (not a zerodiff ring of this version?)", n)
+		return pe
+	}
+	msg := make([]byte, n)
+	if _, err := io.ReadFull(c, msg); err != nil {
+		pe.Reason = fmt.Sprintf("aborted, and its message was cut short (%v)", err)
+		return pe
+	}
+	if err := json.Unmarshal(msg, pe); err != nil {
+		pe.Reason = fmt.Sprintf("sent an unreadable abort message (%v)", err)
+	}
+	return pe
 }
 
 // checkFrame compares a data frame's header with the collective this rank
@@ -261,18 +299,11 @@ func (r *Ring) ctrlLoop() {
 		case kind == kindBye:
 			r.mu.Lock()
 			r.rightBye = true
+			r.cond.Broadcast()
 			r.mu.Unlock()
-		case kind == kindAbort && n <= maxCtrlPayload:
-			msg := make([]byte, n)
-			var pe PeerError
-			if _, err := io.ReadFull(r.right, msg); err != nil {
-				r.peerFailed(r.right1(), r.rightAddr, false, err)
-				return
-			}
-			if err := json.Unmarshal(msg, &pe); err != nil {
-				pe = PeerError{Rank: r.right1(), Addr: r.rightAddr, Reason: fmt.Sprintf("sent an unreadable abort message (%v)", err), Observer: r.rank}
-			}
-			r.abort(&pe)
+		case kind == kindAbort:
+			r.abort(r.readAbort(r.right, r.right1(), r.rightAddr, n))
+			return
 		default:
 			r.abort(&PeerError{Rank: r.right1(), Addr: r.rightAddr, Observer: r.rank,
 				Reason: fmt.Sprintf("sent a control frame of kind %d and %d bytes (not a zerodiff ring of this version?)", kind, n)})

@@ -73,7 +73,7 @@ func Save(be tensor.Backend, path string, s *Set, format string) error {
 	if s.Params.W == nil {
 		return fmt.Errorf("lora save %s: adapters not allocated", path)
 	}
-	v := make([]float32, s.Params.Size) // (Size)
+	v := make([]float32, s.Params.W.Numel()) // (Size, padded)
 	be.Download(v, s.Params.W)
 	var out []safetensors.Tensor
 	add := func(key string, p *nn.Param) {

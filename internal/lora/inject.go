@@ -171,12 +171,18 @@ func newSet(model *nn.Table, specs []spec) (*Set, error) {
 // Alloc creates the adapters' buffers on be, with gradient buffers when
 // grads (training), and uploads their initial or loaded values. Call it once,
 // before the model's next Forward.
-func (s *Set) Alloc(be tensor.Backend, grads bool) {
+func (s *Set) Alloc(be tensor.Backend, grads bool) { s.AllocPadded(be, grads, 1) }
+
+// AllocPadded is Alloc with the flat buffers padded to a multiple of
+// multiple elements, as ZeRO cuts them (nn.Table.AllocPadded).
+func (s *Set) AllocPadded(be tensor.Backend, grads bool, multiple int) {
 	if s.values == nil {
 		panic("lora: Set.Alloc called twice")
 	}
-	s.Params.Alloc(be, grads)
-	be.Upload(s.Params.W, s.values)
+	s.Params.AllocPadded(be, grads, multiple)
+	v := make([]float32, s.Params.W.Numel()) // (padded Size)
+	copy(v, s.values)
+	be.Upload(s.Params.W, v)
 	s.values = nil
 }
 

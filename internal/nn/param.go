@@ -78,10 +78,16 @@ func (b *Builder) Table() *Table { return b.table }
 // to its view; with grads it does the same for gradients. A table without
 // gradients is frozen: layers skip its weight gradients (LoRA training keeps
 // the base model so).
-func (t *Table) Alloc(be tensor.Backend, grads bool) {
-	t.W = be.New(tensor.F32, t.Size) // (Size)
+func (t *Table) Alloc(be tensor.Backend, grads bool) { t.AllocPadded(be, grads, 1) }
+
+// AllocPadded is Alloc with the flat buffers rounded up to a multiple of
+// multiple elements (zeros past Size), so that ZeRO can cut them into equal
+// chunks, one per rank.
+func (t *Table) AllocPadded(be tensor.Backend, grads bool, multiple int) {
+	n := (t.Size + multiple - 1) / multiple * multiple
+	t.W = be.New(tensor.F32, n) // (Size rounded up)
 	if grads {
-		t.G = be.New(tensor.F32, t.Size) // (Size)
+		t.G = be.New(tensor.F32, n) // (Size rounded up)
 	}
 	for _, p := range t.Params {
 		p.W = be.View(t.W, p.Offset, p.Shape...)

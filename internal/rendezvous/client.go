@@ -141,11 +141,12 @@ func dialOne(host string, port int, o Options) (*Client, error) {
 }
 
 func handshakeClient(conn net.Conn, addr string, port int, o Options) (*Client, error) {
-	conn.SetDeadline(time.Now().Add(handshakeTimeout))
+	conn.SetDeadline(time.Now().Add(greetingTimeout))
 	greeting := make([]byte, len(magic)+nonceSize)
 	if _, err := io.ReadFull(conn, greeting); err != nil {
 		return nil, fmt.Errorf("no greeting: %w", err)
 	}
+	conn.SetDeadline(time.Now().Add(handshakeTimeout))
 	if string(greeting[:len(magic)]) != magic {
 		return nil, errors.New("not a rendezvous server")
 	}

@@ -49,6 +49,10 @@ func Key(secret, scope string) []byte {
 	return m.Sum(nil)
 }
 
+// JobScope is the scope of a job named by the user (launch --job-id, the
+// rendezvous tool's --job-id) on machines without Slurm.
+func JobScope(jobID string) string { return "job " + jobID }
+
 // BasePort is the first port of a job's sequence: 20000 + FNV-1a(jobID) mod
 // 20000, so that jobs sharing a node most likely start on different ports.
 func BasePort(jobID string) int {

@@ -28,7 +28,8 @@ type ServerConfig struct {
 	// JoinTimeout bounds the wait for every rank to join; after it the job is
 	// aborted naming the missing ranks (default 5 min).
 	JoinTimeout time.Duration
-	// Logf reports refusals, losses and aborts (default: standard error).
+	// Logf reports refusals and busy ports (default: standard error); the
+	// abort is for the caller to report (Err).
 	Logf func(format string, args ...any)
 }
 
@@ -600,7 +601,6 @@ func (s *Server) abort(ev Event) {
 	}
 	s.aborted = &ev
 	s.joinTimer.Stop()
-	s.cfg.Logf("job aborted: %v", ev)
 	for key, ws := range s.gets {
 		for _, w := range ws {
 			w.stop()

@@ -48,6 +48,11 @@ const (
 	maxFrame = 64 << 20
 	// handshakeTimeout bounds the greeting, hello and welcome exchange.
 	handshakeTimeout = 5 * time.Second
+	// greetingTimeout bounds a client's wait for the server's greeting,
+	// sent on accept: a port held by a program that waits for its client to
+	// speak first (a web server, say) costs this much per try. A server too
+	// busy to greet in time is found again on the next pass.
+	greetingTimeout = time.Second
 )
 
 // Role says what a member is: a worker (train, prep, sample) using the store,

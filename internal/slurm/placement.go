@@ -92,8 +92,8 @@ func FromEnv(lookup func(string) (string, bool)) (Placement, error) {
 			return p, err
 		}
 	}
-	if p.Device, err = device(lookup, p.LocalRank); err != nil {
-		return p, err
+	if p.Device, err = DeviceIndex(lookup, p.LocalRank); err != nil {
+		return p, fmt.Errorf("SLURM_LOCALID=%d: %w", p.LocalRank, err)
 	}
 	return p, nil
 }
@@ -126,11 +126,12 @@ func localWorld(lookup func(string) (string, bool), p Placement) (int, error) {
 	return counts[p.Node], nil
 }
 
-// device picks the CUDA device index from CUDA_VISIBLE_DEVICES (REFERENCE
-// §6): one visible device → 0; several → the local rank; unset → the local
-// rank (every device of the node is visible); empty or Slurm's NoDevFiles →
-// -1 (no GPU).
-func device(lookup func(string) (string, bool), localRank int) (int, error) {
+// DeviceIndex picks the CUDA device of a task from CUDA_VISIBLE_DEVICES
+// (REFERENCE §6), counted within the visible devices: one visible device →
+// 0 (--gpus-per-task=1); several → the local rank (--gres=gpu:N); unset →
+// the local rank (every device of the node is visible); empty or Slurm's
+// NoDevFiles → -1 (no GPU).
+func DeviceIndex(lookup func(string) (string, bool), localRank int) (int, error) {
 	v, ok := lookup("CUDA_VISIBLE_DEVICES")
 	if !ok {
 		return localRank, nil
@@ -144,7 +145,7 @@ func device(lookup func(string) (string, bool), localRank int) (int, error) {
 		return 0, nil
 	}
 	if localRank >= n {
-		return 0, fmt.Errorf("CUDA_VISIBLE_DEVICES=%s lists %d devices, too few for SLURM_LOCALID=%d", v, n, localRank)
+		return 0, fmt.Errorf("CUDA_VISIBLE_DEVICES=%s lists %d devices, too few for local rank %d", v, n, localRank)
 	}
 	return localRank, nil
 }

@@ -97,7 +97,7 @@ func TestFromEnvErrors(t *testing.T) {
 		{"no job id", twoByTwo.with("SLURM_JOB_ID", ""), "SLURM_JOB_ID / SLURM_JOBID is not set"},
 		{"bad restart count", twoByTwo.with("SLURM_RESTART_COUNT", "-1"), "SLURM_RESTART_COUNT"},
 		{"too few devices", twoByTwo.with("CUDA_VISIBLE_DEVICES", "0,1", "SLURM_TASKS_PER_NODE", "1,3", "SLURM_LOCALID", "2"),
-			"CUDA_VISIBLE_DEVICES=0,1 lists 2 devices, too few for SLURM_LOCALID=2"},
+			"SLURM_LOCALID=2: CUDA_VISIBLE_DEVICES=0,1 lists 2 devices, too few for local rank 2"},
 	}
 	for _, tt := range tests {
 		got, err := FromEnv(tt.env.lookup)

@@ -1,11 +1,15 @@
 package train
 
 import (
+	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"math"
 
 	"github.com/zerodiff/zerodiff/internal/ckpt"
 	"github.com/zerodiff/zerodiff/internal/cpu"
+	"github.com/zerodiff/zerodiff/internal/tensor"
 )
 
 // loraMeta is what a checkpoint records of the adapters, so that `ckpt`
@@ -16,38 +20,65 @@ type loraMeta struct {
 	Targets []string `json:"target_modules"`
 }
 
-// buffers are the flat training buffers, by checkpoint name.
-func (j *Job) buffers() (names []string, bufs map[string][]float32) {
+// partBuffers are this rank's chunk [Lo, Hi) of each training buffer, by
+// checkpoint name: what its part of a checkpoint holds.
+func (j *Job) partBuffers() (names []string, bufs map[string][]float32) {
 	s := j.step
-	bufs = map[string][]float32{ckpt.Weights: cpu.Data(s.Trainable.W), ckpt.ExpAvg: s.M, ckpt.ExpAvgSq: s.V}
+	lo, hi := s.Lo, s.Hi
+	own := func(b []float32) []float32 { // b covers own(); cut it to [Lo, Hi)
+		if s.Stage == 0 {
+			return b[lo:hi]
+		}
+		return b
+	}
+	bufs = map[string][]float32{ckpt.Weights: cpu.Data(s.Trainable.W)[lo:hi], ckpt.ExpAvg: own(s.M), ckpt.ExpAvgSq: own(s.V)}
 	names = []string{ckpt.Weights, ckpt.ExpAvg, ckpt.ExpAvgSq}
 	if s.Shadow != nil {
-		bufs[ckpt.EMA] = s.Shadow
+		bufs[ckpt.EMA] = own(s.Shadow)
 		names = append(names, ckpt.EMA)
 	}
 	return names, bufs
 }
 
-// save writes the checkpoint of the current step and prunes old ones. A
-// step that already has a complete checkpoint is not written again.
+// save writes the checkpoint of the current step: every rank its part, then
+// rank 0 the manifest that makes it count, then old ones are pruned. A step
+// that already has a complete checkpoint is not written again.
 func (j *Job) save() error {
 	s := j.step
 	dir := ckpt.StepDir(j.Cfg.CheckpointDir, s.Steps)
 	if c, err := ckpt.Open(dir); err == nil && c.Manifest.Step == s.Steps {
 		return nil
 	}
-	names, bufs := j.buffers()
-	part, err := ckpt.WritePart(dir, 0, 0, s.Trainable.Size, names, bufs)
-	if err != nil {
-		return fmt.Errorf("checkpoint: %w", err)
+	names, bufs := j.partBuffers()
+	var part ckpt.Part
+	if s.Hi > s.Lo {
+		var err error
+		if part, err = ckpt.WritePart(dir, j.Comm.Rank(), s.Lo, s.Hi, names, bufs); err != nil {
+			return fmt.Errorf("checkpoint: rank %d: %w", j.Comm.Rank(), err)
+		}
 	}
+	parts, err := j.gatherParts(part)
+	if err != nil {
+		return err
+	}
+	if j.Comm.Rank() == 0 {
+		if err := j.commit(dir, names, parts); err != nil {
+			return err
+		}
+	}
+	// No rank goes on (or exits after a signal) before the checkpoint counts.
+	return j.Comm.Barrier()
+}
+
+func (j *Job) commit(dir string, names []string, parts []ckpt.Part) error {
+	s := j.step
 	st, err := j.marshalState()
 	if err != nil {
 		return err
 	}
 	m := ckpt.Manifest{
-		Step: s.Steps, Epoch: s.Steps / j.perEpoch, Sample: (s.Steps % j.perEpoch) * j.Cfg.MicroBatch * j.Cfg.GradAccum,
-		WorldSize: 1, Size: s.Trainable.Size, Buffers: names, Trainable: "unet", Parts: []ckpt.Part{part}, State: st,
+		Step: s.Steps, Epoch: s.Steps / j.perEpoch, Sample: (s.Steps % j.perEpoch) * j.Cfg.MicroBatch * j.Cfg.GradAccum * j.Comm.World(),
+		WorldSize: j.Comm.World(), Size: s.Trainable.Size, Buffers: names, Trainable: "unet", Parts: parts, State: st,
 	}
 	for _, p := range s.Trainable.Params {
 		m.Table = append(m.Table, ckpt.Entry{Name: p.Name, Shape: p.Shape, Offset: p.Offset})
@@ -67,7 +98,49 @@ func (j *Job) save() error {
 	return ckpt.Prune(j.Cfg.CheckpointDir, j.Cfg.KeepCheckpoints)
 }
 
-// resume loads the newest complete checkpoint when the config asks for it.
+// partWords is a Part as float32 words for an all-gather: rank, lo, hi and
+// the 32 bytes of its SHA-256, moved bit for bit.
+const partWords = 3 + 8
+
+// gatherParts collects every rank's Part (empty ranks, lo = hi, left out).
+func (j *Job) gatherParts(p ckpt.Part) ([]ckpt.Part, error) {
+	world := j.Comm.World()
+	all := j.be.New(tensor.F32, world*partWords) // (world, partWords)
+	mine := j.be.View(all, j.Comm.Rank()*partWords, partWords)
+	w := make([]float32, partWords)
+	for i, v := range []int{p.Rank, p.Lo, p.Hi} {
+		w[i] = math.Float32frombits(uint32(v))
+	}
+	if sum, err := hex.DecodeString(p.SHA256); err == nil && len(sum) == 32 {
+		for i := range 8 {
+			w[3+i] = math.Float32frombits(binary.LittleEndian.Uint32(sum[4*i:]))
+		}
+	}
+	j.be.Upload(mine, w)
+	if err := j.Comm.AllGather(all, mine); err != nil {
+		return nil, err
+	}
+	var parts []ckpt.Part
+	v := cpu.Data(all)
+	for r := range world {
+		rec := v[r*partWords : (r+1)*partWords]
+		q := ckpt.Part{Rank: int(math.Float32bits(rec[0])), Lo: int(math.Float32bits(rec[1])), Hi: int(math.Float32bits(rec[2]))}
+		if q.Hi == q.Lo {
+			continue
+		}
+		sum := make([]byte, 32)
+		for i := range 8 {
+			binary.LittleEndian.PutUint32(sum[4*i:], math.Float32bits(rec[3+i]))
+		}
+		q.File, q.SHA256 = ckpt.PartFile(q.Rank), hex.EncodeToString(sum)
+		parts = append(parts, q)
+	}
+	return parts, nil
+}
+
+// resume loads the newest complete checkpoint when the config asks for it:
+// every rank reads the whole weights and its own chunk of the optimizer
+// state, whatever world size wrote it.
 func (j *Job) resume() error {
 	var c *ckpt.Checkpoint
 	var err error
@@ -94,18 +167,27 @@ func (j *Job) resume() error {
 			return fmt.Errorf("resume from %s: tensor %d is %s there and %s here", c.Dir, i, e.Name, p.Name)
 		}
 	}
-	names, bufs := j.buffers()
-	for _, n := range names {
+	w, err := c.ReadRange(ckpt.Weights, 0, s.Trainable.Size)
+	if err != nil {
+		return err
+	}
+	copy(cpu.Data(s.Trainable.W), w)
+	lo, hi := s.own()
+	state := map[string][]float32{ckpt.ExpAvg: s.M, ckpt.ExpAvgSq: s.V}
+	if s.Shadow != nil {
+		state[ckpt.EMA] = s.Shadow
+	}
+	for n, b := range state {
 		if !c.HasBuffer(n) {
 			return fmt.Errorf("resume from %s: it has no %s buffer (was EMA off in that run?)", c.Dir, n)
 		}
-		v, err := c.ReadRange(n, 0, s.Trainable.Size)
+		v, err := c.ReadRange(n, lo, hi)
 		if err != nil {
 			return err
 		}
-		copy(bufs[n], v)
+		copy(b, v)
 	}
 	s.Steps = c.Manifest.Step
-	fmt.Fprintf(j.Out, "resumed from %s at step %d\n", c.Dir, s.Steps)
+	fmt.Fprintf(j.Out, "resumed from %s at step %d (written by %d rank(s), read by %d)\n", c.Dir, s.Steps, c.Manifest.WorldSize, j.Comm.World())
 	return nil
 }

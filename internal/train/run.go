@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/zerodiff/zerodiff/internal/cpu"
+	"github.com/zerodiff/zerodiff/internal/dist"
 	"github.com/zerodiff/zerodiff/internal/logx"
 	"github.com/zerodiff/zerodiff/internal/lora"
 	"github.com/zerodiff/zerodiff/internal/nn"
@@ -25,11 +26,13 @@ import (
 // the job should be requeued and will resume from it.
 var ErrStopped = errors.New("stopped by signal after a checkpoint")
 
-// Job is one training run on this process.
+// Job is one rank's part of a training run.
 type Job struct {
 	Cfg  Config
 	Data Dataset
-	// Out receives rank 0's progress lines.
+	// Comm joins the ranks; nil means a single process.
+	Comm dist.Comm
+	// Out receives rank 0's progress lines (other ranks stay silent but for errors).
 	Out io.Writer
 
 	be       tensor.Backend
@@ -57,7 +60,11 @@ func (j *Job) Run(ctx context.Context) error {
 	defer j.closeLogs()
 	c := &j.Cfg
 	for j.step.Steps < j.total {
-		if ctx.Err() != nil {
+		stop, err := j.agree(ctx.Err() != nil)
+		if err != nil {
+			return err
+		}
+		if stop {
 			if err := j.save(); err != nil {
 				return err
 			}
@@ -97,13 +104,19 @@ func (j *Job) start() error {
 		return err
 	}
 	j.be = cpu.New()
+	if j.Comm == nil {
+		j.Comm = dist.NewSolo(j.be)
+	}
+	if j.Comm.Rank() != 0 {
+		j.Out = io.Discard
+	}
 	if err := j.setup(); err != nil {
 		return err
 	}
-	g := c.MicroBatch * c.GradAccum
+	g := c.MicroBatch * c.GradAccum * j.Comm.World()
 	j.perEpoch = j.Data.Len() / g
 	if j.perEpoch == 0 {
-		return fmt.Errorf("data set %s has %d records, fewer than one global batch (%d = micro batch %d × accumulation %d)", c.DatasetDir, j.Data.Len(), g, c.MicroBatch, c.GradAccum)
+		return fmt.Errorf("data set %s has %d records, fewer than one global batch (%d = micro batch %d × accumulation %d × %d ranks)", c.DatasetDir, j.Data.Len(), g, c.MicroBatch, c.GradAccum, j.Comm.World())
 	}
 	j.total = c.MaxTrainSteps
 	if j.total == 0 {
@@ -115,8 +128,11 @@ func (j *Job) start() error {
 	if err := j.openLogs(); err != nil {
 		return err
 	}
-	fmt.Fprintf(j.Out, "train: %s, %d trainable parameters (%s), %d records, %d steps of %d samples (%d steps per epoch), from step %d\n",
-		j.what(), j.step.Trainable.Size, formatBytes(int64(j.step.Trainable.Size)*16), j.Data.Len(), j.total, g, j.perEpoch, j.step.Steps)
+	fmt.Fprintf(j.Out, "train: %s, %d trainable parameters, %d records, %d steps of %d samples (%d steps per epoch) on %d rank(s), ZeRO stage %d, from step %d\n",
+		j.what(), j.step.Trainable.Size, j.Data.Len(), j.total, g, j.perEpoch, j.Comm.World(), c.Zero.Stage, j.step.Steps)
+	fmt.Fprintf(j.Out, "train: model-state memory per rank %s: weights and gradients 2×4Ψ, Adam moments 8Ψ%s, EMA %s (Ψ = %d)\n",
+		formatBytes(j.step.ModelStateBytes()), map[bool]string{true: "/N", false: ""}[c.Zero.Stage > 0],
+		map[bool]string{true: "off", false: map[bool]string{true: "4Ψ/N", false: "4Ψ"}[c.Zero.Stage > 0]}[!c.UseEMA], j.step.Trainable.Size)
 	return nil
 }
 
@@ -134,6 +150,10 @@ func (j *Job) setup() error {
 	c := &j.Cfg
 	var err error
 	trainBase := !c.UseLoRA.Action
+	world := j.Comm.World()
+	if c.Zero.Stage == 3 {
+		return fmt.Errorf("config: zero_optimization.stage 3 (sharded parameters) is not implemented yet; stages 0, 1 and 2 are")
+	}
 	if c.UNetConfig != "" {
 		b, err := os.ReadFile(c.UNetConfig)
 		if err != nil {
@@ -146,9 +166,9 @@ func (j *Job) setup() error {
 		if j.unet, err = unet.New(uc); err != nil {
 			return err
 		}
-		j.unet.Params.Alloc(j.be, trainBase)
+		j.unet.Params.AllocPadded(j.be, trainBase, world)
 		nn.InitDefault(j.be, j.unet.Params, c.Seed, zeroLast)
-	} else if j.unet, err = unet.Load(j.be, c.PretrainedModel, trainBase); err != nil {
+	} else if j.unet, err = unet.LoadPadded(j.be, c.PretrainedModel, trainBase, world); err != nil {
 		return err
 	}
 	j.unet.Checkpointing = c.Checkpointing
@@ -158,10 +178,10 @@ func (j *Job) setup() error {
 		if err != nil {
 			return err
 		}
-		j.lora.Alloc(j.be, true)
+		j.lora.AllocPadded(j.be, true, world)
 		trainable = j.lora.Params
 	}
-	s := NewStepper(j.be, j.unet, trainable)
+	s := NewStepper(j.be, j.unet, trainable, j.Comm, c.Zero.Stage)
 	p := c.Optimizer.Params
 	s.Opt = optim.AdamW{Beta1: p.Betas[0], Beta2: p.Betas[1], Eps: p.Eps, WeightDecay: p.WeightDecay}
 	switch {
@@ -225,23 +245,34 @@ func (j *Job) trainStep() error {
 	start := time.Now()
 	epoch, k := j.step.Steps/j.perEpoch, j.step.Steps%j.perEpoch
 	order := epochOrder(c.Seed, epoch, j.Data.Len())
-	g := c.MicroBatch * c.GradAccum
+	world, rank := j.Comm.World(), j.Comm.Rank()
+	g := c.MicroBatch * c.GradAccum * world
 	d := draws{noiseOffset: c.NoiseOffset, captionDropout: c.CaptionDropout, timesteps: len(j.step.Noise.AlphasCumprod)}
 	var loss float64
 	for a := range c.GradAccum {
-		lo := k*g + a*c.MicroBatch
+		// Micro-batch a of the step takes the next micro·world samples of the
+		// epoch's order; rank r the r-th micro of them. The samples a step
+		// sees do not depend on the world size, only their split.
+		lo := k*g + (a*world+rank)*c.MicroBatch
 		m, err := makeMicro(j.Data, c.Seed, epoch, order[lo:lo+c.MicroBatch], d)
 		if err != nil {
 			return err
 		}
-		loss += j.step.MicroStep(m, 1/float64(c.GradAccum)) / float64(c.GradAccum)
+		l, err := j.step.MicroStep(m, 1/float64(c.GradAccum*world))
+		if err != nil {
+			return err
+		}
+		loss += l / float64(c.GradAccum)
 	}
 	r, err := j.step.OptimizerStep()
 	if err != nil {
 		return err
 	}
+	if loss, err = j.mean(loss); err != nil {
+		return err
+	}
 	s := j.step.Steps
-	if s%max(1, c.LogInterval) == 0 || s == j.total {
+	if rank == 0 && (s%max(1, c.LogInterval) == 0 || s == j.total) {
 		rec := logx.Record{Step: int64(s), Epoch: epoch, Loss: loss, LR: r.LR, GradNorm: r.GradNorm, LossScale: 1,
 			ImgPerS: float64(g) / time.Since(start).Seconds(), MemBytes: rss()}
 		if err := j.jsonl.Write(rec); err != nil {
@@ -258,7 +289,35 @@ func (j *Job) trainStep() error {
 	return nil
 }
 
+// agree tells whether any rank wants to stop (a signal reached it): ranks
+// stop together, at the same step.
+func (j *Job) agree(stop bool) (bool, error) {
+	v := float32(0)
+	if stop {
+		v = 1
+	}
+	f := j.be.New(tensor.F32, 1)
+	j.be.Upload(f, []float32{v})
+	if err := j.Comm.AllReduce(f, dist.Max); err != nil {
+		return false, err
+	}
+	return cpu.Data(f)[0] > 0, nil
+}
+
+// mean is the average of x over the ranks.
+func (j *Job) mean(x float64) (float64, error) {
+	f := j.be.New(tensor.F32, 1)
+	j.be.Upload(f, []float32{float32(x)})
+	if err := j.Comm.AllReduce(f, dist.Avg); err != nil {
+		return 0, err
+	}
+	return float64(cpu.Data(f)[0]), nil
+}
+
 func (j *Job) openLogs() error {
+	if j.Comm.Rank() != 0 {
+		return nil
+	}
 	var err error
 	if j.jsonl, err = logx.CreateJSONL(filepath.Join(j.Cfg.OutputDir, "log.jsonl")); err != nil {
 		return err
@@ -268,8 +327,10 @@ func (j *Job) openLogs() error {
 }
 
 func (j *Job) closeLogs() {
-	j.jsonl.Close()
-	j.events.Close()
+	if j.jsonl != nil {
+		j.jsonl.Close()
+		j.events.Close()
+	}
 }
 
 // rss is this process's resident memory in bytes (0 where /proc is missing).

@@ -8,6 +8,7 @@ import (
 	"math"
 
 	"github.com/zerodiff/zerodiff/internal/cpu"
+	"github.com/zerodiff/zerodiff/internal/dist"
 	"github.com/zerodiff/zerodiff/internal/nn"
 	"github.com/zerodiff/zerodiff/internal/optim"
 	"github.com/zerodiff/zerodiff/internal/sampler"
@@ -15,19 +16,34 @@ import (
 	"github.com/zerodiff/zerodiff/internal/tensor"
 )
 
-// Stepper runs micro-batches and optimizer steps on one backend. Trainable
-// is the table the optimizer updates: the whole UNet for a full fine-tune, the
-// LoRA adapters otherwise. Its flat buffers, the Adam moments and the EMA
-// shadow are the training state a checkpoint saves.
+// Stepper runs micro-batches and optimizer steps on one backend, as one rank
+// of a data-parallel job with ZeRO's stages (REFERENCE.md §5). Trainable is
+// the table the optimizer updates: the whole UNet for a full fine-tune, the
+// LoRA adapters otherwise; its flat buffers are padded to a multiple of the
+// world size and cut into equal chunks, chunk r [Lo, Hi) belonging to rank r.
+//
+//	stage 0: gradients all-reduced; every rank keeps and updates everything.
+//	stage 1: gradients reduce-scattered at the optimizer step; each rank keeps
+//	         Adam's moments and the EMA weights of its chunk only, updates its
+//	         chunk, and the weights are all-gathered.
+//	stage 2: as 1, but gradients are reduce-scattered after every
+//	         micro-batch into the rank's gradient partition.
+//
+// Weights, Adam moments and EMA weights are float32 (the CPU backend's
+// precision, so the fp32 master weights are the weights).
 type Stepper struct {
 	be        tensor.Backend
 	UNet      *unet.UNet
 	Trainable *nn.Table
-	M, V      []float32 // (Size) Adam moments of Trainable
-	EMA       *optim.EMA
-	Shadow    []float32 // (Size) EMA weights, nil without EMA
-	Opt       optim.AdamW
-	LR        optim.Schedule
+	Comm      dist.Comm
+	Stage     int
+	// Lo, Hi bound this rank's chunk of the flat buffers, clipped to Size.
+	Lo, Hi int
+	M, V   []float32 // Adam moments: (Hi−Lo) under stages 1 and 2, (Size) under 0
+	EMA    *optim.EMA
+	Shadow []float32 // EMA weights, shaped as M; nil without EMA
+	Opt    optim.AdamW
+	LR     optim.Schedule
 	// MaxGradNorm clips the global gradient norm (0: no clipping).
 	MaxGradNorm float64
 	Noise       *sampler.Schedule
@@ -36,20 +52,55 @@ type Stepper struct {
 	SNRGamma float64
 	// Steps counts the optimizer steps taken.
 	Steps int
+
+	chunk int       // padded length / world
+	gpart []float32 // stage 2: this rank's accumulated gradient partition (chunk)
 }
 
-// NewStepper sets up the optimizer state of trainable (allocated, with
-// gradients) on the CPU backend.
-func NewStepper(be tensor.Backend, u *unet.UNet, trainable *nn.Table) *Stepper {
+// NewStepper sets up the optimizer state of trainable — allocated with
+// gradients by AllocPadded to a multiple of comm.World() — for ZeRO stage.
+func NewStepper(be tensor.Backend, u *unet.UNet, trainable *nn.Table, comm dist.Comm, stage int) *Stepper {
+	s := &Stepper{be: be, UNet: u, Trainable: trainable, Comm: comm, Stage: stage}
+	world, rank := comm.World(), comm.Rank()
+	if trainable.W.Numel()%world != 0 {
+		panic(fmt.Sprintf("train: flat buffer of %d values is not padded to a multiple of %d ranks", trainable.W.Numel(), world))
+	}
+	s.chunk = trainable.W.Numel() / world
+	s.Lo, s.Hi = min(rank*s.chunk, trainable.Size), min((rank+1)*s.chunk, trainable.Size)
 	n := trainable.Size
-	return &Stepper{be: be, UNet: u, Trainable: trainable, M: make([]float32, n), V: make([]float32, n)}
+	if stage > 0 {
+		n = s.Hi - s.Lo
+	}
+	s.M, s.V = make([]float32, n), make([]float32, n)
+	if stage == 2 {
+		s.gpart = make([]float32, s.chunk)
+	}
+	return s
 }
 
-// EnableEMA starts EMA weights as a copy of the current trainable weights,
-// as EMAModel does.
+// own is the range of the flat buffers this rank's optimizer state covers.
+func (s *Stepper) own() (lo, hi int) {
+	if s.Stage == 0 {
+		return 0, s.Trainable.Size
+	}
+	return s.Lo, s.Hi
+}
+
+// EnableEMA starts EMA weights as a copy of the current trainable weights
+// (of this rank's chunk under stages 1 and 2), as EMAModel does.
 func (s *Stepper) EnableEMA(e *optim.EMA) {
 	s.EMA = e
-	s.Shadow = append([]float32(nil), cpu.Data(s.Trainable.W)...)
+	lo, hi := s.own()
+	s.Shadow = append([]float32(nil), cpu.Data(s.Trainable.W)[lo:hi]...)
+}
+
+// ModelStateBytes is the memory this rank holds for the model states:
+// weights and gradients (whole), Adam moments and EMA weights (its share),
+// and under stage 2 its gradient partition.
+func (s *Stepper) ModelStateBytes() int64 {
+	n := 2 * int64(s.Trainable.W.Numel())
+	n += int64(len(s.M) + len(s.V) + len(s.Shadow) + len(s.gpart))
+	return 4 * n
 }
 
 // Micro is one micro-batch of clean inputs and the noise and timesteps drawn for it.
@@ -63,8 +114,10 @@ type Micro struct {
 }
 
 // MicroStep runs forward and backward on m, adding scale·∂loss/∂θ to the
-// gradients (scale = 1/accumulation steps), and returns the loss.
-func (s *Stepper) MicroStep(m Micro, scale float64) float64 {
+// gradients (scale = 1/(accumulation steps · world size): the ranks' sum is
+// then the mean over the global batch), and returns the loss. Under stage 2
+// the gradients go to their owners right away.
+func (s *Stepper) MicroStep(m Micro, scale float64) (float64, error) {
 	be := s.be
 	b, c, h, w := m.Shape[0], m.Shape[1], m.Shape[2], m.Shape[3]
 	per := c * h * w
@@ -112,7 +165,28 @@ func (s *Stepper) MicroStep(m Micro, scale float64) float64 {
 	s.UNet.Backward(be, st, dy)
 	lv := make([]float32, 1)
 	be.Download(lv, loss)
-	return float64(lv[0])
+	if s.Stage == 2 {
+		if err := s.scatterGrads(); err != nil {
+			return 0, err
+		}
+	}
+	return float64(lv[0]), nil
+}
+
+// scatterGrads reduce-scatters the gradient buffer, adds this rank's chunk to
+// its partition and clears the buffer for the next micro-batch (stage 2).
+func (s *Stepper) scatterGrads() error {
+	r := s.Comm.Rank()
+	g := s.Trainable.G
+	mine := s.be.View(g, r*s.chunk, s.chunk)
+	if err := s.Comm.ReduceScatter(mine, g, dist.Sum); err != nil {
+		return err
+	}
+	for i, v := range cpu.Data(mine) {
+		s.gpart[i] += v
+	}
+	clear(cpu.Data(g))
+	return nil
 }
 
 // StepResult reports one optimizer step.
@@ -120,12 +194,31 @@ type StepResult struct {
 	GradNorm, LR float64
 }
 
-// OptimizerStep clips the accumulated gradients by their global norm, applies
-// AdamW at the schedule's learning rate, updates the EMA weights, and clears
-// the gradients.
+// OptimizerStep reduces the accumulated gradients across ranks, clips them
+// by their global norm, applies AdamW at the schedule's learning rate to this
+// rank's share, gathers the weights, updates the EMA weights and clears the
+// gradients. Every rank gets the same bits whatever the stage.
 func (s *Stepper) OptimizerStep() (StepResult, error) {
-	p, g := cpu.Data(s.Trainable.W), cpu.Data(s.Trainable.G)
-	norm := optim.GlobalNorm([]float64{optim.SumSquares(g)})
+	r := s.Comm.Rank()
+	g := s.Trainable.G
+	mine := s.be.View(g, r*s.chunk, s.chunk) // (chunk)
+	switch s.Stage {
+	case 0:
+		if err := s.Comm.AllReduce(g, dist.Sum); err != nil {
+			return StepResult{}, err
+		}
+	case 1:
+		if err := s.Comm.ReduceScatter(mine, g, dist.Sum); err != nil {
+			return StepResult{}, err
+		}
+	case 2:
+		copy(cpu.Data(mine), s.gpart)
+		clear(s.gpart)
+	}
+	norm, err := s.gradNorm()
+	if err != nil {
+		return StepResult{}, err
+	}
 	if math.IsNaN(norm) || math.IsInf(norm, 0) {
 		return StepResult{GradNorm: norm}, fmt.Errorf("step %d: gradient norm is %g: the loss diverged (lower the learning rate, or enable clipping)", s.Steps+1, norm)
 	}
@@ -135,11 +228,50 @@ func (s *Stepper) OptimizerStep() (StepResult, error) {
 	}
 	// DeepSpeed's convention: the step after n applied steps runs at LR(n−1).
 	lr := s.LR.LR(s.Steps - 1)
-	s.Opt.StepScaled(p, g, s.M, s.V, s.Steps+1, lr, factor)
+	lo, hi := s.own()
+	p, gd := cpu.Data(s.Trainable.W), cpu.Data(g)
+	s.Opt.StepScaled(p[lo:hi], gd[lo:hi], s.M, s.V, s.Steps+1, lr, factor)
 	s.Steps++
 	if s.EMA != nil {
-		s.EMA.Update(s.Shadow, p, s.Steps)
+		s.EMA.Update(s.Shadow, p[lo:hi], s.Steps)
 	}
-	clear(g)
+	if s.Stage > 0 {
+		if err := s.Comm.AllGather(s.Trainable.W, s.be.View(s.Trainable.W, r*s.chunk, s.chunk)); err != nil {
+			return StepResult{}, err
+		}
+	}
+	clear(gd)
 	return StepResult{GradNorm: norm, LR: lr}, nil
+}
+
+// gradNorm is the global gradient norm: the sum of squares of each rank's
+// chunk in float64, combined in chunk order on every rank, so that every
+// stage and rank computes the same bits.
+func (s *Stepper) gradNorm() (float64, error) {
+	world := s.Comm.World()
+	gd := cpu.Data(s.Trainable.G)
+	partial := func(c int) float64 {
+		lo, hi := min(c*s.chunk, s.Trainable.Size), min((c+1)*s.chunk, s.Trainable.Size)
+		return optim.SumSquares(gd[lo:hi])
+	}
+	sums := make([]float64, world)
+	if s.Stage == 0 {
+		for c := range sums {
+			sums[c] = partial(c)
+		}
+		return optim.GlobalNorm(sums), nil
+	}
+	// Move each float64 partial bit for bit as two float32 words.
+	words := s.be.New(tensor.F32, 2*world) // (2·world)
+	mine := s.be.View(words, 2*s.Comm.Rank(), 2)
+	bits := math.Float64bits(partial(s.Comm.Rank()))
+	s.be.Upload(mine, []float32{math.Float32frombits(uint32(bits)), math.Float32frombits(uint32(bits >> 32))})
+	if err := s.Comm.AllGather(words, mine); err != nil {
+		return 0, err
+	}
+	w := cpu.Data(words)
+	for c := range sums {
+		sums[c] = math.Float64frombits(uint64(math.Float32bits(w[2*c])) | uint64(math.Float32bits(w[2*c+1]))<<32)
+	}
+	return optim.GlobalNorm(sums), nil
 }

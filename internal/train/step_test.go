@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/zerodiff/zerodiff/internal/cpu"
+	"github.com/zerodiff/zerodiff/internal/dist"
 	"github.com/zerodiff/zerodiff/internal/golden"
 	"github.com/zerodiff/zerodiff/internal/lora"
 	"github.com/zerodiff/zerodiff/internal/optim"
@@ -92,7 +93,7 @@ func TestFullFineTuneMatchesDiffusers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := NewStepper(be, u, u.Params)
+	s := NewStepper(be, u, u.Params, dist.NewSolo(be), 0)
 	s.Opt = optim.AdamW{Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: metaFloat(t, c, "weight_decay")}
 	s.LR = optim.Constant{Value: metaFloat(t, c, "lr")}
 	s.MaxGradNorm = metaFloat(t, c, "clip")
@@ -108,7 +109,11 @@ func TestFullFineTuneMatchesDiffusers(t *testing.T) {
 	var gotLoss, gotNorm []float32
 	for step := range steps {
 		for a := range accum {
-			gotLoss = append(gotLoss, float32(s.MicroStep(micro(t, c, step, a), 1/float64(accum))))
+			l, err := s.MicroStep(micro(t, c, step, a), 1/float64(accum))
+			if err != nil {
+				t.Fatal(err)
+			}
+			gotLoss = append(gotLoss, float32(l))
 		}
 		r, err := s.OptimizerStep()
 		if err != nil {
@@ -168,7 +173,7 @@ func TestLoRAMatchesPEFT(t *testing.T) {
 		v, _ := c.F32(t, "init."+p.Name)
 		be.Upload(p.W, v)
 	}
-	s := NewStepper(be, u, set.Params)
+	s := NewStepper(be, u, set.Params, dist.NewSolo(be), 0)
 	s.Opt = optim.AdamW{Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: metaFloat(t, c, "weight_decay")}
 	s.LR = optim.Constant{Value: metaFloat(t, c, "lr")}
 	s.MaxGradNorm = metaFloat(t, c, "clip")
@@ -178,7 +183,11 @@ func TestLoRAMatchesPEFT(t *testing.T) {
 	wantNorm, _ := c.F32(t, "grad_norms")
 	var gotLoss, gotNorm []float32
 	for step := range int(metaFloat(t, c, "steps")) {
-		gotLoss = append(gotLoss, float32(s.MicroStep(micro(t, c, step, 0), 1)))
+		l, err := s.MicroStep(micro(t, c, step, 0), 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		gotLoss = append(gotLoss, float32(l))
 		r, err := s.OptimizerStep()
 		if err != nil {
 			t.Fatal(err)

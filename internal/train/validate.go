@@ -22,9 +22,20 @@ func (j *Job) validate() error {
 	s := j.step
 	w := cpu.Data(s.Trainable.W)
 	if s.EMA != nil {
+		// Every rank swaps its EMA share in; the weights are then gathered.
 		s.EMA.Store(w)
-		s.EMA.CopyTo(w, s.Shadow)
+		lo, hi := s.own()
+		s.EMA.CopyTo(w[lo:hi], s.Shadow)
+		if s.Stage > 0 {
+			r := j.Comm.Rank()
+			if err := j.Comm.AllGather(s.Trainable.W, j.be.View(s.Trainable.W, r*s.chunk, s.chunk)); err != nil {
+				return err
+			}
+		}
 		defer s.EMA.Restore(w)
+	}
+	if j.Comm.Rank() != 0 {
+		return j.Comm.Barrier() // rank 0 samples with the weights every rank holds
 	}
 	p, err := pipeline.LoadWith(j.be, c.PretrainedModel, j.unet)
 	if err != nil {
@@ -59,5 +70,5 @@ func (j *Job) validate() error {
 		}
 	}
 	fmt.Fprintf(j.Out, "validation: %d images in %s\n", len(imgs), dir)
-	return nil
+	return j.Comm.Barrier()
 }

@@ -27,6 +27,12 @@ func ReadConfig(dir string) (Config, error) {
 // weights; with grads the parameters get gradient buffers (full fine-tuning),
 // without they are frozen (sampling, LoRA training).
 func Load(be tensor.Backend, dir string, grads bool) (*UNet, error) {
+	return LoadPadded(be, dir, grads, 1)
+}
+
+// LoadPadded is Load with the flat buffers padded to a multiple of multiple
+// elements (nn.Table.AllocPadded), for ZeRO.
+func LoadPadded(be tensor.Backend, dir string, grads bool, multiple int) (*UNet, error) {
 	c, err := ReadConfig(dir)
 	if err != nil {
 		return nil, err
@@ -44,7 +50,7 @@ func Load(be tensor.Backend, dir string, grads bool) (*UNet, error) {
 		return nil, err
 	}
 	defer w.Close()
-	u.Params.Alloc(be, grads)
+	u.Params.AllocPadded(be, grads, multiple)
 	if err := sd.LoadWeights(be, u.Params, w, sd.Diffusers); err != nil {
 		return nil, fmt.Errorf("unet: %w", err)
 	}

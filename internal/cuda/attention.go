@@ -1,0 +1,149 @@
+//go:build cuda
+
+package cuda
+
+import (
+	"fmt"
+
+	"gorgonia.org/cu"
+
+	"github.com/zerodiff/zerodiff/internal/tensor"
+)
+
+// Attention is computed one batch element at a time with cuBLAS for the
+// products and kernels for the softmax: the scores of all heads of one
+// element, S (H, Tq, Tk), are materialized (512 MiB for a 64x64 latent's
+// 4096 tokens and 8 heads), so memory grows with Tq·Tk, unlike the CPU's
+// tiles; a fused flash-attention kernel is the faster design this leaves for
+// later. Head h of token t is q[(b·Tq + t)·H·D + h·D:][:D], so each head is a
+// strided matrix with leading dimension H·D, and the heads of one element
+// are a strided batch D apart.
+
+// Attention writes o (B, Tq, H·D) = softmax(scale·q·kᵀ)·v per head and
+// lse (B, H, Tq), the log-sum-exp of each row of scaled scores.
+func (b *Backend) Attention(o, lse, q, k, v *tensor.Tensor, heads int, scale float32, causal bool) {
+	bs, tq, tk, d := attentionDims("attention", q, k, v, heads)
+	mustShape("attention o", o, bs, tq, heads*d)
+	mustShape("attention lse", lse, bs, heads, tq)
+	if bs*tq == 0 {
+		return
+	}
+	hd := heads * d
+	s := b.scratch(heads*tq*tk, 4) // (H, Tq, Tk) scores, then probabilities
+	defer s.free()
+	qp, kp, vp, op, lp := b.f32(q), b.f32(k), b.f32(v), b.f32(o), b.f32(lse)
+	for bi := range bs {
+		qb, kb, vb := qp+ptrOff(bi*tq*hd), kp+ptrOff(bi*tk*hd), vp+ptrOff(bi*tk*hd)
+		b.scores(s, qb, kb, heads, tq, tk, d, scale)
+		b.launch("zd_attn_softmax", heads*tq, s.ptr, lp+ptrOff(bi*heads*tq), tq, tk, causal)
+		// o_h (Tq, D) = P_h (Tq, Tk) · v_h (Tk, D)
+		b.gemm(gemmCall{m: tq, n: d, k: tk, batch: heads, alpha: 1,
+			a: operand{ptr: s.ptr, ld: tk, stride: tq * tk},
+			b: operand{ptr: vb, ld: hd, stride: d},
+			c: operand{ptr: op + ptrOff(bi*tq*hd), ld: hd, stride: d},
+		}, heads*tq*tk, tk*hd)
+	}
+}
+
+// scores writes s (H, Tq, Tk) = scale·q_h·k_hᵀ for one batch element.
+func (b *Backend) scores(s *block, qb, kb cu.DevicePtr, heads, tq, tk, d int, scale float32) {
+	hd := heads * d
+	b.gemm(gemmCall{transB: true, m: tq, n: tk, k: d, batch: heads, alpha: scale,
+		a: operand{ptr: qb, ld: hd, stride: d},
+		b: operand{ptr: kb, ld: hd, stride: d},
+		c: operand{ptr: s.ptr, ld: tk, stride: tq * tk},
+	}, tq*hd, tk*hd)
+}
+
+// AttentionBackward writes dq, dk, dv from do (B, Tq, H·D), recomputing
+// P = exp(scale·q·kᵀ − lse) per batch element:
+//
+//	dv = Pᵀ·do,  dS = P∘(do·vᵀ − rowsum(do∘o)),  dq = scale·dS·k,  dk = scale·dSᵀ·q.
+//
+// Any of dq, dk, dv may be nil.
+func (b *Backend) AttentionBackward(dq, dk, dv, do, q, k, v, o, lse *tensor.Tensor, heads int, scale float32, causal bool) {
+	bs, tq, tk, d := attentionDims("attention backward", q, k, v, heads)
+	mustShape("attention backward do", do, q.Shape...)
+	mustShape("attention backward o", o, q.Shape...)
+	mustShape("attention backward lse", lse, bs, heads, tq)
+	if dq == nil && dk == nil && dv == nil {
+		return
+	}
+	if dq != nil {
+		mustShape("attention backward dq", dq, q.Shape...)
+	}
+	if dk != nil {
+		mustShape("attention backward dk", dk, k.Shape...)
+	}
+	if dv != nil {
+		mustShape("attention backward dv", dv, k.Shape...)
+	}
+	if bs*tq == 0 {
+		return
+	}
+	hd := heads * d
+	qp, kp, vp, dop, lp := b.f32(q), b.f32(k), b.f32(v), b.f32(do), b.f32(lse)
+	delta := b.scratch(bs*heads*tq, 4) // (B, H, Tq) Σ_d do·o
+	defer delta.free()
+	b.launch("zd_attn_delta", gridFor(bs*heads*tq), delta.ptr, dop, b.f32(o), bs, tq, heads, d)
+	p := b.scratch(heads*tq*tk, 4) // (H, Tq, Tk) probabilities
+	defer p.free()
+	ds := b.scratch(heads*tq*tk, 4) // (H, Tq, Tk) do·vᵀ, then dS
+	defer ds.free()
+	rows := heads * tq
+	for bi := range bs {
+		qb, kb, vb, dob := qp+ptrOff(bi*tq*hd), kp+ptrOff(bi*tk*hd), vp+ptrOff(bi*tk*hd), dop+ptrOff(bi*tq*hd)
+		b.scores(p, qb, kb, heads, tq, tk, d, scale)
+		b.launch("zd_attn_probs", gridFor(rows*tk), p.ptr, lp+ptrOff(bi*rows), rows, tq, tk, causal)
+		pm := operand{ptr: p.ptr, ld: tk, stride: tq * tk}
+		if dv != nil {
+			// dv_h (Tk, D) = P_hᵀ (Tk, Tq) · do_h (Tq, D)
+			b.gemm(gemmCall{transA: true, m: tk, n: d, k: tq, batch: heads, alpha: 1,
+				a: pm, b: operand{ptr: dob, ld: hd, stride: d},
+				c: operand{ptr: b.f32(dv) + ptrOff(bi*tk*hd), ld: hd, stride: d},
+			}, rows*tk, tq*hd)
+		}
+		if dq == nil && dk == nil {
+			continue
+		}
+		dsm := operand{ptr: ds.ptr, ld: tk, stride: tq * tk}
+		// dP_h (Tq, Tk) = do_h (Tq, D) · v_hᵀ
+		b.gemm(gemmCall{transB: true, m: tq, n: tk, k: d, batch: heads, alpha: 1,
+			a: operand{ptr: dob, ld: hd, stride: d}, b: operand{ptr: vb, ld: hd, stride: d}, c: dsm,
+		}, tq*hd, tk*hd)
+		b.launch("zd_attn_ds", gridFor(rows*tk), ds.ptr, p.ptr, delta.ptr+ptrOff(bi*rows), rows, tk)
+		if dq != nil {
+			// dq_h (Tq, D) = scale · dS_h (Tq, Tk) · k_h (Tk, D)
+			b.gemm(gemmCall{m: tq, n: d, k: tk, batch: heads, alpha: scale,
+				a: dsm, b: operand{ptr: kb, ld: hd, stride: d},
+				c: operand{ptr: b.f32(dq) + ptrOff(bi*tq*hd), ld: hd, stride: d},
+			}, rows*tk, tk*hd)
+		}
+		if dk != nil {
+			// dk_h (Tk, D) = scale · dS_hᵀ (Tk, Tq) · q_h (Tq, D)
+			b.gemm(gemmCall{transA: true, m: tk, n: d, k: tq, batch: heads, alpha: scale,
+				a: dsm, b: operand{ptr: qb, ld: hd, stride: d},
+				c: operand{ptr: b.f32(dk) + ptrOff(bi*tk*hd), ld: hd, stride: d},
+			}, rows*tk, tq*hd)
+		}
+	}
+}
+
+// attentionDims checks q (B, Tq, H·D) and k, v (B, Tk, H·D) and returns B,
+// Tq, Tk and the head dim D.
+func attentionDims(op string, q, k, v *tensor.Tensor, heads int) (b, tq, tk, d int) {
+	if len(q.Shape) != 3 || len(k.Shape) != 3 {
+		panic(fmt.Sprintf("cuda: %s: q %v and k %v must be (B, T, H·D)", op, q, k))
+	}
+	b, tq, hd := q.Shape[0], q.Shape[1], q.Shape[2]
+	tk = k.Shape[1]
+	if heads < 1 || hd%heads != 0 {
+		panic(fmt.Sprintf("cuda: %s: width %d of q %v does not split into %d heads", op, hd, q, heads))
+	}
+	if tk == 0 {
+		panic(fmt.Sprintf("cuda: %s: k %v has no keys", op, k))
+	}
+	mustShape(op+" k", k, b, tk, hd)
+	mustShape(op+" v", v, b, tk, hd)
+	return b, tq, tk, hd / heads
+}

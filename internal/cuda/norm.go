@@ -1,0 +1,142 @@
+//go:build cuda
+
+package cuda
+
+import (
+	"fmt"
+
+	"gorgonia.org/cu"
+
+	"github.com/zerodiff/zerodiff/internal/tensor"
+)
+
+// GroupNorm normalizes x (N, C, *) over each group of C/groups channels and
+// the trailing axes, then applies w, b (C); mean and rstd (N, groups) are
+// saved. One block per (n, group), statistics in double with two passes.
+func (b *Backend) GroupNorm(y, mean, rstd, x, w, bias *tensor.Tensor, groups int, eps float32) {
+	n, c, s := groupNormDims(x, groups)
+	mustShape("group norm y", y, x.Shape...)
+	mustShape("group norm mean", mean, n, groups)
+	mustShape("group norm rstd", rstd, n, groups)
+	mustShape("group norm w", w, c)
+	mustShape("group norm b", bias, c)
+	if n == 0 || s == 0 {
+		return
+	}
+	b.launch("zd_group_norm", n*groups, b.f32(y), b.f32(mean), b.f32(rstd), b.f32(x), b.f32(w), b.f32(bias), c, s, groups, eps)
+}
+
+// GroupNormBackward writes dx and accumulates dw, db (C): per-(n, channel)
+// sums of dy and dy·x̂ in double (zd_group_norm_sums), then dx per group and
+// dw, db summed over n in order.
+func (b *Backend) GroupNormBackward(dx, dw, db, dy, x, mean, rstd, w *tensor.Tensor, groups int) {
+	n, c, s := groupNormDims(x, groups)
+	mustShape("group norm backward dy", dy, x.Shape...)
+	mustShape("group norm backward mean", mean, n, groups)
+	mustShape("group norm backward rstd", rstd, n, groups)
+	mustShape("group norm backward w", w, c)
+	if dx == nil && dw == nil && db == nil {
+		return
+	}
+	if dx != nil {
+		mustShape("group norm backward dx", dx, x.Shape...)
+	}
+	if dw != nil {
+		mustShape("group norm backward dw", dw, c)
+	}
+	if db != nil {
+		mustShape("group norm backward db", db, c)
+	}
+	if n == 0 || s == 0 {
+		return
+	}
+	sums := b.scratch(2*n*c, 8) // (2, N, C) double: Σ dy, then Σ dy·x̂
+	defer sums.free()
+	sumDy, sumDyXh := sums.ptr, sums.ptr+cu.DevicePtr(8*n*c)
+	b.launch("zd_group_norm_sums", n*c, sumDy, sumDyXh, b.f32(dy), b.f32(x), b.f32(mean), b.f32(rstd), c, s, groups)
+	if dx != nil {
+		b.launch("zd_group_norm_dx", n*groups, b.f32(dx), sumDy, sumDyXh, b.f32(dy), b.f32(x), b.f32(mean), b.f32(rstd), b.f32(w), c, s, groups)
+	}
+	if dw != nil || db != nil {
+		b.launch("zd_norm_wb_acc", gridFor(c), b.f32Opt(dw), b.f32Opt(db), sumDyXh, sumDy, n, c)
+	}
+}
+
+// groupNormDims returns the batch, channel and spatial sizes of x (N, C, *).
+func groupNormDims(x *tensor.Tensor, groups int) (n, c, s int) {
+	if len(x.Shape) < 2 {
+		panic(fmt.Sprintf("cuda: group norm: x %v needs at least (N, C)", x))
+	}
+	n, c = x.Shape[0], x.Shape[1]
+	if groups < 1 || c%groups != 0 {
+		panic(fmt.Sprintf("cuda: group norm: %d channels of %v do not split into %d groups", c, x, groups))
+	}
+	return n, c, tensor.Numel(x.Shape[2:])
+}
+
+// LayerNorm normalizes each row of x (*, C) and applies w, b (C); mean and
+// rstd (rows) are saved. One block per row.
+func (b *Backend) LayerNorm(y, mean, rstd, x, w, bias *tensor.Tensor, eps float32) {
+	rows, c := layerNormDims(x)
+	mustShape("layer norm y", y, x.Shape...)
+	mustStatsLen("layer norm mean", mean, rows)
+	mustStatsLen("layer norm rstd", rstd, rows)
+	mustShape("layer norm w", w, c)
+	mustShape("layer norm b", bias, c)
+	if rows == 0 {
+		return
+	}
+	b.launch("zd_layer_norm", rows, b.f32(y), b.f32(mean), b.f32(rstd), b.f32(x), b.f32(w), b.f32(bias), c, eps)
+}
+
+// layerNormGrain is the rows per block of the dw, db partial sums.
+const layerNormGrain = 64
+
+// LayerNormBackward writes dx and accumulates dw, db (C): dx one block per
+// row; dw, db as double partials over blocks of layerNormGrain rows, then
+// summed block by block in order.
+func (b *Backend) LayerNormBackward(dx, dw, db, dy, x, mean, rstd, w *tensor.Tensor) {
+	rows, c := layerNormDims(x)
+	mustShape("layer norm backward dy", dy, x.Shape...)
+	mustStatsLen("layer norm backward mean", mean, rows)
+	mustStatsLen("layer norm backward rstd", rstd, rows)
+	mustShape("layer norm backward w", w, c)
+	if rows == 0 {
+		return
+	}
+	if dx != nil {
+		mustShape("layer norm backward dx", dx, x.Shape...)
+		b.launch("zd_layer_norm_dx", rows, b.f32(dx), b.f32(dy), b.f32(x), b.f32(mean), b.f32(rstd), b.f32(w), c)
+	}
+	if dw == nil && db == nil {
+		return
+	}
+	if dw != nil {
+		mustShape("layer norm backward dw", dw, c)
+	}
+	if db != nil {
+		mustShape("layer norm backward db", db, c)
+	}
+	tasks := (rows + layerNormGrain - 1) / layerNormGrain
+	part := b.scratch(2*tasks*c, 8) // (2, tasks, C) double: Σ dy·x̂, then Σ dy
+	defer part.free()
+	partW, partB := part.ptr, part.ptr+cu.DevicePtr(8*tasks*c)
+	b.launch("zd_layer_norm_wb_part", tasks, partW, partB, b.f32(dy), b.f32(x), b.f32(mean), b.f32(rstd), rows, c, layerNormGrain)
+	b.launch("zd_norm_wb_acc", gridFor(c), b.f32Opt(dw), b.f32Opt(db), partW, partB, tasks, c)
+}
+
+func layerNormDims(x *tensor.Tensor) (rows, c int) {
+	if len(x.Shape) < 1 || x.Dim(-1) == 0 {
+		panic(fmt.Sprintf("cuda: layer norm: x %v has no last axis to normalize", x))
+	}
+	c = x.Dim(-1)
+	return x.Numel() / c, c
+}
+
+// mustStatsLen panics unless t holds n elements; the statistics may be
+// shaped (rows) or (*, 1).
+func mustStatsLen(op string, t *tensor.Tensor, n int) {
+	if t.Numel() != n {
+		panic(fmt.Sprintf("cuda: %s: got %v, want %d elements", op, t, n))
+	}
+}

@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Compiles the cuda-tagged build on a machine without a GPU or CUDA install:
+#  1. CUDA 12 headers from PyPI wheels (cuda.h from nvidia-cuda-runtime-cu12;
+#     the crt/ headers cuBLAS needs from nvidia-cuda-nvcc-cu12; cuBLAS and
+#     NCCL headers from their wheels), unpacked into a cache outside the repo;
+#  2. a libcuda.so link stub: an empty function for every driver entry point
+#     cuda.h declares (gorgonia.org/cu links -lcuda; the real library comes
+#     with the driver on a GPU machine);
+#  3. internal/cuda/dlcheck/check.c against the real cuBLAS and NCCL headers:
+#     the values internal/cuda/dl.h declares by hand must be theirs;
+#  4. the PTX regenerated with clang into a temporary folder and compared with
+#     the committed internal/cuda/kernels/*.ptx;
+#  5. go vet, go build and go test -c with -tags cuda.
+# Needs clang-19, gcc, unzip, pip and Go; CI installs the first ones.
+# Usage: scripts/cuda-build-check.sh   (ZD_CUDA_CACHE overrides the cache folder)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cache="${ZD_CUDA_CACHE:-$HOME/.cache/zerodiff/cuda}"
+wheels=(
+	nvidia-cuda-runtime-cu12==12.9.79
+	nvidia-cuda-nvcc-cu12==12.9.86
+	nvidia-cublas-cu12==12.6.4.1
+	nvidia-nccl-cu12==2.27.7
+)
+mkdir -p "$cache/wheels" "$cache/inc"
+if [ ! -f "$cache/inc/.done" ]; then
+	echo "cuda-build-check: fetching CUDA 12 header wheels into $cache"
+	python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+		--platform manylinux2014_x86_64 -d "$cache/wheels" "${wheels[@]}"
+	for w in "$cache"/wheels/*.whl; do
+		unzip -q -o "$w" 'nvidia/*/include/*' -d "$cache/inc"
+	done
+	touch "$cache/inc/.done"
+fi
+nv="$cache/inc/nvidia"
+# cuda_fp16.h includes <nv/target> (from CCCL, not needed by C code): an empty shim.
+mkdir -p "$cache/shim/nv"
+: >"$cache/shim/nv/target"
+incs=(-I"$cache/shim" -I"$nv/cuda_runtime/include" -I"$nv/cuda_nvcc/include" -I"$nv/cublas/include" -I"$nv/nccl/include")
+
+echo "cuda-build-check: libcuda.so link stub"
+stub="$cache/stub"
+mkdir -p "$stub"
+{
+	echo '/* libcuda.so.1 link stub: every driver entry point cuda.h declares, empty. */'
+	gcc -E -P "$nv/cuda_runtime/include/cuda.h" | tr '\n' ' ' |
+		grep -oE 'CUresult +[A-Za-z_][A-Za-z_0-9]* *\(' | sed -E 's/CUresult +//; s/ *\(//' |
+		sort -u | sed 's/.*/void &(void) {}/'
+} >"$stub/cuda_stub.c"
+gcc -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$stub/libcuda.so" "$stub/cuda_stub.c"
+
+echo "cuda-build-check: dl.h against the cuBLAS and NCCL headers"
+# -D__CUDA_FP8_H__ skips cuda_fp8.h, which nccl.h includes and which needs CCCL.
+gcc -fsyntax-only -Wall -Werror -D__CUDA_FP8_H__ "${incs[@]}" internal/cuda/dlcheck/check.c
+
+echo "cuda-build-check: PTX"
+ptx="$(mktemp -d)"
+trap 'rm -rf "$ptx"' EXIT
+internal/cuda/kernels/gen.sh "$ptx"
+for f in internal/cuda/kernels/*.ptx "$ptx"/*.ptx; do
+	name="$(basename "$f")"
+	if ! cmp -s "internal/cuda/kernels/$name" "$ptx/$name"; then
+		echo "cuda-build-check: internal/cuda/kernels/$name differs from what kernels/gen.sh makes: run it and commit the PTX" >&2
+		exit 1
+	fi
+done
+
+echo "cuda-build-check: go vet, build and test -c with -tags cuda"
+export CGO_ENABLED=1
+export CGO_CFLAGS="-I$nv/cuda_runtime/include"
+export CGO_LDFLAGS="-L$stub"
+go vet -tags cuda ./...
+go build -tags cuda ./...
+out="$(mktemp -d)"
+trap 'rm -rf "$ptx" "$out"' EXIT
+go test -c -tags cuda -o "$out/cuda.test" ./internal/cuda
+go test -c -tags cuda -o "$out/gpuinfo.test" ./internal/gpuinfo
+echo "cuda-build-check: ok"
