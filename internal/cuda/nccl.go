@@ -110,13 +110,6 @@ func (n *NCCL) check(op string, r C.int) error {
 func (n *NCCL) Rank() int  { return n.rank }
 func (n *NCCL) World() int { return n.world }
 
-// failed returns the sticky error.
-func (n *NCCL) failed() error {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.err
-}
-
 func (n *NCCL) fail(err error) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -126,12 +119,19 @@ func (n *NCCL) fail(err error) error {
 	return n.err
 }
 
-// do runs one NCCL call on the device thread, in stream order with the kernels.
-func (n *NCCL) do(op string, call func() C.int) error {
-	if err := n.failed(); err != nil {
+// do runs one NCCL call on the communicator, on the device thread in stream
+// order with the kernels.
+func (n *NCCL) do(op string, call func(comm unsafe.Pointer) C.int) error {
+	n.mu.Lock()
+	comm, err := n.comm, n.err
+	n.mu.Unlock()
+	if err != nil {
 		return err
 	}
-	if err := n.be.q.call(func() error { return n.check(op, call()) }); err != nil {
+	if comm == nil {
+		return n.fail(fmt.Errorf("cuda: NCCL %s on rank %d: the communicator is closed", op, n.rank))
+	}
+	if err := n.be.q.call(func() error { return n.check(op, call(comm)) }); err != nil {
 		return n.fail(err)
 	}
 	return nil
@@ -166,8 +166,8 @@ func ncclOp(op dist.Op) C.int {
 func (n *NCCL) AllReduce(buf *tensor.Tensor, op dist.Op) error {
 	s := n.be.store(buf)
 	dt, o := ncclType(buf), ncclOp(op)
-	return n.do("all-reduce", func() C.int {
-		return C.zd_ncclAllReduce(n.fn.allReduce, C.size_t(s.ptr), C.size_t(s.ptr), C.size_t(s.n), dt, o, n.comm)
+	return n.do("all-reduce", func(comm unsafe.Pointer) C.int {
+		return C.zd_ncclAllReduce(n.fn.allReduce, C.size_t(s.ptr), C.size_t(s.ptr), C.size_t(s.n), dt, o, comm)
 	})
 }
 
@@ -178,8 +178,8 @@ func (n *NCCL) ReduceScatter(dst, src *tensor.Tensor, op dist.Op) error {
 		panic(fmt.Sprintf("cuda: NCCL reduce-scatter of %v into %v on %d ranks", src, dst, n.world))
 	}
 	dt, o := ncclType(src), ncclOp(op)
-	return n.do("reduce-scatter", func() C.int {
-		return C.zd_ncclReduceScatter(n.fn.reduceScatter, C.size_t(s.ptr), C.size_t(d.ptr), C.size_t(d.n), dt, o, n.comm)
+	return n.do("reduce-scatter", func(comm unsafe.Pointer) C.int {
+		return C.zd_ncclReduceScatter(n.fn.reduceScatter, C.size_t(s.ptr), C.size_t(d.ptr), C.size_t(d.n), dt, o, comm)
 	})
 }
 
@@ -190,8 +190,8 @@ func (n *NCCL) AllGather(dst, src *tensor.Tensor) error {
 		panic(fmt.Sprintf("cuda: NCCL all-gather of %v into %v on %d ranks", src, dst, n.world))
 	}
 	dt := ncclType(src)
-	return n.do("all-gather", func() C.int {
-		return C.zd_ncclAllGather(n.fn.allGather, C.size_t(s.ptr), C.size_t(d.ptr), C.size_t(s.n), dt, n.comm)
+	return n.do("all-gather", func(comm unsafe.Pointer) C.int {
+		return C.zd_ncclAllGather(n.fn.allGather, C.size_t(s.ptr), C.size_t(d.ptr), C.size_t(s.n), dt, comm)
 	})
 }
 
@@ -202,8 +202,8 @@ func (n *NCCL) Broadcast(buf *tensor.Tensor, root int) error {
 	}
 	s := n.be.store(buf)
 	dt := ncclType(buf)
-	return n.do("broadcast", func() C.int {
-		return C.zd_ncclBroadcast(n.fn.broadcast, C.size_t(s.ptr), C.size_t(s.ptr), C.size_t(s.n), dt, C.int(root), n.comm)
+	return n.do("broadcast", func(comm unsafe.Pointer) C.int {
+		return C.zd_ncclBroadcast(n.fn.broadcast, C.size_t(s.ptr), C.size_t(s.ptr), C.size_t(s.n), dt, C.int(root), comm)
 	})
 }
 

@@ -62,11 +62,12 @@ func zeroConfig(t *testing.T, out string, stage, steps int) Config {
 }
 
 // Different world sizes add the ranks' gradients in other orders (float32
-// sums of ~1e-6 relative difference), which Adam turns into weight
-// differences of up to ~lr = 1e-3 per step on elements whose gradient is near
-// zero — as in TestFullFineTuneMatchesDiffusers. Over 3 steps abs 1e-3 bounds
-// that, and the RMS bound below keeps a systematic error from hiding.
-var worldTol = golden.Tol{Abs: 1e-3, Rel: 1e-3, Why: "gradient sums in another order across world sizes, amplified by Adam on near-zero gradients"}
+// sums differing by ~1e-7 relative), which Adam can amplify on elements whose
+// gradient is near zero. Over these 3 to 6 steps the largest difference seen
+// is 2.4e-6 (world 4 and the 4→2→3 resume against one rank); abs 5e-5 leaves
+// a margin of 20, and a wrong reduction (a rank's gradients missing or
+// counted twice) moves weights by ~lr = 1e-3.
+var worldTol = golden.Tol{Abs: 5e-5, Rel: 1e-3, Why: "gradient sums in another order across world sizes (seen 2.4e-6)"}
 
 // TestZeroStagesAndWorldsAgree trains the tiny model 3 steps with a global
 // batch of 12 on 1, 2 and 4 ranks under ZeRO stages 0, 1 and 2. For one
