@@ -90,7 +90,7 @@ func run(ctx context.Context, c *cli) error {
 	}
 	x := res.Index
 	fmt.Fprintf(os.Stderr, "prep: %d records in %d shards in %s (%d skipped, resumed %d)", x.Records, len(x.Shards), c.Out, x.Skipped, res.Resumed)
-	if x.Report != "" {
+	if x.Report != "" && x.Skipped > 0 {
 		fmt.Fprintf(os.Stderr, "; skipped items listed in %s", filepath.Join(c.Out, x.Report))
 	}
 	fmt.Fprintln(os.Stderr)

@@ -16,6 +16,7 @@ import (
 	"github.com/zerodiff/zerodiff/internal/safetensors"
 	"github.com/zerodiff/zerodiff/internal/sd"
 	"github.com/zerodiff/zerodiff/internal/sd/pipeline"
+	"github.com/zerodiff/zerodiff/internal/sd/unet"
 )
 
 // maxStdinWeights bounds a UNet read from standard input (SD1.5 in fp32 is 3.4 GB).
@@ -90,7 +91,21 @@ func loadModel(c *cli) (*pipeline.Pipeline, error) {
 		return nil, fmt.Errorf("--model: %w", err)
 	}
 	if st.IsDir() {
-		return pipeline.Load(be, c.Model)
+		if c.UNet == "" {
+			return pipeline.Load(be, c.Model)
+		}
+		// The UNet's weights come from --unet: the folder needs only its config
+		// (a model trained from scratch has no weights there).
+		cfg, err := unet.ReadConfig(c.Model)
+		if err != nil {
+			return nil, err
+		}
+		u, err := unet.New(cfg)
+		if err != nil {
+			return nil, err
+		}
+		u.Params.Alloc(be, false)
+		return pipeline.LoadWith(be, c.Model, u)
 	}
 	if c.Config == "" {
 		return nil, fmt.Errorf("--model %s is a single file: give --config DIR, a diffusers folder with the matching configs, tokenizer and scheduler", c.Model)

@@ -5,6 +5,7 @@
 #
 #   slurm/testcluster.sh start [DIR]   install Debian's Slurm if missing, start, wait for idle nodes
 #   slurm/testcluster.sh stop [DIR]    stop what start started
+#   slurm/testcluster.sh status [DIR]  exit 0 when slurmctld and every slurmd run
 #   slurm/testcluster.sh env [DIR]     print the SLURM_CONF line that points clients at it
 #
 # DIR defaults to $ZD_SLURM_DIR or /tmp/zd-slurm. Starting a running cluster is
@@ -76,9 +77,11 @@ AccountingStorageType=accounting_storage/none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
 SchedulerType=sched/backfill
+SchedulerParameters=sched_interval=2,bf_interval=2
 SlurmdParameters=config_overrides
 ReturnToService=2
 MpiDefault=none
+MailProg=/bin/true
 GresTypes=gpu
 KillWait=10
 MinJobAge=600
@@ -213,6 +216,10 @@ stop() {
 case $action in
 start) start ;;
 stop) stop ;;
+status)
+	alive "$dir/run/slurmctld.pid" || exit 1
+	for n in "${nodes[@]}"; do alive "$dir/run/slurmd-$n.pid" || exit 1; done
+	;;
 env) echo "export SLURM_CONF=$conf" ;;
-*) die "usage: $0 start|stop|env [DIR]" ;;
+*) die "usage: $0 start|stop|status|env [DIR]" ;;
 esac

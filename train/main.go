@@ -21,6 +21,8 @@ import (
 
 	"github.com/alecthomas/kong"
 
+	"github.com/zerodiff/zerodiff/internal/dist"
+	"github.com/zerodiff/zerodiff/internal/rendezvous"
 	"github.com/zerodiff/zerodiff/internal/train"
 )
 
@@ -66,7 +68,15 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGUSR1, syscall.SIGINT)
 	defer stop()
 	job := &train.Job{Cfg: cfg, Data: data, Out: os.Stdout}
+	closeComm, err := joinRanks(job)
+	if err != nil {
+		fail(err)
+	}
 	err = job.Run(ctx)
+	if err != nil && !errors.Is(err, train.ErrStopped) && job.Comm != nil {
+		job.Comm.Abort(err) // peers fail at once instead of waiting for a timeout
+	}
+	closeComm()
 	if errors.Is(err, train.ErrStopped) {
 		fmt.Fprintln(os.Stderr, "train: stopped by signal; checkpoint written, exiting with code 75 to be requeued")
 		os.Exit(exitRequeue)
@@ -74,6 +84,29 @@ func main() {
 	if err != nil {
 		fail(err)
 	}
+}
+
+// joinRanks connects this process to the other ranks when launch started it
+// as one of several (ZERODIFF_RDZV_ADDR set): the rendezvous store, then a
+// TCP ring for the collectives. It returns what closes them.
+func joinRanks(job *train.Job) (func(), error) {
+	if os.Getenv(rendezvous.EnvAddr) == "" {
+		return func() {}, nil
+	}
+	st, err := rendezvous.FromEnv()
+	if err != nil {
+		return nil, err
+	}
+	ring, err := dist.NewRing(st, dist.RingConfig{Name: "train"})
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	job.Comm = ring
+	return func() {
+		ring.Close()
+		st.Close()
+	}, nil
 }
 
 func fail(err error) {

@@ -42,14 +42,14 @@ func (o Op) String() string {
 // departed peer is an error, returned by the call in progress and by every
 // later one.
 //
-// Reduction order: element i of chunk c (the part of the buffer that rank c
-// owns) is reduced along the ring as ((x[c+1] + x[c+2]) + …) + x[c], ranks
-// counted modulo World, by one rank, and the result is copied to the others.
-// So every rank ends with the same bits, and the bits do not depend on bucket
-// sizes or thread counts. ReduceScatter's chunk c is the part rank c receives;
-// AllReduce's chunk c is [c·n/World, (c+1)·n/World), the same chunks when n is
-// a multiple of World, so ReduceScatter followed by AllGather equals AllReduce
-// bit for bit.
+// Every rank ends a reduction with the same bits: each value is reduced once,
+// by one rank, and copied to the others. In the CPU ring, element i of chunk
+// c is ((x[c+1] + x[c+2]) + …) + x[c], ranks counted modulo World, whatever
+// the bucket size or thread count; ReduceScatter's chunk c is the part rank c
+// receives, AllReduce's chunk c is [c·n/World, (c+1)·n/World) (the same
+// chunks when n is a multiple of World, so that ReduceScatter followed by
+// AllGather equals AllReduce bit for bit). NCCL's order is its own, fixed
+// for a given topology, size and NCCL version.
 type Comm interface {
 	// Rank is this process's place in the job, World the number of ranks.
 	Rank() int

@@ -74,10 +74,11 @@ var errClosed = errors.New("the communicator is closed")
 // right neighbour (rank+1) and receiving from its left (rank-1), and run the
 // bandwidth-optimal ring algorithms (reduce-scatter, then all-gather, each
 // World-1 steps of one chunk) cut into buckets that flow through the ring
-// one behind the other. A sender and a receiver goroutine move the frames; a
-// third watches the right neighbour's connection for abort messages, which
-// travel leftwards against the data, so that a failure anywhere reaches
-// every rank within milliseconds.
+// one behind the other. A sender and a receiver goroutine move the frames.
+// A failure travels both ways round the ring as an abort message: rightwards
+// with the data, leftwards on the otherwise idle reverse direction of each
+// connection, which a third goroutine watches, so that it reaches every rank
+// within milliseconds, idle ones included.
 type Ring struct {
 	cfg         RingConfig
 	rank, world int
@@ -156,8 +157,8 @@ func (r *Ring) key(parts ...string) string {
 	return k
 }
 
-func (r *Ring) left1() int  { return (r.rank + r.world - 1) % r.world }
-func (r *Ring) right1() int { return (r.rank + 1) % r.world }
+func (r *Ring) leftRank() int  { return (r.rank + r.world - 1) % r.world }
+func (r *Ring) rightRank() int { return (r.rank + 1) % r.world }
 
 // connect listens, exchanges addresses and the token through the Store, and
 // connects both neighbours at once (with two ranks each is the other's left
@@ -188,9 +189,9 @@ func (r *Ring) connect(st Store) error {
 	if err != nil {
 		return fmt.Errorf("ring token: %w", err)
 	}
-	ra, err := st.Get(r.key("addr", strconv.Itoa(r.right1())), r.cfg.Timeout)
+	ra, err := st.Get(r.key("addr", strconv.Itoa(r.rightRank())), r.cfg.Timeout)
 	if err != nil {
-		return fmt.Errorf("address of rank %d: %w", r.right1(), err)
+		return fmt.Errorf("address of rank %d: %w", r.rightRank(), err)
 	}
 	r.rightAddr = string(ra)
 
@@ -203,6 +204,9 @@ func (r *Ring) connect(st Store) error {
 	}()
 	var errDial error
 	r.right, errDial = r.dialRight(token, deadline)
+	if errDial != nil {
+		ln.Close() // stop accepting: the ring cannot form
+	}
 	<-done
 	if err := errors.Join(errDial, errAccept); err != nil {
 		for _, c := range []*net.TCPConn{r.left, r.right} {
@@ -218,9 +222,9 @@ func (r *Ring) connect(st Store) error {
 		}
 	}
 	// The left neighbour published its address before it connected.
-	la, err := st.Get(r.key("addr", strconv.Itoa(r.left1())), r.cfg.Timeout)
+	la, err := st.Get(r.key("addr", strconv.Itoa(r.leftRank())), r.cfg.Timeout)
 	if err != nil {
-		return fmt.Errorf("address of rank %d: %w", r.left1(), err)
+		return fmt.Errorf("address of rank %d: %w", r.leftRank(), err)
 	}
 	r.leftAddr = string(la)
 	return nil
@@ -272,7 +276,7 @@ func (r *Ring) acceptLeft(ln *net.TCPListener, token []byte, deadline time.Time)
 		c, err := ln.AcceptTCP()
 		if err != nil {
 			return nil, fmt.Errorf("rank %d did not connect within %v (%d other connections refused): %w",
-				r.left1(), r.cfg.Timeout, refused, err)
+				r.leftRank(), r.cfg.Timeout, refused, err)
 		}
 		if err := r.checkLeft(c, token, deadline); err != nil {
 			refused++
@@ -307,8 +311,8 @@ func (r *Ring) checkLeft(c *net.TCPConn, token []byte, deadline time.Time) error
 	if !hmac.Equal(hello[len(ringMagic)+8:], proof(token, "dial", nonce, rank, world)) {
 		return errors.New("wrong ring token (another job, or a stranger)")
 	}
-	if rank != r.left1() || world != r.world {
-		return fmt.Errorf("rank %d of %d connected, but rank %d of %d expects rank %d", rank, world, r.rank, r.world, r.left1())
+	if rank != r.leftRank() || world != r.world {
+		return fmt.Errorf("rank %d of %d connected, but rank %d of %d expects rank %d", rank, world, r.rank, r.world, r.leftRank())
 	}
 	if _, err := c.Write(proof(token, "accept", nonce, r.rank, r.world)); err != nil {
 		return err
@@ -327,13 +331,13 @@ func (r *Ring) dialRight(token []byte, deadline time.Time) (*net.TCPConn, error)
 			break
 		}
 		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("connect to rank %d at %s: %w", r.right1(), r.rightAddr, err)
+			return nil, fmt.Errorf("connect to rank %d at %s: %w", r.rightRank(), r.rightAddr, err)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
 	fail := func(what string, err error) (*net.TCPConn, error) {
 		c.Close()
-		return nil, fmt.Errorf("rank %d at %s %s: %w", r.right1(), r.rightAddr, what, err)
+		return nil, fmt.Errorf("rank %d at %s %s: %w", r.rightRank(), r.rightAddr, what, err)
 	}
 	if err := c.SetDeadline(earliest(deadline, time.Now().Add(handshakeTimeout))); err != nil {
 		return fail("handshake", err)
@@ -355,7 +359,7 @@ func (r *Ring) dialRight(token []byte, deadline time.Time) (*net.TCPConn, error)
 	if _, err := io.ReadFull(c, ack); err != nil {
 		return fail("refused this rank (a different ring token: another job's rank on that port?)", err)
 	}
-	if !hmac.Equal(ack, proof(token, "accept", nonce, r.right1(), r.world)) {
+	if !hmac.Equal(ack, proof(token, "accept", nonce, r.rightRank(), r.world)) {
 		return fail("answered without the ring token", errors.New("bad proof"))
 	}
 	if err := c.SetDeadline(time.Time{}); err != nil {

@@ -170,7 +170,7 @@ func (r *Ring) send(p *plan) {
 		bye := r.rightBye
 		r.mu.Unlock()
 		if bye {
-			r.abort(&PeerError{Rank: r.right1(), Addr: r.rightAddr, Observer: r.rank,
+			r.abort(&PeerError{Rank: r.rightRank(), Addr: r.rightAddr, Observer: r.rank,
 				Reason: fmt.Sprintf("closed its communicator while rank %d is in %v", r.rank, p.call)})
 			return
 		}
@@ -184,7 +184,7 @@ func (r *Ring) send(p *plan) {
 		r.rightCut = err != nil
 		r.wmu.Unlock()
 		if err != nil {
-			r.peerFailed(r.right1(), r.rightAddr, true, err)
+			r.peerFailed(r.rightRank(), r.rightAddr, true, err)
 			return
 		}
 		r.progress(&p.sent, i+1)
@@ -206,11 +206,11 @@ func (r *Ring) receive(p *plan) {
 			return
 		}
 		if _, err := io.ReadFull(r.left, h[:]); err != nil {
-			r.peerFailed(r.left1(), r.leftAddr, false, err)
+			r.peerFailed(r.leftRank(), r.leftAddr, false, err)
 			return
 		}
 		if kind, _, n := parseHeader(h[:]); kind == kindAbort {
-			r.abort(r.readAbort(r.left, r.left1(), r.leftAddr, n))
+			r.abort(r.readAbort(r.left, r.leftRank(), r.leftAddr, n))
 			return
 		}
 		if pe := r.checkFrame(h[:], p.call, len(u.dst)); pe != nil {
@@ -224,7 +224,7 @@ func (r *Ring) receive(p *plan) {
 			return
 		}
 		if _, err := io.ReadFull(r.left, payload); err != nil {
-			r.peerFailed(r.left1(), r.leftAddr, false, err)
+			r.peerFailed(r.leftRank(), r.leftAddr, false, err)
 			return
 		}
 		if u.local != nil {
@@ -260,7 +260,7 @@ func (r *Ring) readAbort(c net.Conn, peer int, addr string, n uint64) *PeerError
 // is in; a difference means the ranks' programs diverged.
 func (r *Ring) checkFrame(h []byte, want call, values int) *PeerError {
 	kind, got, payload := parseHeader(h)
-	pe := &PeerError{Rank: r.left1(), Addr: r.leftAddr, Observer: r.rank}
+	pe := &PeerError{Rank: r.leftRank(), Addr: r.leftAddr, Observer: r.rank}
 	switch {
 	case kind == kindBye:
 		pe.Reason = fmt.Sprintf("closed its communicator while rank %d is in %v", r.rank, want)
@@ -290,7 +290,7 @@ func (r *Ring) ctrlLoop() {
 			bye := r.rightBye
 			r.mu.Unlock()
 			if !bye {
-				r.peerFailed(r.right1(), r.rightAddr, false, err)
+				r.peerFailed(r.rightRank(), r.rightAddr, false, err)
 			}
 			return
 		}
@@ -302,10 +302,10 @@ func (r *Ring) ctrlLoop() {
 			r.cond.Broadcast()
 			r.mu.Unlock()
 		case kind == kindAbort:
-			r.abort(r.readAbort(r.right, r.right1(), r.rightAddr, n))
+			r.abort(r.readAbort(r.right, r.rightRank(), r.rightAddr, n))
 			return
 		default:
-			r.abort(&PeerError{Rank: r.right1(), Addr: r.rightAddr, Observer: r.rank,
+			r.abort(&PeerError{Rank: r.rightRank(), Addr: r.rightAddr, Observer: r.rank,
 				Reason: fmt.Sprintf("sent a control frame of kind %d and %d bytes (not a zerodiff ring of this version?)", kind, n)})
 			return
 		}

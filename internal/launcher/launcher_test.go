@@ -378,3 +378,77 @@ func TestSlurmPortBusy(t *testing.T) {
 		t.Errorf("rank 1's variables %v", e)
 	}
 }
+
+// TestRankZeroLost: the machine of rank 0, which serves the rendezvous,
+// vanishes (here: a stand-in for its launcher closes the server); the
+// other machine's launcher stops its worker and names rank 0.
+func TestRankZeroLost(t *testing.T) {
+	const secret, job = "shared", "lost"
+	key := rendezvous.Key(secret, rendezvous.JobScope(job))
+	srv, err := rendezvous.Listen("127.0.0.1", []int{0}, rendezvous.ServerConfig{Key: key, World: 2, Logf: t.Logf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	join := func(role rendezvous.Role) *rendezvous.Client {
+		c, err := rendezvous.Dial("127.0.0.1", []int{srv.Port()}, rendezvous.Options{Key: key, Role: role, Ranks: []int{0}, World: 2, JoinTimeout: 5 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	agent0, worker0 := join(rendezvous.Agent), join(rendezvous.Worker)
+	defer agent0.Close()
+	defer worker0.Close()
+	if err := agent0.Set(masterPortKey, []byte("29500")); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	cfg := localConfig(0, dir)
+	cfg.Rank, cfg.World, cfg.MasterAddr, cfg.MasterPort, cfg.JobID = 1, 2, "127.0.0.1", srv.Port(), job
+	cfg.Lookup = noGPUEnv("ZERODIFF_SECRET", secret)
+	l := start(cfg)
+	if err := worker0.Barrier("started", 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	readFiles(t, dir, "pid", 1)
+	srv.Close()
+	if code := l.wait(t, stopBound); code != 1 {
+		t.Errorf("launch exited %d, want 1; output:\n%s", code, l.out)
+	}
+	want := "rank 0 on host 127.0.0.1 disappeared: lost contact with the rendezvous server"
+	if !strings.Contains(l.out.String(), want) {
+		t.Errorf("output lacks %q:\n%s", want, l.out)
+	}
+	if sig := readFiles(t, dir, "signal", 1)[1]; sig != "terminated" {
+		t.Errorf("rank 1 got %q, want SIGTERM", sig)
+	}
+}
+
+// TestSignalWhileJoining: a signal while launch still looks for the
+// rendezvous stops it at once, without starting workers.
+func TestSignalWhileJoining(t *testing.T) {
+	probe, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := probe.Addr().(*net.TCPAddr).Port
+	probe.Close()
+	dir := t.TempDir()
+	cfg := localConfig(0, dir)
+	cfg.Rank, cfg.World, cfg.MasterAddr, cfg.MasterPort = 1, 2, "127.0.0.1", port
+	cfg.Lookup = noGPUEnv("ZERODIFF_SECRET", "s")
+	l := start(cfg)
+	time.Sleep(100 * time.Millisecond)
+	l.sigs <- syscall.SIGTERM
+	// Far below the 20 s join timeout of localConfig: launch did not wait for it.
+	if code := l.wait(t, 5*time.Second); code != 128+15 {
+		t.Errorf("launch exited %d, want 143; output:\n%s", code, l.out)
+	}
+	if !strings.Contains(l.out.String(), "terminated before the workers started") {
+		t.Errorf("output:\n%s", l.out)
+	}
+	if files, _ := os.ReadDir(dir); len(files) != 0 {
+		t.Errorf("workers ran: %v", files)
+	}
+}

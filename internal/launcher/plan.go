@@ -65,6 +65,7 @@ type Plan struct {
 	Slots        []Slot
 	Nodes, Node  int
 	Host         string // this machine's name in messages
+	MasterHost   string // the first machine's name in messages
 	MasterAddr   string // where the rendezvous is, and MASTER_ADDR
 	ListenHost   string // where the server listens ("" every interface)
 	Ports        []int  // the port sequence
@@ -104,6 +105,7 @@ func localPlan(cfg Config) (Plan, error) {
 	p := Plan{Mode: "local", World: cfg.NProc, Nodes: 1, MasterAddr: "127.0.0.1", ListenHost: "127.0.0.1",
 		Ports: rendezvous.Ports(0), Serve: true, JobID: cfg.JobID}
 	p.Host, _ = os.Hostname()
+	p.MasterHost = p.Host
 	if p.JobID == "" {
 		p.JobID = fmt.Sprintf("local-%d", os.Getpid())
 	}
@@ -141,7 +143,8 @@ func explicitPlan(cfg Config) (Plan, error) {
 	case nnodes > 1 && cfg.MasterAddr == "":
 		return Plan{}, errors.New("--master-addr is needed with more than one machine: the first machine's address")
 	}
-	p := Plan{Mode: "explicit", World: nnodes * nproc, Nodes: nnodes, Node: node, Serve: node == 0 && !cfg.External, JobID: cfg.JobID}
+	p := Plan{Mode: "explicit", World: nnodes * nproc, Nodes: nnodes, Node: node, Serve: node == 0 && !cfg.External,
+		JobID: cfg.JobID, MasterHost: cmp.Or(cfg.MasterAddr, "127.0.0.1")}
 	p.Host, _ = os.Hostname()
 	if p.JobID == "" {
 		p.JobID = "zerodiff"
@@ -182,7 +185,7 @@ func slurmPlan(cfg Config) (Plan, error) {
 	if err != nil {
 		return Plan{}, fmt.Errorf("slurm: %w", err)
 	}
-	p := Plan{Mode: "slurm", World: sp.World, Nodes: sp.Nodes, Node: sp.Node, Host: sp.Hosts[sp.Node],
+	p := Plan{Mode: "slurm", World: sp.World, Nodes: sp.Nodes, Node: sp.Node, Host: sp.Hosts[sp.Node], MasterHost: sp.Hosts[0],
 		Serve: sp.Rank == 0, JobID: sp.JobID, RestartCount: sp.RestartCount,
 		Slots: []Slot{{Rank: sp.Rank, LocalRank: sp.LocalRank, LocalWorld: sp.LocalWorld, Device: sp.Device}}}
 	var ok bool

@@ -86,41 +86,24 @@ type exit struct {
 }
 
 func (j *job) run(signals <-chan os.Signal) int {
-	key := rendezvous.Key(j.plan.Secret, j.plan.Scope)
-	ports := j.plan.Ports
-	var srv *rendezvous.Server
-	if j.plan.Serve {
-		var err error
-		srv, err = rendezvous.Listen(j.plan.ListenHost, j.plan.Ports, rendezvous.ServerConfig{
-			Key: key, World: j.plan.World, Heartbeat: j.cfg.Heartbeat, DeadAfter: j.cfg.DeadAfter,
-			JoinTimeout: j.cfg.JoinTimeout, Logf: func(f string, a ...any) { j.logf("rendezvous: "+f, a...) },
-		})
-		if err != nil {
-			j.logf("%v", err)
-			return 1
-		}
-		defer srv.Close()
-		ports = []int{srv.Port()}
+	// Meeting the others may take up to the join timeout: a signal
+	// meanwhile stops launch at once.
+	met := make(chan *meeting, 1)
+	go func() { met <- j.meet() }()
+	var m *meeting
+	select {
+	case m = <-met:
+	case sig := <-signals:
+		j.logf("rank %d on host %s: %v before the workers started: stopping", j.plan.Slots[0].Rank, j.plan.Host, sig)
+		go func() { (<-met).close() }()
+		return 128 + signalNumber(sig)
 	}
-	ranks := make([]int, len(j.plan.Slots))
-	for i, s := range j.plan.Slots {
-		ranks[i] = s.Rank
-	}
-	agent, err := rendezvous.Dial(j.plan.MasterAddr, ports, rendezvous.Options{
-		Key: key, Role: rendezvous.Agent, Ranks: ranks, World: j.plan.World, Host: j.plan.Host,
-		JoinTimeout: j.cfg.JoinTimeout, Heartbeat: j.cfg.Heartbeat, DeadAfter: j.cfg.DeadAfter,
-	})
-	if err != nil {
-		j.logf("rank %d on host %s: %v", ranks[0], j.plan.Host, err)
+	defer m.close()
+	if m.err != nil {
+		j.logf("rank %d on host %s: %v", j.plan.Slots[0].Rank, j.plan.Host, m.err)
 		return 1
 	}
-	defer agent.Close()
-	masterPort, err := j.masterPort(agent)
-	if err != nil {
-		j.logf("rank %d on host %s: %v", ranks[0], j.plan.Host, err)
-		return 1
-	}
-	rdzv := net.JoinHostPort(j.plan.MasterAddr, strconv.Itoa(agent.Port()))
+	rdzv := net.JoinHostPort(j.plan.MasterAddr, strconv.Itoa(m.agent.Port()))
 	if j.lead {
 		j.logf("%s on %s (%s), rendezvous at %s: %s", count(j.plan.World, "rank"), count(j.plan.Nodes, "node"), j.plan.Mode, rdzv, strings.Join(j.cfg.Command, " "))
 	}
@@ -128,7 +111,7 @@ func (j *job) run(signals <-chan os.Signal) int {
 	exits := make(chan exit, len(j.plan.Slots))
 	running := map[int]*worker{}
 	for _, s := range j.plan.Slots {
-		w, err := j.start(s, rdzv, masterPort)
+		w, err := j.start(s, rdzv, m.masterPort)
 		if err != nil {
 			exits <- exit{slot: s, code: exitNotStarted, reason: fmt.Sprintf("could not start %s: %v", j.cfg.Command[0], err)}
 			continue
@@ -136,9 +119,9 @@ func (j *job) run(signals <-chan os.Signal) int {
 		running[s.Rank] = w
 		go func() { exits <- waitExit(w) }()
 	}
-	cause := j.supervise(agent, running, exits, signals)
-	if cause == nil && srv != nil {
-		cause = j.awaitOthers(srv, agent, signals)
+	cause := j.supervise(m.agent, running, exits, signals)
+	if cause == nil && m.srv != nil {
+		cause = j.awaitOthers(m.srv, m.agent, signals)
 	}
 	switch {
 	case cause == nil:
@@ -147,6 +130,56 @@ func (j *job) run(signals <-chan os.Signal) int {
 		return cause.Code
 	}
 	return 1
+}
+
+// meeting is this launcher's part of the rendezvous: the server it serves
+// (if any), its connection, and the job's MASTER_PORT.
+type meeting struct {
+	srv        *rendezvous.Server
+	agent      *rendezvous.Client
+	masterPort int
+	err        error
+}
+
+// meet serves the rendezvous if this launcher should, joins it on behalf
+// of its ranks, and agrees on MASTER_PORT.
+func (j *job) meet() *meeting {
+	m := &meeting{}
+	key := rendezvous.Key(j.plan.Secret, j.plan.Scope)
+	ports := j.plan.Ports
+	if j.plan.Serve {
+		m.srv, m.err = rendezvous.Listen(j.plan.ListenHost, j.plan.Ports, rendezvous.ServerConfig{
+			Key: key, World: j.plan.World, Heartbeat: j.cfg.Heartbeat, DeadAfter: j.cfg.DeadAfter,
+			JoinTimeout: j.cfg.JoinTimeout, Logf: func(f string, a ...any) { j.logf("rendezvous: "+f, a...) },
+		})
+		if m.err != nil {
+			return m
+		}
+		ports = []int{m.srv.Port()}
+	}
+	ranks := make([]int, len(j.plan.Slots))
+	for i, s := range j.plan.Slots {
+		ranks[i] = s.Rank
+	}
+	m.agent, m.err = rendezvous.Dial(j.plan.MasterAddr, ports, rendezvous.Options{
+		Key: key, Role: rendezvous.Agent, Ranks: ranks, World: j.plan.World, Host: j.plan.Host,
+		JoinTimeout: j.cfg.JoinTimeout, Heartbeat: j.cfg.Heartbeat, DeadAfter: j.cfg.DeadAfter,
+	})
+	if m.err != nil {
+		return m
+	}
+	m.masterPort, m.err = j.masterPort(m.agent)
+	return m
+}
+
+// close leaves the rendezvous and stops the server, if any.
+func (m *meeting) close() {
+	if m.agent != nil {
+		m.agent.Close()
+	}
+	if m.srv != nil {
+		m.srv.Close()
+	}
 }
 
 // masterPort agrees on MASTER_PORT for PyTorch workers: rank 0's launcher
@@ -247,8 +280,12 @@ func (j *job) supervise(agent *rendezvous.Client, running map[int]*worker, exits
 			delete(running, e.slot.Rank)
 			if e.code != 0 && cause == nil {
 				ev := rendezvous.Event{Rank: e.slot.Rank, Host: j.plan.Host, Code: e.code, Reason: e.reason}
-				if e.code != ExitRequeue {
+				switch {
+				case e.code == ExitRequeue:
+				case j.lead:
 					j.logf("%v: stopping all ranks", ev)
+				default:
+					j.logf("%v", ev)
 				}
 				stop(ev)
 			}
@@ -257,8 +294,8 @@ func (j *job) supervise(agent *rendezvous.Client, running map[int]*worker, exits
 			}
 		case <-aborted:
 			aborted = nil
-			if ev := agent.Abort(); cause == nil {
-				if j.lead || ev.Rank < 0 {
+			if ev := j.abortEvent(agent); cause == nil {
+				if j.lead || agent.ServerLost() {
 					j.logf("%v: stopping all ranks", ev)
 				}
 				stop(ev)
@@ -286,12 +323,30 @@ func (j *job) awaitOthers(srv *rendezvous.Server, agent *rendezvous.Client, sign
 			}
 			return nil
 		case <-agent.Aborted():
-			ev := agent.Abort()
+			ev := j.abortEvent(agent)
 			j.logf("%v", ev)
 			return &ev
 		case <-signals:
 		}
 	}
+}
+
+// abortEvent is why the job ended for agent; losing a server that rank 0's
+// launcher serves means rank 0's launcher or host is gone, and says so.
+func (j *job) abortEvent(agent *rendezvous.Client) rendezvous.Event {
+	ev := agent.Abort()
+	if agent.ServerLost() && !j.cfg.External {
+		ev = rendezvous.Event{Rank: 0, Host: j.plan.MasterHost, Code: -1, Reason: "disappeared: " + ev.Reason}
+	}
+	return ev
+}
+
+// signalNumber is sig's number, 1 when it has none.
+func signalNumber(sig os.Signal) int {
+	if s, ok := sig.(syscall.Signal); ok {
+		return int(s)
+	}
+	return 1
 }
 
 // waitExit waits for a worker and says how it ended.

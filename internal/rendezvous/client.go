@@ -51,6 +51,7 @@ type Client struct {
 	abortOnce sync.Once
 	abortCh   chan struct{}
 	abortEv   Event
+	lost      bool // the abort is the loss of the server
 }
 
 var _ dist.Store = (*Client)(nil)
@@ -220,7 +221,7 @@ func (c *Client) readLoop() {
 			}
 		case opAbort:
 			if ev, err := decodeEvent(payload); err == nil {
-				c.setAbort(ev)
+				c.setAbort(ev, false)
 			}
 		}
 	}
@@ -242,13 +243,13 @@ func (c *Client) fail(err error) {
 	}
 	c.mu.Unlock()
 	if !closing {
-		c.setAbort(Event{Rank: -1, Code: -1, Reason: c.readErr.Error()})
+		c.setAbort(Event{Rank: -1, Code: -1, Reason: c.readErr.Error()}, true)
 	}
 }
 
-func (c *Client) setAbort(ev Event) {
+func (c *Client) setAbort(ev Event, lost bool) {
 	c.abortOnce.Do(func() {
-		c.abortEv = ev
+		c.abortEv, c.lost = ev, lost
 		close(c.abortCh)
 	})
 }
@@ -363,6 +364,17 @@ func (c *Client) Aborted() <-chan struct{} { return c.abortCh }
 func (c *Client) Abort() Event {
 	<-c.abortCh
 	return c.abortEv
+}
+
+// ServerLost reports whether the job ended for this member because contact
+// with the server was lost, rather than by the server's word.
+func (c *Client) ServerLost() bool {
+	select {
+	case <-c.abortCh:
+		return c.lost
+	default:
+		return false
+	}
 }
 
 // Rank is the member's (first) rank; World the job's size.

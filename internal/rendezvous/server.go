@@ -106,6 +106,7 @@ func (w *waiter) stop() {
 	}
 }
 
+// barrier is one pending barrier of one role: who has arrived.
 type barrier struct {
 	name    string
 	role    Role

@@ -100,6 +100,17 @@ func (j *Job) start() error {
 	if c.CheckpointDir == "" {
 		c.CheckpointDir = filepath.Join(c.OutputDir, "checkpoints")
 	}
+	// Checkpoints record where the model came from; ckpt reads them from
+	// other folders, so the paths must not be relative.
+	for _, p := range []*string{&c.PretrainedModel, &c.UNetConfig} {
+		if *p != "" {
+			abs, err := filepath.Abs(*p)
+			if err != nil {
+				return err
+			}
+			*p = abs
+		}
+	}
 	if err := os.MkdirAll(c.OutputDir, 0o755); err != nil {
 		return err
 	}
@@ -347,11 +358,11 @@ func rss() int64 {
 func formatBytes(n int64) string {
 	switch {
 	case n >= 1<<30:
-		return fmt.Sprintf("%.2f GiB of model state", float64(n)/(1<<30))
+		return fmt.Sprintf("%.2f GiB", float64(n)/(1<<30))
 	case n >= 1<<20:
-		return fmt.Sprintf("%.1f MiB of model state", float64(n)/(1<<20))
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
 	}
-	return fmt.Sprintf("%.1f KiB of model state", float64(n)/(1<<10))
+	return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
 }
 
 // marshalState is the JSON a checkpoint keeps of the run's settings.

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -39,9 +40,10 @@ func main() {
 	if rank == *stubborn {
 		signal.Ignore(syscall.SIGTERM)
 	}
+	torchrun := strings.Fields("RANK WORLD_SIZE LOCAL_RANK LOCAL_WORLD_SIZE GROUP_RANK MASTER_ADDR MASTER_PORT")
 	var env []string
 	for _, kv := range os.Environ() {
-		if strings.HasPrefix(kv, "ZERODIFF_") || strings.Contains("RANK WORLD_SIZE LOCAL_RANK LOCAL_WORLD_SIZE GROUP_RANK MASTER_ADDR MASTER_PORT", strings.SplitN(kv, "=", 2)[0]) {
+		if k, _, _ := strings.Cut(kv, "="); strings.HasPrefix(k, "ZERODIFF_") || slices.Contains(torchrun, k) {
 			env = append(env, kv)
 		}
 	}

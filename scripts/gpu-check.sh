@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# The GPU check, run on the GPU machine from the folder scripts/gpu-check-prep.sh
+# filled (.gpu/): the smoke kernel, every CUDA-vs-CPU op test, the SD1.5 UNet
+# training step (ours and diffusers', bf16, 64x64 latents, batch 8 and 32)
+# and the UNet loop of sampling one 512x512 image with 30 DPM++ steps, each
+# under `timeout`, then a table naming the card. Whole run: under 8 minutes.
+# Full logs go to $OUT (or .gpu/out). Never touches clocks, power or MIG.
+set -uo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+out="${OUT:-$here/out}"
+mkdir -p "$out"
+cd "$here"
+
+# cuBLAS and NCCL are opened at run time: add PyTorch's wheel copies to the
+# loader path in case the system has none on it.
+sp="$(python3 -c 'import site; print(" ".join(site.getsitepackages()))' 2>/dev/null || true)"
+for d in $(find $sp -path '*nvidia*' \( -name 'libcublas.so.1[23]' -o -name 'libnccl.so.2' \) 2>/dev/null | xargs -r -n1 dirname | sort -u); do
+	export LD_LIBRARY_PATH="$d${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+done
+python3 -m pip install -q --no-index --no-deps --target "$here/pylib" "$here"/wheels/*.whl >"$out/pip.log" 2>&1
+export PYTHONPATH="$here/pylib:$here/bench"
+card="$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)"
+short="$(echo "$card" | grep -oE 'H100|H200|A100|L40S|[A-Z][0-9]{2,3}' | head -1)"
+short="${short:-GPU}"
+echo "gpu-check on $card"
+
+rows=()
+row() { rows+=("$(printf '%-5s %-34s %-7s %-12s %-12s %s' "$short" "$1" "$2" "$3" "$4" "$5")"); }
+# metric FILE UNIT: the value before UNIT on the last Go benchmark line of FILE.
+metric() { grep -E '^Benchmark' "$1" | tail -1 | awk -v u="$2" '{for (i = 2; i <= NF; i++) if ($i == u) print $(i-1)}'; }
+# kv FILE KEY: KEY=value from the last torch line of FILE.
+kv() { grep -E '^torch ' "$1" | tail -1 | grep -oE "$2=[^ ]+" | cut -d= -f2; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a > 0 && b > 0) printf "%.2f", b / a; else print "-" }'; }
+step() { # step NAME SECONDS LOG COMMAND...: run under timeout, say ok or FAIL.
+	local name="$1" secs="$2" log="$3"
+	shift 3
+	local t0=$SECONDS
+	if timeout "$secs" "$@" >"$out/$log" 2>&1; then
+		echo "  $name: ok ($((SECONDS - t0)) s)"
+		return 0
+	fi
+	echo "  $name: FAIL (exit $?, $((SECONDS - t0)) s; see $out/$log)"
+	return 1
+}
+
+if step "smoke kernel" 30 smoke.log ./cuda.test -test.run '^TestSmoke$' -test.v; then
+	row "smoke kernel (load PTX, launch)" ok - - -
+else
+	row "smoke kernel (load PTX, launch)" FAIL - - -
+fi
+
+step "op tests" 80 ops.log ./cuda.test -test.run 'Test' -test.v
+pass=$(grep -c -- '^--- PASS' "$out/ops.log")
+fail=$(grep -c -- '^--- FAIL' "$out/ops.log")
+step "nvml" 20 nvml.log ./gpuinfo.test -test.run 'TestQuery' -test.v
+row "CUDA-vs-CPU op tests" "$([ "$fail" = 0 ] && [ "$pass" -gt 0 ] && echo ok || echo FAIL)" "$pass passed" "$fail failed" -
+row "NVML query" "$(grep -q -- '^--- PASS: TestQuery' "$out/nvml.log" && echo ok || echo FAIL)" - - -
+
+for bs in 8 32; do
+	ckpt=0
+	[ "$bs" = 32 ] && ckpt=1 # fp32 activations of batch 32 need gradient checkpointing on 80 GB
+	step "go train step bs$bs" $([ "$bs" = 8 ] && echo 70 || echo 85) "go_train_bs$bs.log" \
+		env ZD_MATH=bf16 ZD_BATCH=$bs ZD_CKPT=$ckpt ./cuda.test -test.run '^$' -test.bench 'UNetTrainStep' -test.benchtime 3x
+	step "torch train step bs$bs" $([ "$bs" = 8 ] && echo 45 || echo 60) "torch_train_bs$bs.log" \
+		python3 bench/torch_unet_train.py --batch $bs --steps 5
+	g="$out/go_train_bs$bs.log" p="$out/torch_train_bs$bs.log"
+	ours=$(metric "$g" ms/step) ref=$(kv "$p" ms/step)
+	res=$([ -n "$ours" ] && [ -n "$ref" ] && echo ok || echo FAIL)
+	row "unet train step bs$bs 64x64 ms" "$res" "${ours:--} ms" "${ref:--} ms" "$(ratio "$ours" "$ref")"
+	row "  img/s (ours, torch)" "" "$(metric "$g" img/s)" "$(kv "$p" img/s)" ""
+	row "  MFU % of 790 TFLOP/s" "" "$(metric "$g" MFU%)" "$(kv "$p" MFU%)" ""
+	row "  peak GiB$([ $ckpt = 1 ] && echo ' (ours checkpointed)')" "" "$(metric "$g" peakGiB)" "$(kv "$p" peakGiB)" ""
+done
+
+step "go sample unet x30" 40 go_sample.log env ZD_MATH=bf16 ./cuda.test -test.run '^$' -test.bench 'UNetSample30' -test.benchtime 2x
+step "torch sample 30 steps" 40 torch_sample.log python3 bench/torch_sample.py --steps 30 --repeat 2
+ours=$(metric "$out/go_sample.log" ms/image) ref=$(kv "$out/torch_sample.log" unet30_ms)
+row "sample 512px 30 DPM++ (UNet) ms" "$([ -n "$ours" ] && [ -n "$ref" ] && echo ok || echo FAIL)" "${ours:--} ms" "${ref:--} ms" "$(ratio "$ours" "$ref")"
+
+{
+	echo
+	echo "card: $card   (ratio = reference / ours: above 1 means ours is faster)"
+	printf '%-5s %-34s %-7s %-12s %-12s %s\n' card op/test result ours reference ratio
+	printf '%s\n' "${rows[@]}"
+} | tee "$out/table.txt"
+echo "gpu-check: $SECONDS s; logs in $out"
