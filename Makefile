@@ -9,7 +9,7 @@ TOOLS   := $(patsubst %/main.go,%,$(wildcard */main.go))
 VENV    ?= $(HOME)/.cache/zerodiff/venv
 PYTHON  ?= $(VENV)/bin/python
 
-.PHONY: all build test vet fmt-check bench parity golden venv demo clean
+.PHONY: all build test vet fmt-check bench parity parity-sd15 golden venv demo clean
 
 all: build
 
@@ -36,6 +36,24 @@ parity:
 bench:
 	@PYTHON=$(PYTHON) scripts/bench.sh
 
+# SD1.5 at full size: testdata/sd15/make_sd15.py writes the real architecture with seeded random
+# weights to $(SD15_DIR) (~4 GB, never committed; needs the Python stack and 10 GB free; skipped when
+# already there), then internal/sd/sd15 compares one UNet forward (64x64 and 32x32 latents), one VAE
+# encode and decode (256 px) and the text encoder against diffusers/transformers, and prints the rows.
+# About 5 minutes and 10 GB of RAM on 2 cores.
+SD15_DIR ?= /tmp/zerodiff-sd15
+
+parity-sd15: SHELL := /bin/bash
+parity-sd15:
+	@test -x $(PYTHON) || { echo "no Python reference stack at $(PYTHON): run 'make venv' first"; exit 1; }
+	HF_HUB_OFFLINE=1 ZD_SD15_DIR=$(SD15_DIR) $(PYTHON) testdata/sd15/make_sd15.py
+	@rm -f parity-sd15.jsonl
+	@set -o pipefail; rc=0; \
+	ZD_SD15_DIR=$(SD15_DIR) ZD_PARITY=$(CURDIR)/parity-sd15.jsonl \
+		$(GO) test -count=1 -v -timeout 60m ./internal/sd/sd15 2>&1 | tee parity-sd15.log || rc=$$?; \
+	$(GO) run ./internal/golden/paritytable parity-sd15.jsonl || rc=1; \
+	exit $$rc
+
 # Regenerates testdata/golden with the Python reference stack (needs PyPI; never run by CI).
 golden:
 	@test -x $(PYTHON) || { echo "no Python reference stack at $(PYTHON): run 'make venv' first"; exit 1; }
@@ -50,4 +68,4 @@ demo: build
 	@scripts/demo.sh
 
 clean:
-	rm -rf $(BIN) parity.jsonl
+	rm -rf $(BIN) parity.jsonl parity-sd15.jsonl parity-sd15.log

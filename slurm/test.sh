@@ -11,8 +11,9 @@
 #   chain   the real binaries: prep.sbatch makes the demo shards; train.sbatch
 #           trains the demo on 2 nodes × 2 tasks with ZeRO-2 and leaves a
 #           complete checkpoint of 4 parts; a second run stopped by USR1 is
-#           requeued, resumes from its checkpoint and finishes; ckpt merge and
-#           sample.sbatch turn it into an image.
+#           requeued, resumes from its checkpoint and finishes; a third job
+#           continues that run on 2 ranks; ckpt merge and sample.sbatch turn
+#           it into an image.
 #
 #   slurm/test.sh [script|chain|all]      (default all; run from anywhere)
 #
@@ -72,9 +73,11 @@ job_field() {
 }
 
 # submit SCRIPT [SBATCH_OPTIONS...] -- [SCRIPT_ARGS...]: submits; sets job (the
-# id) and log (its output file).
+# id) and log (its output file). The log goes to the work folder, or where the
+# script's own #SBATCH --output says when own_log=1.
+own_log=0
 submit() {
-	local script=$1 name opts=()
+	local script=$1 name out opts=()
 	shift
 	while [ "$1" != -- ]; do
 		opts+=("$1")
@@ -82,9 +85,12 @@ submit() {
 	done
 	shift
 	name=$(sed -n 's/^#SBATCH --job-name=//p' "$script")
-	job=$(sbatch --parsable --output="$work/logs/%x-%j.out" "${opts[@]}" "$script" "$@")
+	out=$work/logs/%x-%j.out
+	[ "$own_log" = 1 ] && out=$(sed -n 's/^#SBATCH --output=//p' "$script")
+	job=$(sbatch --parsable --output="$out" "${opts[@]}" "$script" "$@")
 	jobs_submitted+=("$job")
-	log=$work/logs/$name-$job.out
+	log=${out//%x/$name}
+	log=${log//%j/$job}
 }
 
 # ended ID: the job is over for good (a requeued job passes through REQUEUED
@@ -155,9 +161,11 @@ two_by_two=(--nodes=2 --ntasks-per-node=2 --cpus-per-task=1)
 
 test_script() {
 	local out=$work/standin a b
-	say "script: train.sbatch with stand-ins, 2 nodes × 2 tasks"
+	say "script: train.sbatch with stand-ins, 2 nodes × 2 tasks, its log where its #SBATCH --output says"
+	own_log=1
 	submit slurm/train.sbatch "${two_by_two[@]}" --export=ALL,ZERODIFF_BIN=slurm/standin -- \
 		none --output-dir "$out/a" --max-train-steps 5
+	own_log=0
 	finish 60
 	for r in 0 1 2 3; do
 		expect_log "^standin launch: rank $r of 4, local rank $((r % 2)) on n$((r / 2 + 1)), CUDA_VISIBLE_DEVICES=$((r % 2))$"
@@ -165,7 +173,8 @@ test_script() {
 	done
 	[ "$(sort -u "$out"/a/secret-* | wc -l)" = 1 ] || fail "the ranks got different ZERODIFF_SECRETs"
 	expect_log '^train\.sbatch: training finished'
-	say "script: ok: 4 ranks on n1 and n2, one GPU each, one secret"
+	rm "$log"
+	say "script: ok: 4 ranks on n1 and n2, one GPU each, one secret, the log in slurm/logs/"
 
 	submit slurm/train.sbatch "${two_by_two[@]}" --export=ALL,ZERODIFF_BIN=slurm/standin -- \
 		none --output-dir "$out/b" --max-train-steps 40
@@ -238,8 +247,16 @@ test_chain() {
 	expect_log '^train\.sbatch: training finished'
 	say "chain: ok: $(grep -m1 -E '^resumed from' "$log")"
 
+	say "chain: train.sbatch on 1 node × 2 tasks continues that run to step $((steps + 4))"
+	submit slurm/train.sbatch --nodes=1 --ntasks-per-node=2 --cpus-per-task=1 -- configs/demo.json "${demo[@]}" \
+		--output-dir "$work/run2" --max-train-steps $((steps + 4))
+	finish 120
+	expect_log "^resumed from .*/run2/checkpoints/$(printf step-%06d "$steps") at step $steps \\(written by 4 rank\\(s\\), read by 2\\)"
+	expect_log "^step $((steps + 4))/$((steps + 4)) "
+	say "chain: ok: $(grep -m1 -E '^resumed from' "$log")"
+
 	say "chain: ckpt merge and sample.sbatch"
-	bin/ckpt merge "$(printf "%s/run2/checkpoints/step-%06d" "$work" "$steps")" -o "$work/unet.safetensors"
+	bin/ckpt merge "$(printf "%s/run2/checkpoints/step-%06d" "$work" $((steps + 4)))" -o "$work/unet.safetensors"
 	submit slurm/sample.sbatch --cpus-per-task=2 -- \
 		--model "$data/model" --unet "$work/unet.safetensors" --prompt "a red circle" \
 		--steps 4 --seed 1 -o "$work/sample.png"
