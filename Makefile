@@ -9,7 +9,7 @@ TOOLS   := $(patsubst %/main.go,%,$(wildcard */main.go))
 VENV    ?= $(HOME)/.cache/zerodiff/venv
 PYTHON  ?= $(VENV)/bin/python
 
-.PHONY: all build test vet fmt-check bench parity parity-sd15 golden venv demo clean
+.PHONY: all build test test-slurm gpu-check vet fmt-check bench parity parity-sd15 golden venv demo clean
 
 all: build
 
@@ -26,6 +26,13 @@ vet:
 
 test: fmt-check vet build
 	$(GO) test -count=1 ./...
+	@if [ "$$(id -u)" = 0 ] && { command -v sbatch >/dev/null || command -v apt-get >/dev/null; }; then \
+		slurm/test.sh; else echo "make test: test-slurm not run: needs root and Slurm or apt-get"; fi
+
+# Slurm end to end: two slurmd on this machine, the sbatch scripts, 2 nodes × 2 ranks with ZeRO-2,
+# requeue on USR1 and resume, resume on another world size. Needs root; installs Debian's Slurm.
+test-slurm: build
+	slurm/test.sh
 
 # Every golden comparison as one table row (op, tensor, shape, errors, tolerance, result).
 parity:
@@ -62,6 +69,11 @@ golden:
 venv:
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q -r testdata/gen/requirements.txt
+
+# Prepares .gpu/ (cuda-tagged test binaries, PTX, wheels, one script) for a GPU machine without Go
+# or network: run .gpu/gpu-check.sh there. Needs clang-19 and PyPI here.
+gpu-check:
+	scripts/gpu-check-prep.sh
 
 # The whole chain on the built-in data set: prep → train → merge → sample → score.
 demo: build

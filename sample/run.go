@@ -28,7 +28,7 @@ func run(c *cli) error {
 	}
 	if c.Score == "demo" && len(c.Prompt) == 0 && c.PromptsFile == "" {
 		for _, h := range demo.HeldOut {
-			c.Prompt = append(c.Prompt, demo.Caption(demo.Labels{Color: h.Color, Shape: h.Shape}))
+			c.Prompt = append(c.Prompt, demo.Caption(demo.Labels{Color: h.Color, Shape: h.Shape, Position: demo.NoPosition}))
 		}
 	}
 	prompts, err := readPrompts(c)

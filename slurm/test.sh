@@ -207,7 +207,10 @@ test_script() {
 }
 
 test_chain() {
-	local data=$work/demo ck steps
+	local data=$work/demo ck steps tool
+	for tool in prep launch train ckpt sample; do
+		[ -x "bin/$tool" ] || fail "bin/$tool is missing: run make build first"
+	done
 	say "chain: prep.sbatch, the demo data set"
 	submit slurm/prep.sbatch --cpus-per-task=2 -- \
 		--dataset demo --out "$data/shards" --model "$data/model" --demo-samples 256

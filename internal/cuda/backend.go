@@ -42,7 +42,6 @@ const (
 // queued and run asynchronously, in order, on the default stream; errors
 // surface at Sync.
 type Backend struct {
-	dev    cu.Device
 	name   string
 	q      *queue
 	mem    *pool
@@ -87,7 +86,7 @@ func New(ordinal int, m Math) (*Backend, error) {
 	if err != nil {
 		return nil, err
 	}
-	b := &Backend{dev: dev, name: name, q: q, math: m, debug: os.Getenv("ZD_CUDA_DEBUG") == "1"}
+	b := &Backend{name: name, q: q, math: m, debug: os.Getenv("ZD_CUDA_DEBUG") == "1"}
 	b.mem = newPool(q, total)
 	err = q.call(func() error {
 		var err error
