@@ -5,15 +5,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${DEMO_OUT:-demo-out}
-steps=${DEMO_STEPS:-560}
+steps=${DEMO_STEPS:-400}
 start=$(date +%s)
 rm -rf "$out"
 
 echo "== prep: 4096 captioned 16x16 images of colored shapes (4 color-shape combinations held out)"
 bin/prep --dataset demo --out "$out/shards" --model "$out/model" --demo-samples 4096
 
-echo "== train: a 1.7M-parameter text-conditioned UNet from scratch, $steps steps of 64 images"
-bin/train --config configs/demo.json --max-train-steps "$steps" \
+echo "== train: a 1.7M-parameter text-conditioned UNet from scratch, $steps steps of 64 images, 2 local ranks, ZeRO-2"
+bin/launch --nproc 2 -- bin/train --config configs/demo.json --max-train-steps "$steps" --threads 1 \
 	--pretrained-model-name-or-path "$out/model" --unet-config "$out/model/unet/config.json" \
 	--dataset-dir "$out/shards" --output-dir "$out/run"
 
