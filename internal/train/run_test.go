@@ -1,14 +1,18 @@
 package train
 
 import (
+	"bytes"
 	"context"
 	"io"
+	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/zerodiff/zerodiff/internal/ckpt"
 	"github.com/zerodiff/zerodiff/internal/golden"
+	"github.com/zerodiff/zerodiff/internal/imageio"
 	"github.com/zerodiff/zerodiff/internal/logx"
 )
 
@@ -137,4 +141,44 @@ func (c *cancelAfter) Write(p []byte) (int, error) {
 		}
 	}
 	return len(p), nil
+}
+
+// TestValidationWritesImages runs validation every step, with EMA: PNGs
+// with their parameters appear per step, and the training weights are the
+// same after validation as before (EMA swapped in and back out).
+func TestValidationWritesImages(t *testing.T) {
+	cfg := tinyConfig(t, t.TempDir(), false)
+	cfg.MaxTrainSteps, cfg.SaveInterval = 2, 0
+	cfg.ValidationPrompts = []string{"a red circle", "a blue square"}
+	cfg.ValidationSteps, cfg.ValidationNumSteps = 1, 2
+	j := &Job{Cfg: cfg, Data: NewRandomData(8, [3]int{4, 16, 16}, [2]int{7, 32}, 0.18215, 3), Out: io.Discard}
+	if err := j.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for _, step := range []string{"step-000001", "step-000002"} {
+		for _, f := range []string{"00.png", "01.png"} {
+			b, err := os.ReadFile(filepath.Join(cfg.OutputDir, "validation", step, f))
+			if err != nil {
+				t.Fatal(err)
+			}
+			text, err := imageio.ReadText(bytes.NewReader(b))
+			if err != nil || !strings.Contains(text["parameters"], "Training step") {
+				t.Fatalf("%s/%s: parameters %q (%v)", step, f, text["parameters"], err)
+			}
+		}
+	}
+	// The run without validation ends with the same weights.
+	plain := tinyConfig(t, t.TempDir(), false)
+	plain.MaxTrainSteps, plain.SaveInterval = 2, 0
+	k := &Job{Cfg: plain, Data: NewRandomData(8, [3]int{4, 16, 16}, [2]int{7, 32}, 0.18215, 3), Out: io.Discard}
+	if err := k.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	_, a := j.partBuffers()
+	_, b := k.partBuffers()
+	for n := range a {
+		if !slices.Equal(a[n], b[n]) {
+			t.Fatalf("validation changed the training buffer %s", n)
+		}
+	}
 }
