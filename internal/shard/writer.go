@@ -61,7 +61,6 @@ type Writer struct {
 	// The shard being written.
 	tmp   *os.File
 	enc   *zstd.Encoder
-	hash  io.Writer // sha256 of the compressed bytes
 	sum   hashCounter
 	n     int // records in it
 	last  int // item of its last record

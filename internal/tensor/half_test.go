@@ -141,7 +141,7 @@ func TestHalfGolden(t *testing.T) {
 // TestEncodeDecode round-trips through the little-endian byte forms and
 // checks that lengths and dtypes are validated.
 func TestEncodeDecode(t *testing.T) {
-	src := []float32{0, -0.0, 1, -2.5, 65504, 1e-7, 3.14159, float32(math.Inf(-1))} // (8,)
+	src := []float32{0, float32(math.Copysign(0, -1)), 1, -2.5, 65504, 1e-7, 3.14159, float32(math.Inf(-1))} // (8,)
 	for _, dt := range []tensor.DType{tensor.F32, tensor.F16, tensor.BF16} {
 		b := make([]byte, len(src)*dt.Size()) // (8 * size,)
 		if err := tensor.EncodeFloat32(b, src, dt); err != nil {
