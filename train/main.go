@@ -78,7 +78,9 @@ func main() {
 	}
 	closeComm()
 	if errors.Is(err, train.ErrStopped) {
-		fmt.Fprintln(os.Stderr, "train: stopped by signal; checkpoint written, exiting with code 75 to be requeued")
+		if job.Comm == nil || job.Comm.Rank() == 0 { // rank 0 speaks for the job
+			fmt.Fprintln(os.Stderr, "train: stopped by signal; checkpoint written, exiting with code 75 to be requeued")
+		}
 		os.Exit(exitRequeue)
 	}
 	if err != nil {
