@@ -267,6 +267,30 @@ func LoadWeights(be tensor.Backend, tab *nn.Table, w *Weights, m Mapping) error 
 	return nil
 }
 
+// LoadFolder uploads into tab — allocated by the caller — the weights of
+// component sub (unet, vae, text_encoder) of the diffusers folder dir.
+// mapping picks the file keys from the opened weights; nil means the names
+// as they are (Diffusers).
+func LoadFolder(be tensor.Backend, dir, sub string, tab *nn.Table, mapping func(*Weights) Mapping) error {
+	files, err := ModelFiles(dir, sub)
+	if err != nil {
+		return err
+	}
+	w, err := OpenWeights(files...)
+	if err != nil {
+		return err
+	}
+	defer w.Close()
+	m := Diffusers
+	if mapping != nil {
+		m = mapping(w)
+	}
+	if err := LoadWeights(be, tab, w, m); err != nil {
+		return fmt.Errorf("%s: %w", sub, err)
+	}
+	return nil
+}
+
 // sameUpToTrailingOnes reports whether file is want followed by zero or more 1s.
 func sameUpToTrailingOnes(file, want []int) bool {
 	if len(file) < len(want) || !tensor.SameShape(file[:len(want)], want) {

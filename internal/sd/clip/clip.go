@@ -122,19 +122,10 @@ func Load(be tensor.Backend, dir string) (*Model, *nn.Table, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	files, err := sd.ModelFiles(dir, "text_encoder")
-	if err != nil {
-		return nil, nil, err
-	}
-	w, err := sd.OpenWeights(files...)
-	if err != nil {
-		return nil, nil, err
-	}
-	defer w.Close()
 	tab := b.Table()
 	tab.Alloc(be, false)
-	if err := sd.LoadWeights(be, tab, w, FolderMapping(w)); err != nil {
-		return nil, nil, fmt.Errorf("text encoder: %w", err)
+	if err := sd.LoadFolder(be, dir, "text_encoder", tab, FolderMapping); err != nil {
+		return nil, nil, err
 	}
 	return m, tab, nil
 }

@@ -41,18 +41,9 @@ func LoadPadded(be tensor.Backend, dir string, grads bool, multiple int) (*UNet,
 	if err != nil {
 		return nil, err
 	}
-	files, err := sd.ModelFiles(dir, "unet")
-	if err != nil {
-		return nil, err
-	}
-	w, err := sd.OpenWeights(files...)
-	if err != nil {
-		return nil, err
-	}
-	defer w.Close()
 	u.Params.AllocPadded(be, grads, multiple)
-	if err := sd.LoadWeights(be, u.Params, w, sd.Diffusers); err != nil {
-		return nil, fmt.Errorf("unet: %w", err)
+	if err := sd.LoadFolder(be, dir, "unet", u.Params, nil); err != nil {
+		return nil, err
 	}
 	return u, nil
 }

@@ -123,19 +123,10 @@ func Load(be tensor.Backend, dir string) (*Model, *nn.Table, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	files, err := sd.ModelFiles(dir, "vae")
-	if err != nil {
-		return nil, nil, err
-	}
-	w, err := sd.OpenWeights(files...)
-	if err != nil {
-		return nil, nil, err
-	}
-	defer w.Close()
 	tab := b.Table()
 	tab.Alloc(be, false)
-	if err := sd.LoadWeights(be, tab, w, sd.Diffusers); err != nil {
-		return nil, nil, fmt.Errorf("vae: %w", err)
+	if err := sd.LoadFolder(be, dir, "vae", tab, nil); err != nil {
+		return nil, nil, err
 	}
 	return m, tab, nil
 }
