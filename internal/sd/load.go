@@ -197,6 +197,13 @@ type Mapping struct {
 	// does not consume are reported as unexpected. "" means every key (a
 	// component's own file); a single file holds three models under three prefixes.
 	Prefix string
+	// Rows, when set, may place a parameter in a block of rows of a larger
+	// tensor: OpenCLIP stores q, k and v as one in_proj tensor. It returns
+	// the parameter's first row and true for such parameters.
+	Rows func(name string) (row int, ok bool)
+	// Ignore, when set, names keys under Prefix that the model leaves unused
+	// on purpose (OpenCLIP's text projection, the layers SD2 skips).
+	Ignore func(key string) bool
 }
 
 // Diffusers is the mapping of a diffusers folder's own files: names are keys.
@@ -220,6 +227,7 @@ const listLimit = 5
 func LoadWeights(be tensor.Backend, tab *nn.Table, w *Weights, m Mapping) error {
 	var problems, missing []string
 	keys := make([]string, len(tab.Params))
+	rows := make([]int, len(tab.Params)) // first row in the file tensor, when Rows places it
 	used := map[string]bool{}
 	for i, p := range tab.Params {
 		key, err := m.Key(p.Name)
@@ -234,17 +242,24 @@ func LoadWeights(be tensor.Backend, tab *nn.Table, w *Weights, m Mapping) error 
 		}
 		used[key] = true
 		info, _ := f.Info(key)
+		shape := info.Shape
+		if m.Rows != nil {
+			if row, ok := m.Rows(p.Name); ok {
+				rows[i] = row
+				shape = rowBlock(info.Shape, row, p.Shape[0])
+			}
+		}
 		switch {
 		case info.DType == tensor.I64:
 			problems = append(problems, fmt.Sprintf("tensor %s is I64, parameter %s needs floats", key, p.Name))
-		case !sameUpToTrailingOnes(info.Shape, p.Shape):
+		case !sameUpToTrailingOnes(shape, p.Shape):
 			problems = append(problems, fmt.Sprintf("tensor %s has shape %v in the file, parameter %s has %v", key, info.Shape, p.Name, p.Shape))
 		}
 		keys[i] = key
 	}
 	var extra []string
 	for _, k := range w.Keys() {
-		if strings.HasPrefix(k, m.Prefix) && !used[k] && !harmless(k) {
+		if strings.HasPrefix(k, m.Prefix) && !used[k] && !harmless(k) && (m.Ignore == nil || !m.Ignore(k)) {
 			extra = append(extra, k)
 		}
 	}
@@ -262,9 +277,20 @@ func LoadWeights(be tensor.Backend, tab *nn.Table, w *Weights, m Mapping) error 
 		if err != nil {
 			return fmt.Errorf("load %s: %w", p.Name, err)
 		}
-		be.Upload(p.W, v)
+		n := p.Numel()
+		per := n / p.Shape[0]
+		be.Upload(p.W, v[rows[i]*per:rows[i]*per+n])
 	}
 	return nil
+}
+
+// rowBlock is the shape of rows [row, row+n) of a tensor of shape file, or
+// file itself when they do not fit (the shape check then reports it).
+func rowBlock(file []int, row, n int) []int {
+	if len(file) == 0 || row+n > file[0] {
+		return file
+	}
+	return append([]int{n}, file[1:]...)
 }
 
 // LoadFolder uploads into tab — allocated by the caller — the weights of

@@ -182,6 +182,80 @@ func SingleFileCLIP() Mapping {
 	}}
 }
 
+// LDMOpenCLIPPrefix is where SD2 single files keep their OpenCLIP text encoder.
+const LDMOpenCLIPPrefix = "cond_stage_model.model."
+
+var (
+	reCLIPLayer = regexp.MustCompile(`^text_model\.encoder\.layers\.(\d+)\.(.+)$`)
+	reOCBlock   = regexp.MustCompile(`^cond_stage_model\.model\.transformer\.resblocks\.(\d+)\.`)
+	openCLIPTop = map[string]string{
+		"text_model.embeddings.token_embedding.weight":    "token_embedding.weight",
+		"text_model.embeddings.position_embedding.weight": "positional_embedding",
+		"text_model.final_layer_norm.weight":              "ln_final.weight",
+		"text_model.final_layer_norm.bias":                "ln_final.bias",
+	}
+	openCLIPLayer = strings.NewReplacer(
+		"self_attn.out_proj.", "attn.out_proj.",
+		"layer_norm1.", "ln_1.",
+		"layer_norm2.", "ln_2.",
+		"mlp.fc1.", "mlp.c_fc.",
+		"mlp.fc2.", "mlp.c_proj.",
+	)
+)
+
+// SingleFileOpenCLIP maps the CLIP text encoder's parameters to an SD2
+// single file's OpenCLIP layout (the inverse of diffusers'
+// convert_open_clip_checkpoint): q, k and v are row blocks of the fused
+// in_proj tensor (width hidden each), and the file's text projection, logit
+// scale and the resblocks from layers on (SD2 files carry one more than the
+// 23 their encoder uses) are left unused.
+func SingleFileOpenCLIP(layers, hidden int) Mapping {
+	qkv := map[string]int{"q_proj": 0, "k_proj": 1, "v_proj": 2}
+	split := func(name string) (layer, proj, leaf string, ok bool) {
+		m := reCLIPLayer.FindStringSubmatch(name)
+		if m == nil {
+			return "", "", "", false
+		}
+		stem, leaf, _ := cutLast(m[2])
+		if p, ok := strings.CutPrefix(stem, "self_attn."); ok {
+			if _, fused := qkv[p]; fused {
+				return m[1], p, leaf, true
+			}
+		}
+		return m[1], "", m[2], true
+	}
+	return Mapping{
+		Prefix: LDMOpenCLIPPrefix,
+		Key: func(name string) (string, error) {
+			if k, ok := openCLIPTop[name]; ok {
+				return LDMOpenCLIPPrefix + k, nil
+			}
+			layer, proj, rest, ok := split(name)
+			if !ok {
+				return "", fmt.Errorf("CLIP parameter %s has no OpenCLIP name", name)
+			}
+			block := LDMOpenCLIPPrefix + "transformer.resblocks." + layer + "."
+			if proj != "" {
+				return block + "attn.in_proj_" + rest, nil
+			}
+			return block + openCLIPLayer.Replace(rest), nil
+		},
+		Rows: func(name string) (int, bool) {
+			if _, proj, _, ok := split(name); ok && proj != "" {
+				return qkv[proj] * hidden, true
+			}
+			return 0, false
+		},
+		Ignore: func(key string) bool {
+			if key == LDMOpenCLIPPrefix+"text_projection" || key == LDMOpenCLIPPrefix+"logit_scale" {
+				return true
+			}
+			m := reOCBlock.FindStringSubmatch(key)
+			return m != nil && atoi(m[1]) >= layers
+		},
+	}
+}
+
 // cutLast splits "a.b.weight" into "a.b" and "weight".
 func cutLast(name string) (stem, leaf string, ok bool) {
 	i := strings.LastIndexByte(name, '.')

@@ -17,7 +17,8 @@ import (
 
 // LoadSingleFile reads an original (LDM) single-file checkpoint, whose UNet,
 // VAE and text encoder sit under model.diffusion_model., first_stage_model.
-// and cond_stage_model.transformer.; the configs, tokenizer and scheduler come
+// and cond_stage_model.transformer. (SD1's CLIP) or cond_stage_model.model.
+// (SD2's OpenCLIP); the configs, tokenizer and scheduler come
 // from the diffusers folder configDir (its weights are not read), as
 // diffusers' from_single_file(config=...) does.
 func LoadSingleFile(be tensor.Backend, file, configDir string) (*Pipeline, error) {
@@ -39,7 +40,11 @@ func LoadSingleFile(be tensor.Backend, file, configDir string) (*Pipeline, error
 	if p.Text, err = clip.New(tb, tc); err != nil {
 		return nil, err
 	}
-	if err := load(be, tb.Table(), w, sd.SingleFileCLIP(), "text encoder"); err != nil {
+	textMap := sd.SingleFileCLIP()
+	if w.Has(sd.LDMOpenCLIPPrefix + "token_embedding.weight") { // SD2: an OpenCLIP text encoder
+		textMap = sd.SingleFileOpenCLIP(tc.NumHiddenLayers, tc.HiddenSize)
+	}
+	if err := load(be, tb.Table(), w, textMap, "text encoder"); err != nil {
 		return nil, err
 	}
 
