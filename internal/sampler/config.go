@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
 )
 
 // Config is a diffusers scheduler_config.json: the keys this package knows,
@@ -172,4 +174,20 @@ func dropNegativeInfinity(data []byte) ([]byte, error) {
 		out.WriteByte(b)
 	}
 	return out.Bytes(), nil
+}
+
+// ReadFolderConfig reads <dir>/scheduler/scheduler_config.json of a diffusers
+// model folder. It reads the file itself rather than through encoding/json
+// alone: scheduler configs may hold -Infinity, which ParseConfig handles.
+func ReadFolderConfig(dir string) (Config, error) {
+	p := filepath.Join(dir, "scheduler", "scheduler_config.json")
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return Config{}, fmt.Errorf("scheduler config: %w", err)
+	}
+	c, err := ParseConfig(b)
+	if err != nil {
+		return c, fmt.Errorf("%s: %w", p, err)
+	}
+	return c, nil
 }

@@ -207,7 +207,7 @@ func (j *Job) setup() error {
 	}
 	s.MaxGradNorm = c.GradClip
 	s.SNRGamma = c.SNRGamma
-	sc, err := readScheduler(c.PretrainedModel)
+	sc, err := sampler.ReadFolderConfig(c.PretrainedModel)
 	if err != nil {
 		return err
 	}
@@ -234,19 +234,6 @@ func (j *Job) setup() error {
 // projection, so every block starts as the identity (REFERENCE.md §9).
 func zeroLast(module string) bool {
 	return module == "conv_out" || strings.HasSuffix(module, ".conv2") || strings.HasSuffix(module, ".proj_out")
-}
-
-func readScheduler(dir string) (sampler.Config, error) {
-	p := filepath.Join(dir, "scheduler", "scheduler_config.json")
-	b, err := os.ReadFile(p)
-	if err != nil {
-		return sampler.Config{}, fmt.Errorf("noise schedule: %w", err)
-	}
-	c, err := sampler.ParseConfig(b)
-	if err != nil {
-		return c, fmt.Errorf("%s: %w", p, err)
-	}
-	return c, nil
 }
 
 // trainStep runs one optimizer step: GradAccum micro-batches of the epoch's

@@ -27,11 +27,7 @@ func metaFloat(t *testing.T, c *golden.Case, key string) float64 {
 
 func noiseSchedule(t *testing.T, dir string) *sampler.Schedule {
 	t.Helper()
-	raw, err := readFile(filepath.Join(dir, "scheduler", "scheduler_config.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := sampler.ParseConfig(raw)
+	cfg, err := sampler.ReadFolderConfig(dir)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -53,7 +53,7 @@ func LoadWith(be tensor.Backend, dir string, u *unet.UNet) (*Pipeline, error) {
 			return nil, err
 		}
 	}
-	if p.Sched, err = readScheduler(dir); err != nil {
+	if p.Sched, err = sampler.ReadFolderConfig(dir); err != nil {
 		return nil, err
 	}
 	return p, nil

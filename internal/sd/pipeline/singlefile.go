@@ -2,7 +2,6 @@ package pipeline
 
 import (
 	"fmt"
-	"os"
 	"path/filepath"
 
 	"github.com/zerodiff/zerodiff/internal/nn"
@@ -70,7 +69,7 @@ func LoadSingleFile(be tensor.Backend, file, configDir string) (*Pipeline, error
 	if err := load(be, vb.Table(), w, sd.SingleFileVAE(len(vc.BlockOutChannels)), "vae"); err != nil {
 		return nil, err
 	}
-	if p.Sched, err = readScheduler(configDir); err != nil {
+	if p.Sched, err = sampler.ReadFolderConfig(configDir); err != nil {
 		return nil, err
 	}
 	return p, nil
@@ -82,20 +81,4 @@ func load(be tensor.Backend, tab *nn.Table, w *sd.Weights, m sd.Mapping, what st
 		return fmt.Errorf("%s: %w", what, err)
 	}
 	return nil
-}
-
-// readScheduler reads <dir>/scheduler/scheduler_config.json directly:
-// scheduler configs may hold -Infinity, which is not JSON and which
-// sampler.ParseConfig handles.
-func readScheduler(dir string) (sampler.Config, error) {
-	sp := filepath.Join(dir, "scheduler", "scheduler_config.json")
-	b, err := os.ReadFile(sp)
-	if err != nil {
-		return sampler.Config{}, fmt.Errorf("scheduler config: %w", err)
-	}
-	c, err := sampler.ParseConfig(b)
-	if err != nil {
-		return c, fmt.Errorf("%s: %w", sp, err)
-	}
-	return c, nil
 }
