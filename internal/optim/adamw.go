@@ -11,6 +11,7 @@ package optim
 
 import (
 	"fmt"
+	"github.com/zerodiff/zerodiff/internal/parallel"
 	"math"
 )
 
@@ -68,7 +69,7 @@ func (a AdamW) StepScaled(p, g, m, v []float32, t int, lr, gradScale float64) {
 		keep:      float32(1 - lr*a.WeightDecay),
 		eps:       float32(a.Eps),
 	}
-	forChunks(len(p), grain, func(_, lo, hi int) {
+	parallel.For(len(p), grain, func(_, lo, hi int) {
 		k.step(p[lo:hi], g[lo:hi], m[lo:hi], v[lo:hi])
 	})
 }

@@ -1,6 +1,10 @@
 package optim
 
-import "math"
+import (
+	"math"
+
+	"github.com/zerodiff/zerodiff/internal/parallel"
+)
 
 // sumGrain is the chunk size of SumSquares' partial sums. It is part of the
 // result's definition: the sum is Σ over chunks in order of Σ within a chunk.
@@ -13,7 +17,7 @@ const sumGrain = 1 << 14
 func SumSquares(g []float32) float64 {
 	chunks := (len(g) + sumGrain - 1) / sumGrain
 	partial := make([]float64, chunks) // (chunks,)
-	forChunks(len(g), sumGrain, func(c, lo, hi int) {
+	parallel.For(len(g), sumGrain, func(c, lo, hi int) {
 		s := 0.0
 		for _, x := range g[lo:hi] {
 			s += float64(x) * float64(x)

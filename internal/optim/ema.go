@@ -3,6 +3,7 @@ package optim
 import (
 	"errors"
 	"fmt"
+	"github.com/zerodiff/zerodiff/internal/parallel"
 	"math"
 )
 
@@ -59,7 +60,7 @@ func (e *EMA) Update(shadow, params []float32, step int) {
 		panic(fmt.Sprintf("optim: EMA update: shadow has %d values, params %d", len(shadow), len(params)))
 	}
 	omd := float32(1 - e.Decay(step))
-	forChunks(len(shadow), grain, func(_, lo, hi int) {
+	parallel.For(len(shadow), grain, func(_, lo, hi int) {
 		for i := lo; i < hi; i++ {
 			s := shadow[i]
 			shadow[i] = s - float32(omd*(s-params[i]))

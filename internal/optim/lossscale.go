@@ -2,6 +2,7 @@ package optim
 
 import (
 	"fmt"
+	"github.com/zerodiff/zerodiff/internal/parallel"
 	"math"
 )
 
@@ -104,7 +105,7 @@ func (l *LossScaler) Update(overflow bool) (skip bool, err error) {
 func HasOverflow(g []float32) bool {
 	chunks := (len(g) + grain - 1) / grain
 	bad := make([]bool, chunks) // (chunks,)
-	forChunks(len(g), grain, func(c, lo, hi int) {
+	parallel.For(len(g), grain, func(c, lo, hi int) {
 		// x·0 is 0 for finite x and NaN for ±Inf and NaN, so the sum is NaN
 		// exactly when some element is not finite, with no branch per element.
 		var acc float32
