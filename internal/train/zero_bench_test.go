@@ -1,0 +1,64 @@
+package train
+
+import (
+	"fmt"
+	"io"
+	"path/filepath"
+	"sync"
+	"testing"
+
+	"github.com/zerodiff/zerodiff/internal/demo"
+	"github.com/zerodiff/zerodiff/internal/dist"
+)
+
+// BenchmarkZeroStep times optimizer steps of the demo model (global batch
+// 32) on 2 and 4 in-process ranks under ZeRO stages 0 and 2, and reports the
+// model-state memory each rank holds. The ranks share this machine's cores,
+// so compare stages at one world size, not world sizes.
+func BenchmarkZeroStep(b *testing.B) {
+	dir := b.TempDir()
+	if err := demo.WriteModel(dir, 1, demo.Options{}); err != nil {
+		b.Fatal(err)
+	}
+	data := NewRandomData(256, [3]int{3, 16, 16}, [2]int{8, 64}, 1, 1)
+	for _, world := range []int{2, 4} {
+		for _, stage := range []int{0, 2} {
+			b.Run(fmt.Sprintf("ranks%d/stage%d", world, stage), func(b *testing.B) {
+				rings, err := dist.NewLocalRings(world, dist.RingConfig{})
+				if err != nil {
+					b.Fatal(err)
+				}
+				jobs := make([]*Job, world)
+				for r := range world {
+					c := DefaultConfig()
+					c.PretrainedModel, c.UNetConfig = dir, filepath.Join(dir, "unet", "config.json")
+					c.DatasetDir, c.OutputDir = "memory", b.TempDir()
+					c.MicroBatch, c.MaxTrainSteps, c.Zero.Stage = 32/world, 1<<30, stage
+					jobs[r] = &Job{Cfg: c, Data: data, Comm: rings[r], Out: io.Discard}
+				}
+				each := func(f func(j *Job) error) {
+					var wg sync.WaitGroup
+					errs := make([]error, world)
+					for r, j := range jobs {
+						wg.Go(func() { errs[r] = f(j) })
+					}
+					wg.Wait()
+					for _, e := range errs {
+						if e != nil {
+							b.Fatal(e)
+						}
+					}
+				}
+				each(func(j *Job) error { return j.start() })
+				b.ResetTimer()
+				for range b.N {
+					each(func(j *Job) error { return j.trainStep() })
+				}
+				b.StopTimer()
+				b.ReportMetric(float64(b.Elapsed().Milliseconds())/float64(b.N), "ms/step")
+				b.ReportMetric(float64(jobs[0].step.ModelStateBytes())/(1<<20), "MiB/rank")
+				each(func(j *Job) error { j.closeLogs(); return j.Comm.Close() })
+			})
+		}
+	}
+}
