@@ -56,7 +56,10 @@ type Part struct {
 
 // Manifest describes a complete checkpoint.
 type Manifest struct {
-	Format    string   `json:"format"`
+	Format string `json:"format"`
+	// RunID names the training run (a UUID made when it started), the same in
+	// every checkpoint of the run, resumes included.
+	RunID     string   `json:"run_id"`
 	Step      int      `json:"step"`       // optimizer steps done
 	Epoch     int      `json:"epoch"`      // epoch of the next sample
 	Sample    int      `json:"sample"`     // position of the next sample in that epoch's order

@@ -77,7 +77,7 @@ func (j *Job) commit(dir string, names []string, parts []ckpt.Part) error {
 		return err
 	}
 	m := ckpt.Manifest{
-		Step: s.Steps, Epoch: s.Steps / j.perEpoch, Sample: (s.Steps % j.perEpoch) * j.Cfg.MicroBatch * j.Cfg.GradAccum * j.Comm.World(),
+		RunID: j.runID, Step: s.Steps, Epoch: s.Steps / j.perEpoch, Sample: (s.Steps % j.perEpoch) * j.Cfg.MicroBatch * j.Cfg.GradAccum * j.Comm.World(),
 		WorldSize: j.Comm.World(), Size: s.Trainable.Size, Buffers: names, Trainable: "unet", Parts: parts, State: st,
 	}
 	for _, p := range s.Trainable.Params {
@@ -188,6 +188,7 @@ func (j *Job) resume() error {
 		copy(b, v)
 	}
 	s.Steps = c.Manifest.Step
+	j.runID = c.Manifest.RunID
 	fmt.Fprintf(j.Out, "resumed from %s at step %d (written by %d rank(s), read by %d)\n", c.Dir, s.Steps, c.Manifest.WorldSize, j.Comm.World())
 	return nil
 }

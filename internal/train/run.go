@@ -2,14 +2,18 @@ package train
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/google/uuid"
 
 	"github.com/zerodiff/zerodiff/internal/cpu"
 	"github.com/zerodiff/zerodiff/internal/dist"
@@ -39,6 +43,7 @@ type Job struct {
 	unet     *unet.UNet
 	step     *Stepper
 	lora     *lora.Set
+	runID    string // UUID of the run, kept across resumes
 	jsonl    *logx.JSONL
 	events   *logx.EventWriter
 	perEpoch int // optimizer steps per epoch
@@ -136,9 +141,15 @@ func (j *Job) start() error {
 	if err := j.resume(); err != nil {
 		return err
 	}
+	if j.runID == "" {
+		if err := j.newRunID(); err != nil {
+			return err
+		}
+	}
 	if err := j.openLogs(); err != nil {
 		return err
 	}
+	fmt.Fprintf(j.Out, "train: run %s\n", j.runID)
 	fmt.Fprintf(j.Out, "train: %s, %d trainable parameters, %d records, %d steps of %d samples (%d steps per epoch) on %d rank(s), ZeRO stage %d, from step %d\n",
 		j.what(), j.step.Trainable.Size, j.Data.Len(), j.total, g, j.perEpoch, j.Comm.World(), c.Zero.Stage, j.step.Steps)
 	fmt.Fprintf(j.Out, "train: model-state memory per rank %s: weights and gradients 2×4Ψ, Adam moments 8Ψ%s, EMA %s (Ψ = %d)\n",
@@ -284,6 +295,25 @@ func (j *Job) trainStep() error {
 		}
 		fmt.Fprintf(j.Out, "step %d/%d epoch %d loss %.4f lr %.3g grad_norm %.3f %.1f img/s\n", s, j.total, epoch, loss, r.LR, r.GradNorm, rec.ImgPerS)
 	}
+	return nil
+}
+
+// newRunID makes the run's UUID on rank 0 and gives it to every rank.
+func (j *Job) newRunID() error {
+	id := uuid.New()
+	buf := j.be.New(tensor.F32, 4) // the 16 bytes as 4 words, moved bit for bit
+	w := make([]float32, 4)
+	for i := range w {
+		w[i] = math.Float32frombits(binary.LittleEndian.Uint32(id[4*i:]))
+	}
+	j.be.Upload(buf, w)
+	if err := j.Comm.Broadcast(buf, 0); err != nil {
+		return err
+	}
+	for i, v := range cpu.Data(buf) {
+		binary.LittleEndian.PutUint32(id[4*i:], math.Float32bits(v))
+	}
+	j.runID = id.String()
 	return nil
 }
 

@@ -61,6 +61,9 @@ func TestResumeIsExact(t *testing.T) {
 			if c.step.Steps != 6 {
 				t.Fatalf("resumed run ended at step %d", c.step.Steps)
 			}
+			if c.runID == "" || c.runID != b.runID || c.runID == a.runID {
+				t.Fatalf("run ids: straight %q, first part %q, resumed %q: a resume must keep its run's id", a.runID, b.runID, c.runID)
+			}
 			_, want := a.partBuffers()
 			_, got := c.partBuffers()
 			for k, v := range want {

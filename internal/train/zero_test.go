@@ -36,6 +36,9 @@ func runRanks(t *testing.T, cfg Config, world int, data Dataset) []*Job {
 			t.Fatalf("rank %d of %d: %v", r, world, e)
 		}
 		rings[r].Close()
+		if jobs[r].runID != jobs[0].runID {
+			t.Fatalf("rank %d has run id %q, rank 0 %q", r, jobs[r].runID, jobs[0].runID)
+		}
 	}
 	return jobs
 }
