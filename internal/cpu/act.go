@@ -13,7 +13,7 @@ const actGrain = 16384
 // at a time (expSlice) and erfc uses a fit with relative error ~1e-7
 // (erfcs), so results agree with PyTorch's to a few ulps.
 func (*Backend) Act(y, x *tensor.Tensor, a tensor.Activation) {
-	mustShape("act y", y, x.Shape...)
+	tensor.MustShape("act y", y, x.Shape...)
 	xd, yd := Data(x), Data(y)
 	parallelFor(len(xd), actGrain, func(lo, hi int) {
 		xs, ys := xd[lo:hi], yd[lo:hi]
@@ -38,8 +38,8 @@ func (*Backend) Act(y, x *tensor.Tensor, a tensor.Activation) {
 
 // ActBackward writes dx = dy·a'(x).
 func (*Backend) ActBackward(dx, dy, x *tensor.Tensor, a tensor.Activation) {
-	mustShape("act backward dy", dy, x.Shape...)
-	mustShape("act backward dx", dx, x.Shape...)
+	tensor.MustShape("act backward dy", dy, x.Shape...)
+	tensor.MustShape("act backward dx", dx, x.Shape...)
 	xd, dyd, dxd := Data(x), Data(dy), Data(dx)
 	parallelFor(len(xd), actGrain, func(lo, hi int) {
 		xs, ds, out := xd[lo:hi], dyd[lo:hi], dxd[lo:hi]
@@ -90,7 +90,7 @@ func (*Backend) GEGLU(y, x *tensor.Tensor) {
 // d gate = dy·hidden·gelu'(gate), from one erfc and one exp per gate.
 func (*Backend) GEGLUBackward(dx, dy, x *tensor.Tensor) {
 	rows, c := gegluDims(dy, x)
-	mustShape("geglu backward dx", dx, x.Shape...)
+	tensor.MustShape("geglu backward dx", dx, x.Shape...)
 	xd, dyd, dxd := Data(x), Data(dy), Data(dx)
 	parallelFor(rows, max(1, actGrain/c), func(lo, hi int) {
 		phi := make([]float32, c) // (C) Φ(gate)

@@ -25,8 +25,8 @@ const (
 // sees keys j ≤ i only.
 func (*Backend) Attention(o, lse, q, k, v *tensor.Tensor, heads int, scale float32, causal bool) {
 	b, tq, tk, d := attentionDims("attention", q, k, v, heads)
-	mustShape("attention o", o, b, tq, heads*d)
-	mustShape("attention lse", lse, b, heads, tq)
+	tensor.MustShape("attention o", o, b, tq, heads*d)
+	tensor.MustShape("attention lse", lse, b, heads, tq)
 	attentionForward(Data(o), Data(lse), Data(q), Data(k), Data(v), b, tq, tk, heads, d, scale, causal)
 }
 
@@ -38,23 +38,23 @@ func (*Backend) Attention(o, lse, q, k, v *tensor.Tensor, heads int, scale float
 // Any of dq, dk, dv may be nil.
 func (*Backend) AttentionBackward(dq, dk, dv, do, q, k, v, o, lse *tensor.Tensor, heads int, scale float32, causal bool) {
 	b, tq, tk, d := attentionDims("attention backward", q, k, v, heads)
-	mustShape("attention backward do", do, q.Shape...)
-	mustShape("attention backward o", o, q.Shape...)
-	mustShape("attention backward lse", lse, b, heads, tq)
+	tensor.MustShape("attention backward do", do, q.Shape...)
+	tensor.MustShape("attention backward o", o, q.Shape...)
+	tensor.MustShape("attention backward lse", lse, b, heads, tq)
 	if dq == nil && dk == nil && dv == nil {
 		return
 	}
 	var dqd, dkd, dvd []float32
 	if dq != nil {
-		mustShape("attention backward dq", dq, q.Shape...)
+		tensor.MustShape("attention backward dq", dq, q.Shape...)
 		dqd = Data(dq)
 	}
 	if dk != nil {
-		mustShape("attention backward dk", dk, k.Shape...)
+		tensor.MustShape("attention backward dk", dk, k.Shape...)
 		dkd = Data(dk)
 	}
 	if dv != nil {
-		mustShape("attention backward dv", dv, k.Shape...)
+		tensor.MustShape("attention backward dv", dv, k.Shape...)
 		dvd = Data(dv)
 	}
 	attentionBackward(dqd, dkd, dvd, Data(do), Data(q), Data(k), Data(v), Data(o), Data(lse), b, tq, tk, heads, d, scale, causal)
@@ -74,8 +74,8 @@ func attentionDims(op string, q, k, v *tensor.Tensor, heads int) (b, tq, tk, d i
 	if tk == 0 {
 		panic(fmt.Sprintf("cpu: %s: k %v has no keys", op, k))
 	}
-	mustShape(op+" k", k, b, tk, hd)
-	mustShape(op+" v", v, b, tk, hd)
+	tensor.MustShape(op+" k", k, b, tk, hd)
+	tensor.MustShape(op+" v", v, b, tk, hd)
 	return b, tq, tk, hd / heads
 }
 

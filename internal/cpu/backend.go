@@ -135,9 +135,3 @@ func mustSameLen(op string, a, b *tensor.Tensor) {
 		panic(fmt.Sprintf("cpu: %s: %v and %v differ in size", op, a, b))
 	}
 }
-
-func mustShape(op string, t *tensor.Tensor, shape ...int) {
-	if !tensor.SameShape(t.Shape, shape) {
-		panic(fmt.Sprintf("cpu: %s: got %v, want shape %v", op, t, shape))
-	}
-}

@@ -65,27 +65,27 @@ func TestConv2DGolden(t *testing.T) {
 // kh, kw), no bias, and its gradients for the upstream gradient dy; it shares
 // no code with the im2col path.
 func convRef(g convGeom, x, w, dy []float32) (y, dx, dw []float64) {
-	y = make([]float64, g.n*g.co*g.pixels()) // (N, Co, Ho, Wo)
-	dx = make([]float64, g.n*g.inSize())     // (N, Ci, H, W)
+	y = make([]float64, g.N*g.Co*g.Pixels()) // (N, Co, Ho, Wo)
+	dx = make([]float64, g.N*g.InSize())     // (N, Ci, H, W)
 	dw = make([]float64, len(w))             // (Co, Ci, kh, kw)
-	for n := range g.n {
-		for co := range g.co {
-			for oy := range g.ho {
-				for ox := range g.wo {
-					o := ((n*g.co+co)*g.ho+oy)*g.wo + ox
-					for ci := range g.ci {
-						for ky := range g.kh {
-							iy := oy*g.stride + ky - g.pad
-							if iy < 0 || iy >= g.h {
+	for n := range g.N {
+		for co := range g.Co {
+			for oy := range g.Ho {
+				for ox := range g.Wo {
+					o := ((n*g.Co+co)*g.Ho+oy)*g.Wo + ox
+					for ci := range g.Ci {
+						for ky := range g.KH {
+							iy := oy*g.Stride + ky - g.Pad
+							if iy < 0 || iy >= g.H {
 								continue
 							}
-							for kx := range g.kw {
-								ix := ox*g.stride + kx - g.pad
-								if ix < 0 || ix >= g.w {
+							for kx := range g.KW {
+								ix := ox*g.Stride + kx - g.Pad
+								if ix < 0 || ix >= g.W {
 									continue
 								}
-								xi := ((n*g.ci+ci)*g.h+iy)*g.w + ix
-								wi := ((co*g.ci+ci)*g.kh+ky)*g.kw + kx
+								xi := ((n*g.Ci+ci)*g.H+iy)*g.W + ix
+								wi := ((co*g.Ci+ci)*g.KH+ky)*g.KW + kx
 								y[o] += float64(x[xi]) * float64(w[wi])
 								dx[xi] += float64(dy[o]) * float64(w[wi])
 								dw[wi] += float64(dy[o]) * float64(x[xi])
@@ -114,17 +114,17 @@ func TestConv2DChunkedReference(t *testing.T) {
 	} {
 		x := FromSlice(randSlice(r, tensor.Numel(tc.x), 1), tc.x...)
 		w := FromSlice(randSlice(r, tensor.Numel(tc.w), 1), tc.w...)
-		g := convGeom{n: tc.x[0], ci: tc.x[1], h: tc.x[2], w: tc.x[3], co: tc.w[0], kh: tc.w[2], kw: tc.w[3], stride: tc.stride, pad: tc.pad}
-		g.ho = (g.h+2*g.pad-g.kh)/g.stride + 1
-		g.wo = (g.w+2*g.pad-g.kw)/g.stride + 1
-		if g.chunkRows() >= g.ho {
+		g := convGeom{tensor.ConvGeom{N: tc.x[0], Ci: tc.x[1], H: tc.x[2], W: tc.x[3], Co: tc.w[0], KH: tc.w[2], KW: tc.w[3], Stride: tc.stride, Pad: tc.pad}}
+		g.Ho = (g.H+2*g.Pad-g.KH)/g.Stride + 1
+		g.Wo = (g.W+2*g.Pad-g.KW)/g.Stride + 1
+		if g.chunkRows() >= g.Ho {
 			t.Fatalf("%v: one chunk of %d rows covers the image; the test needs several", tc.x, g.chunkRows())
 		}
-		dy := FromSlice(randSlice(r, g.n*g.co*g.pixels(), 1), g.n, g.co, g.ho, g.wo)
+		dy := FromSlice(randSlice(r, g.N*g.Co*g.Pixels(), 1), g.N, g.Co, g.Ho, g.Wo)
 		y := be.New(tensor.F32, dy.Shape...)
-		be.Conv2D(y, x, w, nil, g.stride, g.pad)
+		be.Conv2D(y, x, w, nil, g.Stride, g.Pad)
 		dx, dw := be.New(tensor.F32, tc.x...), be.New(tensor.F32, tc.w...)
-		be.Conv2DBackward(dx, dw, nil, dy, x, w, g.stride, g.pad)
+		be.Conv2DBackward(dx, dw, nil, dy, x, w, g.Stride, g.Pad)
 		ry, rdx, rdw := convRef(g, Data(x), Data(w), Data(dy))
 		// Uniform [-1,1) values: products of size about 1/3; the reference is
 		// exact to float32 precision, so only the Go side's rounding counts.
@@ -135,9 +135,9 @@ func TestConv2DChunkedReference(t *testing.T) {
 			shape []int
 			k     int
 		}{
-			{"y", Data(y), ry, y.Shape, g.k()},
-			{"dx", Data(dx), rdx, dx.Shape, g.co * g.kh * g.kw},
-			{"dw", Data(dw), rdw, dw.Shape, g.n * g.pixels()},
+			{"y", Data(y), ry, y.Shape, g.K()},
+			{"dx", Data(dx), rdx, dx.Shape, g.Co * g.KH * g.KW},
+			{"dw", Data(dw), rdw, dw.Shape, g.N * g.Pixels()},
 		} {
 			want := make([]float32, len(chk.want))
 			for i, v := range chk.want {

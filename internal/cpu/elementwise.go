@@ -13,8 +13,8 @@ const elemGrain = 1 << 15
 
 // Add writes y = a + b elementwise; y may alias a or b.
 func (*Backend) Add(y, a, b *tensor.Tensor) {
-	mustShape("add a", a, y.Shape...)
-	mustShape("add b", b, y.Shape...)
+	tensor.MustShape("add a", a, y.Shape...)
+	tensor.MustShape("add b", b, y.Shape...)
 	yd, ad, bd := Data(y), Data(a), Data(b)
 	parallelFor(len(yd), elemGrain, func(lo, hi int) {
 		for i := lo; i < hi; i++ {
@@ -25,8 +25,8 @@ func (*Backend) Add(y, a, b *tensor.Tensor) {
 
 // Mul writes y = a·b elementwise; y may alias a or b.
 func (*Backend) Mul(y, a, b *tensor.Tensor) {
-	mustShape("mul a", a, y.Shape...)
-	mustShape("mul b", b, y.Shape...)
+	tensor.MustShape("mul a", a, y.Shape...)
+	tensor.MustShape("mul b", b, y.Shape...)
 	yd, ad, bd := Data(y), Data(a), Data(b)
 	parallelFor(len(yd), elemGrain, func(lo, hi int) {
 		for i := lo; i < hi; i++ {
@@ -66,7 +66,7 @@ func (*Backend) Scale(y, x *tensor.Tensor, alpha float32) {
 // pixel. y may alias x.
 func (*Backend) AddChannelBias(y, x, bias *tensor.Tensor) {
 	rows, s := channelBiasDims("add channel bias", x, bias)
-	mustShape("add channel bias y", y, x.Shape...)
+	tensor.MustShape("add channel bias y", y, x.Shape...)
 	yd, xd, bd := Data(y), Data(x), Data(bias)
 	parallelFor(rows, max(1, elemGrain/s), func(lo, hi int) {
 		for r := lo; r < hi; r++ {
@@ -102,7 +102,7 @@ func channelBiasDims(op string, x, bias *tensor.Tensor) (rows, s int) {
 	if len(x.Shape) < 2 {
 		panic(fmt.Sprintf("cpu: %s: %v needs at least (N, C)", op, x))
 	}
-	mustShape(op+" bias", bias, x.Shape[0], x.Shape[1])
+	tensor.MustShape(op+" bias", bias, x.Shape[0], x.Shape[1])
 	s = tensor.Numel(x.Shape[2:])
 	if s == 0 {
 		// Nothing to add or sum; the callers' grain needs s > 0.

@@ -101,6 +101,6 @@ func embeddingDims(op string, y, ids, table *tensor.Tensor) (n, d int) {
 		panic(fmt.Sprintf("cpu: %s: table %v is not (V, D)", op, table))
 	}
 	d = table.Shape[1]
-	mustShape(op+" output", y, append(append([]int(nil), ids.Shape...), d)...)
+	tensor.MustShape(op+" output", y, append(append([]int(nil), ids.Shape...), d)...)
 	return ids.Numel(), d
 }

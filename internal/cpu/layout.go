@@ -327,7 +327,7 @@ func upsampleDims(op string, y, x *tensor.Tensor) (rows, w int) {
 		panic(fmt.Sprintf("cpu: %s: %v is not (N, C, H, W)", op, x))
 	}
 	n, c, h, w := x.Shape[0], x.Shape[1], x.Shape[2], x.Shape[3]
-	mustShape(op, y, n, c, 2*h, 2*w)
+	tensor.MustShape(op, y, n, c, 2*h, 2*w)
 	if w == 0 {
 		return 0, 1
 	}

@@ -15,7 +15,7 @@ import (
 // the thread count.
 func (*Backend) MSELoss(loss, pred, target, weight *tensor.Tensor) {
 	n, m := mseDims("mse loss", pred, target, weight)
-	mustShape("mse loss output", loss, 1)
+	tensor.MustShape("mse loss output", loss, 1)
 	pd, td := Data(pred), Data(target)
 	chunks := (m + elemGrain - 1) / elemGrain // per sample
 	partial := make([]float64, n*chunks)      // (N, chunks)
@@ -48,7 +48,7 @@ func (*Backend) MSELoss(loss, pred, target, weight *tensor.Tensor) {
 // in float64 and rounded once.
 func (*Backend) MSELossBackward(dpred, pred, target, weight *tensor.Tensor, dloss float32) {
 	n, m := mseDims("mse loss backward", pred, target, weight)
-	mustShape("mse loss backward dpred", dpred, pred.Shape...)
+	tensor.MustShape("mse loss backward dpred", dpred, pred.Shape...)
 	pd, td, gd := Data(pred), Data(target), Data(dpred)
 	coef := make([]float64, n) // (N)
 	for s := range coef {
@@ -67,10 +67,10 @@ func mseDims(op string, pred, target, weight *tensor.Tensor) (n, m int) {
 	if len(pred.Shape) < 1 || pred.Shape[0] == 0 {
 		panic(fmt.Sprintf("cpu: %s: pred %v has no batch", op, pred))
 	}
-	mustShape(op+" target", target, pred.Shape...)
+	tensor.MustShape(op+" target", target, pred.Shape...)
 	n = pred.Shape[0]
 	if weight != nil {
-		mustShape(op+" weight", weight, n)
+		tensor.MustShape(op+" weight", weight, n)
 	}
 	return n, pred.Numel() / n
 }

@@ -13,15 +13,15 @@ import (
 // Either way each element gets the same arithmetic, so the bits do not depend
 // on the thread count.
 func (*Backend) MatMul(c, a, b *tensor.Tensor, transA, transB bool, alpha, beta float32) {
-	batch, m, k := matDims("matmul a", a, transA)
-	bBatch, k2, n := matDims("matmul b", b, transB)
+	batch, m, k := tensor.MatDims("matmul a", a, transA)
+	bBatch, k2, n := tensor.MatDims("matmul b", b, transB)
 	if k2 != k || (bBatch != batch && len(b.Shape) != 2) {
 		panic(fmt.Sprintf("cpu: matmul: a %v (transA %v) and b %v (transB %v) do not multiply", a, transA, b, transB))
 	}
 	if len(c.Shape) == 2 && batch == 1 {
-		mustShape("matmul c", c, m, n)
+		tensor.MustShape("matmul c", c, m, n)
 	} else {
-		mustShape("matmul c", c, batch, m, n)
+		tensor.MustShape("matmul c", c, batch, m, n)
 	}
 	ad, bd, cd := Data(a), Data(b), Data(c)
 	lda, ldb := k, n
@@ -55,47 +55,15 @@ func (*Backend) MatMul(c, a, b *tensor.Tensor, transA, transB bool, alpha, beta 
 	})
 }
 
-// matDims reads a 2-D (rows, cols) or 3-D (batch, rows, cols) operand as
-// (batch, rows, cols), swapping rows and cols when trans.
-func matDims(name string, t *tensor.Tensor, trans bool) (batch, rows, cols int) {
-	switch len(t.Shape) {
-	case 2:
-		batch, rows, cols = 1, t.Shape[0], t.Shape[1]
-	case 3:
-		batch, rows, cols = t.Shape[0], t.Shape[1], t.Shape[2]
-	default:
-		panic(fmt.Sprintf("cpu: %s: %v is neither 2-D nor 3-D", name, t))
-	}
-	if trans {
-		rows, cols = cols, rows
-	}
-	return batch, rows, cols
-}
-
-// linearDims returns N, In, Out for x (*, In) and w (Out, In), checking that
-// y (*, Out) has x's leading dims.
-func linearDims(op string, y, x, w *tensor.Tensor) (n, in, out int) {
-	if len(w.Shape) != 2 || len(x.Shape) < 1 {
-		panic(fmt.Sprintf("cpu: %s: weight %v, input %v", op, w, x))
-	}
-	out, in = w.Shape[0], w.Shape[1]
-	if x.Dim(-1) != in {
-		panic(fmt.Sprintf("cpu: %s: input %v, want last dim %d of weight %v", op, x, in, w))
-	}
-	want := append(append([]int(nil), x.Shape[:len(x.Shape)-1]...), out)
-	mustShape(op, y, want...)
-	return x.Numel() / in, in, out
-}
-
 // Linear computes y (N, Out) = x (N, In) · wᵀ + b; see tensor.Backend. The
 // bias is written into y first and the product added onto it, so each output
 // is rounded once more than the dot product, as in PyTorch's addmm.
 func (*Backend) Linear(y, x, w, b *tensor.Tensor) {
-	n, in, out := linearDims("linear", y, x, w)
+	n, in, out := tensor.LinearDims("linear", y, x, w)
 	yd := Data(y) // (N, Out)
 	var beta float32
 	if b != nil {
-		mustShape("linear bias", b, out)
+		tensor.MustShape("linear bias", b, out)
 		bd := Data(b)
 		for i := range n {
 			copy(yd[i*out:(i+1)*out], bd)
@@ -108,18 +76,18 @@ func (*Backend) Linear(y, x, w, b *tensor.Tensor) {
 // LinearBackward computes dx = dy·w (overwritten), dw += dyᵀ·x and
 // db += Σ_N dy; nil gradients are skipped.
 func (*Backend) LinearBackward(dx, dw, db, dy, x, w *tensor.Tensor) {
-	n, in, out := linearDims("linear backward", dy, x, w)
+	n, in, out := tensor.LinearDims("linear backward", dy, x, w)
 	dyd := Data(dy) // (N, Out)
 	if dx != nil {
-		mustShape("linear backward dx", dx, x.Shape...)
+		tensor.MustShape("linear backward dx", dx, x.Shape...)
 		sgemm(false, false, n, in, out, 1, dyd, out, Data(w), in, 0, Data(dx), in)
 	}
 	if dw != nil {
-		mustShape("linear backward dw", dw, out, in)
+		tensor.MustShape("linear backward dw", dw, out, in)
 		sgemm(true, false, out, in, n, 1, dyd, out, Data(x), in, 1, Data(dw), in)
 	}
 	if db != nil {
-		mustShape("linear backward db", db, out)
+		tensor.MustShape("linear backward db", db, out)
 		sumRows(Data(db), dyd, n, out)
 	}
 }

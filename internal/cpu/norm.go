@@ -14,11 +14,11 @@ import (
 // accurate for the 40960-element groups of a 64x64 latent.
 func (*Backend) GroupNorm(y, mean, rstd, x, w, b *tensor.Tensor, groups int, eps float32) {
 	n, c, s := groupNormDims(x, groups)
-	mustShape("group norm y", y, x.Shape...)
-	mustShape("group norm mean", mean, n, groups)
-	mustShape("group norm rstd", rstd, n, groups)
-	mustShape("group norm w", w, c)
-	mustShape("group norm b", b, c)
+	tensor.MustShape("group norm y", y, x.Shape...)
+	tensor.MustShape("group norm mean", mean, n, groups)
+	tensor.MustShape("group norm rstd", rstd, n, groups)
+	tensor.MustShape("group norm w", w, c)
+	tensor.MustShape("group norm b", b, c)
 	groupNormForward(Data(y), Data(mean), Data(rstd), Data(x), Data(w), Data(b), n, c, s, groups, float64(eps))
 }
 
@@ -26,24 +26,24 @@ func (*Backend) GroupNorm(y, mean, rstd, x, w, b *tensor.Tensor, groups int, eps
 // using the mean and rstd that GroupNorm saved. Any gradient may be nil.
 func (*Backend) GroupNormBackward(dx, dw, db, dy, x, mean, rstd, w *tensor.Tensor, groups int) {
 	n, c, s := groupNormDims(x, groups)
-	mustShape("group norm backward dy", dy, x.Shape...)
-	mustShape("group norm backward mean", mean, n, groups)
-	mustShape("group norm backward rstd", rstd, n, groups)
-	mustShape("group norm backward w", w, c)
+	tensor.MustShape("group norm backward dy", dy, x.Shape...)
+	tensor.MustShape("group norm backward mean", mean, n, groups)
+	tensor.MustShape("group norm backward rstd", rstd, n, groups)
+	tensor.MustShape("group norm backward w", w, c)
 	if dx == nil && dw == nil && db == nil {
 		return
 	}
 	var dxd, dwd, dbd []float32
 	if dx != nil {
-		mustShape("group norm backward dx", dx, x.Shape...)
+		tensor.MustShape("group norm backward dx", dx, x.Shape...)
 		dxd = Data(dx)
 	}
 	if dw != nil {
-		mustShape("group norm backward dw", dw, c)
+		tensor.MustShape("group norm backward dw", dw, c)
 		dwd = Data(dw)
 	}
 	if db != nil {
-		mustShape("group norm backward db", db, c)
+		tensor.MustShape("group norm backward db", db, c)
 		dbd = Data(db)
 	}
 	groupNormBackward(dxd, dwd, dbd, Data(dy), Data(x), Data(mean), Data(rstd), Data(w), n, c, s, groups)
@@ -158,11 +158,11 @@ func groupNormBackward(dx, dw, db, dy, x, mean, rstd, w []float32, n, c, s, grou
 // are taken in float64 with two passes, as in GroupNorm.
 func (*Backend) LayerNorm(y, mean, rstd, x, w, b *tensor.Tensor, eps float32) {
 	rows, c := layerNormDims(x)
-	mustShape("layer norm y", y, x.Shape...)
+	tensor.MustShape("layer norm y", y, x.Shape...)
 	mustStatsLen("layer norm mean", mean, rows)
 	mustStatsLen("layer norm rstd", rstd, rows)
-	mustShape("layer norm w", w, c)
-	mustShape("layer norm b", b, c)
+	tensor.MustShape("layer norm w", w, c)
+	tensor.MustShape("layer norm b", b, c)
 	layerNormForward(Data(y), Data(mean), Data(rstd), Data(x), Data(w), Data(b), rows, c, float64(eps))
 }
 
@@ -170,24 +170,24 @@ func (*Backend) LayerNorm(y, mean, rstd, x, w, b *tensor.Tensor, eps float32) {
 // using the mean and rstd that LayerNorm saved. Any gradient may be nil.
 func (*Backend) LayerNormBackward(dx, dw, db, dy, x, mean, rstd, w *tensor.Tensor) {
 	rows, c := layerNormDims(x)
-	mustShape("layer norm backward dy", dy, x.Shape...)
+	tensor.MustShape("layer norm backward dy", dy, x.Shape...)
 	mustStatsLen("layer norm backward mean", mean, rows)
 	mustStatsLen("layer norm backward rstd", rstd, rows)
-	mustShape("layer norm backward w", w, c)
+	tensor.MustShape("layer norm backward w", w, c)
 	if dx == nil && dw == nil && db == nil {
 		return
 	}
 	var dxd, dwd, dbd []float32
 	if dx != nil {
-		mustShape("layer norm backward dx", dx, x.Shape...)
+		tensor.MustShape("layer norm backward dx", dx, x.Shape...)
 		dxd = Data(dx)
 	}
 	if dw != nil {
-		mustShape("layer norm backward dw", dw, c)
+		tensor.MustShape("layer norm backward dw", dw, c)
 		dwd = Data(dw)
 	}
 	if db != nil {
-		mustShape("layer norm backward db", db, c)
+		tensor.MustShape("layer norm backward db", db, c)
 		dbd = Data(db)
 	}
 	layerNormBackward(dxd, dwd, dbd, Data(dy), Data(x), Data(mean), Data(rstd), Data(w), rows, c)

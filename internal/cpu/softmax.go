@@ -11,7 +11,7 @@ import (
 // (*, C); subtracting the row's maximum keeps exp from overflowing.
 func (*Backend) Softmax(y, x *tensor.Tensor) {
 	rows, c := softmaxDims(x)
-	mustShape("softmax y", y, x.Shape...)
+	tensor.MustShape("softmax y", y, x.Shape...)
 	softmaxForward(Data(y), Data(x), rows, c)
 }
 
@@ -19,8 +19,8 @@ func (*Backend) Softmax(y, x *tensor.Tensor) {
 // softmax output y (*, C).
 func (*Backend) SoftmaxBackward(dx, dy, y *tensor.Tensor) {
 	rows, c := softmaxDims(y)
-	mustShape("softmax backward dy", dy, y.Shape...)
-	mustShape("softmax backward dx", dx, y.Shape...)
+	tensor.MustShape("softmax backward dy", dy, y.Shape...)
+	tensor.MustShape("softmax backward dx", dx, y.Shape...)
 	softmaxBackward(Data(dx), Data(dy), Data(y), rows, c)
 }
 

@@ -23,15 +23,15 @@ func actCode(a tensor.Activation) int {
 
 // Act writes y = a(x) elementwise with the CPU backend's expf and erfcf.
 func (b *Backend) Act(y, x *tensor.Tensor, a tensor.Activation) {
-	mustShape("act y", y, x.Shape...)
+	tensor.MustShape("act y", y, x.Shape...)
 	n := x.Numel()
 	b.launch("zd_act", gridFor(n), b.f32(y), b.f32(x), actCode(a), n)
 }
 
 // ActBackward writes dx = dy·a'(x).
 func (b *Backend) ActBackward(dx, dy, x *tensor.Tensor, a tensor.Activation) {
-	mustShape("act backward dy", dy, x.Shape...)
-	mustShape("act backward dx", dx, x.Shape...)
+	tensor.MustShape("act backward dy", dy, x.Shape...)
+	tensor.MustShape("act backward dx", dx, x.Shape...)
 	n := x.Numel()
 	b.launch("zd_act_backward", gridFor(n), b.f32(dx), b.f32(dy), b.f32(x), actCode(a), n)
 }
@@ -46,7 +46,7 @@ func (b *Backend) GEGLU(y, x *tensor.Tensor) {
 // d gate = dy·hidden·gelu'(gate).
 func (b *Backend) GEGLUBackward(dx, dy, x *tensor.Tensor) {
 	rows, c := gegluDims(dy, x)
-	mustShape("geglu backward dx", dx, x.Shape...)
+	tensor.MustShape("geglu backward dx", dx, x.Shape...)
 	b.launch("zd_geglu_backward", gridFor(rows*c), b.f32(dx), b.f32(dy), b.f32(x), rows, c)
 }
 

@@ -23,8 +23,8 @@ import (
 // lse (B, H, Tq), the log-sum-exp of each row of scaled scores.
 func (b *Backend) Attention(o, lse, q, k, v *tensor.Tensor, heads int, scale float32, causal bool) {
 	bs, tq, tk, d := attentionDims("attention", q, k, v, heads)
-	mustShape("attention o", o, bs, tq, heads*d)
-	mustShape("attention lse", lse, bs, heads, tq)
+	tensor.MustShape("attention o", o, bs, tq, heads*d)
+	tensor.MustShape("attention lse", lse, bs, heads, tq)
 	if bs*tq == 0 {
 		return
 	}
@@ -63,20 +63,20 @@ func (b *Backend) scores(s *block, qb, kb cu.DevicePtr, heads, tq, tk, d int, sc
 // Any of dq, dk, dv may be nil.
 func (b *Backend) AttentionBackward(dq, dk, dv, do, q, k, v, o, lse *tensor.Tensor, heads int, scale float32, causal bool) {
 	bs, tq, tk, d := attentionDims("attention backward", q, k, v, heads)
-	mustShape("attention backward do", do, q.Shape...)
-	mustShape("attention backward o", o, q.Shape...)
-	mustShape("attention backward lse", lse, bs, heads, tq)
+	tensor.MustShape("attention backward do", do, q.Shape...)
+	tensor.MustShape("attention backward o", o, q.Shape...)
+	tensor.MustShape("attention backward lse", lse, bs, heads, tq)
 	if dq == nil && dk == nil && dv == nil {
 		return
 	}
 	if dq != nil {
-		mustShape("attention backward dq", dq, q.Shape...)
+		tensor.MustShape("attention backward dq", dq, q.Shape...)
 	}
 	if dk != nil {
-		mustShape("attention backward dk", dk, k.Shape...)
+		tensor.MustShape("attention backward dk", dk, k.Shape...)
 	}
 	if dv != nil {
-		mustShape("attention backward dv", dv, k.Shape...)
+		tensor.MustShape("attention backward dv", dv, k.Shape...)
 	}
 	if bs*tq == 0 {
 		return
@@ -143,7 +143,7 @@ func attentionDims(op string, q, k, v *tensor.Tensor, heads int) (b, tq, tk, d i
 	if tk == 0 {
 		panic(fmt.Sprintf("cuda: %s: k %v has no keys", op, k))
 	}
-	mustShape(op+" k", k, b, tk, hd)
-	mustShape(op+" v", v, b, tk, hd)
+	tensor.MustShape(op+" k", k, b, tk, hd)
+	tensor.MustShape(op+" v", v, b, tk, hd)
 	return b, tq, tk, hd / heads
 }

@@ -339,13 +339,6 @@ func (b *Backend) scratch(n, size int) *block {
 	return blk
 }
 
-// mustShape panics unless t has the given shape.
-func mustShape(op string, t *tensor.Tensor, shape ...int) {
-	if !tensor.SameShape(t.Shape, shape) {
-		panic(fmt.Sprintf("cuda: %s: got %v, want shape %v", op, t, shape))
-	}
-}
-
 func mustSameLen(op string, a, b *tensor.Tensor) {
 	if a.Numel() != b.Numel() {
 		panic(fmt.Sprintf("cuda: %s: %v and %v differ in size", op, a, b))

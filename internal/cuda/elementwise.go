@@ -10,16 +10,16 @@ import (
 
 // Add writes y = a + b elementwise; y may alias a or b.
 func (b *Backend) Add(y, a, bt *tensor.Tensor) {
-	mustShape("add a", a, y.Shape...)
-	mustShape("add b", bt, y.Shape...)
+	tensor.MustShape("add a", a, y.Shape...)
+	tensor.MustShape("add b", bt, y.Shape...)
 	n := y.Numel()
 	b.launch("zd_add", gridFor(n), b.f32(y), b.f32(a), b.f32(bt), n)
 }
 
 // Mul writes y = a·b elementwise; y may alias a or b.
 func (b *Backend) Mul(y, a, bt *tensor.Tensor) {
-	mustShape("mul a", a, y.Shape...)
-	mustShape("mul b", bt, y.Shape...)
+	tensor.MustShape("mul a", a, y.Shape...)
+	tensor.MustShape("mul b", bt, y.Shape...)
 	n := y.Numel()
 	b.launch("zd_mul", gridFor(n), b.f32(y), b.f32(a), b.f32(bt), n)
 }
@@ -43,7 +43,7 @@ func (b *Backend) Scale(y, x *tensor.Tensor, alpha float32) {
 // trailing axes; y may alias x.
 func (b *Backend) AddChannelBias(y, x, bias *tensor.Tensor) {
 	rows, s := channelBiasDims("add channel bias", x, bias)
-	mustShape("add channel bias y", y, x.Shape...)
+	tensor.MustShape("add channel bias y", y, x.Shape...)
 	if rows == 0 {
 		return
 	}
@@ -67,7 +67,7 @@ func channelBiasDims(op string, x, bias *tensor.Tensor) (rows, s int) {
 	if len(x.Shape) < 2 {
 		panic(fmt.Sprintf("cuda: %s: %v needs at least (N, C)", op, x))
 	}
-	mustShape(op+" bias", bias, x.Shape[0], x.Shape[1])
+	tensor.MustShape(op+" bias", bias, x.Shape[0], x.Shape[1])
 	s = tensor.Numel(x.Shape[2:])
 	if s == 0 {
 		return 0, 1

@@ -57,6 +57,6 @@ func embeddingDims(op string, y, ids, table *tensor.Tensor) (n, d int) {
 		panic(fmt.Sprintf("cuda: %s: table %v is not (V, D)", op, table))
 	}
 	d = table.Shape[1]
-	mustShape(op+" output", y, append(append([]int(nil), ids.Shape...), d)...)
+	tensor.MustShape(op+" output", y, append(append([]int(nil), ids.Shape...), d)...)
 	return ids.Numel(), d
 }

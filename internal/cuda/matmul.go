@@ -52,15 +52,15 @@ func span(batch, stride, rows, cols, ld int) int {
 // MatMul computes c = alpha·op(a)·op(b) + beta·c over a batch; see
 // tensor.Backend.
 func (b *Backend) MatMul(c, a, bm *tensor.Tensor, transA, transB bool, alpha, beta float32) {
-	batch, m, k := matDims("matmul a", a, transA)
-	bBatch, k2, n := matDims("matmul b", bm, transB)
+	batch, m, k := tensor.MatDims("matmul a", a, transA)
+	bBatch, k2, n := tensor.MatDims("matmul b", bm, transB)
 	if k2 != k || (bBatch != batch && len(bm.Shape) != 2) {
 		panic(fmt.Sprintf("cuda: matmul: a %v (transA %v) and b %v (transB %v) do not multiply", a, transA, bm, transB))
 	}
 	if len(c.Shape) == 2 && batch == 1 {
-		mustShape("matmul c", c, m, n)
+		tensor.MustShape("matmul c", c, m, n)
 	} else {
-		mustShape("matmul c", c, batch, m, n)
+		tensor.MustShape("matmul c", c, batch, m, n)
 	}
 	lda, ldb := k, n
 	ra, rb := m, k // stored rows of a and b
@@ -82,48 +82,16 @@ func (b *Backend) MatMul(c, a, bm *tensor.Tensor, transA, transB bool, alpha, be
 	}, span(batch, m*k, ra, lda, lda), span(batch, bStride, rb, ldb, ldb))
 }
 
-// matDims reads a 2-D (rows, cols) or 3-D (batch, rows, cols) operand as
-// (batch, rows, cols), swapping rows and cols when trans.
-func matDims(name string, t *tensor.Tensor, trans bool) (batch, rows, cols int) {
-	switch len(t.Shape) {
-	case 2:
-		batch, rows, cols = 1, t.Shape[0], t.Shape[1]
-	case 3:
-		batch, rows, cols = t.Shape[0], t.Shape[1], t.Shape[2]
-	default:
-		panic(fmt.Sprintf("cuda: %s: %v is neither 2-D nor 3-D", name, t))
-	}
-	if trans {
-		rows, cols = cols, rows
-	}
-	return batch, rows, cols
-}
-
-// linearDims returns N, In, Out for x (*, In) and w (Out, In), checking that
-// y (*, Out) has x's leading dims.
-func linearDims(op string, y, x, w *tensor.Tensor) (n, in, out int) {
-	if len(w.Shape) != 2 || len(x.Shape) < 1 {
-		panic(fmt.Sprintf("cuda: %s: weight %v, input %v", op, w, x))
-	}
-	out, in = w.Shape[0], w.Shape[1]
-	if x.Dim(-1) != in {
-		panic(fmt.Sprintf("cuda: %s: input %v, want last dim %d of weight %v", op, x, in, w))
-	}
-	want := append(append([]int(nil), x.Shape[:len(x.Shape)-1]...), out)
-	mustShape(op, y, want...)
-	return x.Numel() / in, in, out
-}
-
 // mat is a single row-major (rows, cols) matrix at ptr.
 func mat(ptr cu.DevicePtr, cols int) operand { return operand{ptr: ptr, ld: cols} }
 
 // Linear computes y (N, Out) = x (N, In) · wᵀ + b: the bias is written into
 // y first and the product added onto it, as PyTorch's addmm.
 func (b *Backend) Linear(y, x, w, bias *tensor.Tensor) {
-	n, in, out := linearDims("linear", y, x, w)
+	n, in, out := tensor.LinearDims("linear", y, x, w)
 	var beta float32
 	if bias != nil {
-		mustShape("linear bias", bias, out)
+		tensor.MustShape("linear bias", bias, out)
 		b.launch("zd_fill_channel_bias", gridFor(n*out), b.f32(y), b.f32(bias), n, out, 1)
 		beta = 1
 	}
@@ -134,19 +102,19 @@ func (b *Backend) Linear(y, x, w, bias *tensor.Tensor) {
 // LinearBackward computes dx = dy·w (overwritten), dw += dyᵀ·x and
 // db += Σ_N dy; nil gradients are skipped.
 func (b *Backend) LinearBackward(dx, dw, db, dy, x, w *tensor.Tensor) {
-	n, in, out := linearDims("linear backward", dy, x, w)
+	n, in, out := tensor.LinearDims("linear backward", dy, x, w)
 	if dx != nil {
-		mustShape("linear backward dx", dx, x.Shape...)
+		tensor.MustShape("linear backward dx", dx, x.Shape...)
 		b.gemm(gemmCall{m: n, n: in, k: out, batch: 1, alpha: 1,
 			a: mat(b.f32(dy), out), b: mat(b.f32(w), in), c: mat(b.f32(dx), in)}, n*out, out*in)
 	}
 	if dw != nil {
-		mustShape("linear backward dw", dw, out, in)
+		tensor.MustShape("linear backward dw", dw, out, in)
 		b.gemm(gemmCall{transA: true, m: out, n: in, k: n, batch: 1, alpha: 1, beta: 1,
 			a: mat(b.f32(dy), out), b: mat(b.f32(x), in), c: mat(b.f32(dw), in)}, n*out, n*in)
 	}
 	if db != nil {
-		mustShape("linear backward db", db, out)
+		tensor.MustShape("linear backward db", db, out)
 		b.launch("zd_rows_sum_acc", gridFor(out), b.f32(db), b.f32(dy), n, out)
 	}
 }

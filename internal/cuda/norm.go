@@ -15,11 +15,11 @@ import (
 // saved. One block per (n, group), statistics in double with two passes.
 func (b *Backend) GroupNorm(y, mean, rstd, x, w, bias *tensor.Tensor, groups int, eps float32) {
 	n, c, s := groupNormDims(x, groups)
-	mustShape("group norm y", y, x.Shape...)
-	mustShape("group norm mean", mean, n, groups)
-	mustShape("group norm rstd", rstd, n, groups)
-	mustShape("group norm w", w, c)
-	mustShape("group norm b", bias, c)
+	tensor.MustShape("group norm y", y, x.Shape...)
+	tensor.MustShape("group norm mean", mean, n, groups)
+	tensor.MustShape("group norm rstd", rstd, n, groups)
+	tensor.MustShape("group norm w", w, c)
+	tensor.MustShape("group norm b", bias, c)
 	if n == 0 || s == 0 {
 		return
 	}
@@ -31,21 +31,21 @@ func (b *Backend) GroupNorm(y, mean, rstd, x, w, bias *tensor.Tensor, groups int
 // dw, db summed over n in order.
 func (b *Backend) GroupNormBackward(dx, dw, db, dy, x, mean, rstd, w *tensor.Tensor, groups int) {
 	n, c, s := groupNormDims(x, groups)
-	mustShape("group norm backward dy", dy, x.Shape...)
-	mustShape("group norm backward mean", mean, n, groups)
-	mustShape("group norm backward rstd", rstd, n, groups)
-	mustShape("group norm backward w", w, c)
+	tensor.MustShape("group norm backward dy", dy, x.Shape...)
+	tensor.MustShape("group norm backward mean", mean, n, groups)
+	tensor.MustShape("group norm backward rstd", rstd, n, groups)
+	tensor.MustShape("group norm backward w", w, c)
 	if dx == nil && dw == nil && db == nil {
 		return
 	}
 	if dx != nil {
-		mustShape("group norm backward dx", dx, x.Shape...)
+		tensor.MustShape("group norm backward dx", dx, x.Shape...)
 	}
 	if dw != nil {
-		mustShape("group norm backward dw", dw, c)
+		tensor.MustShape("group norm backward dw", dw, c)
 	}
 	if db != nil {
-		mustShape("group norm backward db", db, c)
+		tensor.MustShape("group norm backward db", db, c)
 	}
 	if n == 0 || s == 0 {
 		return
@@ -78,11 +78,11 @@ func groupNormDims(x *tensor.Tensor, groups int) (n, c, s int) {
 // rstd (rows) are saved. One block per row.
 func (b *Backend) LayerNorm(y, mean, rstd, x, w, bias *tensor.Tensor, eps float32) {
 	rows, c := layerNormDims(x)
-	mustShape("layer norm y", y, x.Shape...)
+	tensor.MustShape("layer norm y", y, x.Shape...)
 	mustStatsLen("layer norm mean", mean, rows)
 	mustStatsLen("layer norm rstd", rstd, rows)
-	mustShape("layer norm w", w, c)
-	mustShape("layer norm b", bias, c)
+	tensor.MustShape("layer norm w", w, c)
+	tensor.MustShape("layer norm b", bias, c)
 	if rows == 0 {
 		return
 	}
@@ -97,25 +97,25 @@ const layerNormGrain = 64
 // summed block by block in order.
 func (b *Backend) LayerNormBackward(dx, dw, db, dy, x, mean, rstd, w *tensor.Tensor) {
 	rows, c := layerNormDims(x)
-	mustShape("layer norm backward dy", dy, x.Shape...)
+	tensor.MustShape("layer norm backward dy", dy, x.Shape...)
 	mustStatsLen("layer norm backward mean", mean, rows)
 	mustStatsLen("layer norm backward rstd", rstd, rows)
-	mustShape("layer norm backward w", w, c)
+	tensor.MustShape("layer norm backward w", w, c)
 	if rows == 0 {
 		return
 	}
 	if dx != nil {
-		mustShape("layer norm backward dx", dx, x.Shape...)
+		tensor.MustShape("layer norm backward dx", dx, x.Shape...)
 		b.launch("zd_layer_norm_dx", rows, b.f32(dx), b.f32(dy), b.f32(x), b.f32(mean), b.f32(rstd), b.f32(w), c)
 	}
 	if dw == nil && db == nil {
 		return
 	}
 	if dw != nil {
-		mustShape("layer norm backward dw", dw, c)
+		tensor.MustShape("layer norm backward dw", dw, c)
 	}
 	if db != nil {
-		mustShape("layer norm backward db", db, c)
+		tensor.MustShape("layer norm backward db", db, c)
 	}
 	tasks := (rows + layerNormGrain - 1) / layerNormGrain
 	part := b.scratch(2*tasks*c, 8) // (2, tasks, C) double: Σ dy·x̂, then Σ dy

@@ -12,7 +12,7 @@ import (
 // block per row.
 func (b *Backend) Softmax(y, x *tensor.Tensor) {
 	rows, c := softmaxDims(x)
-	mustShape("softmax y", y, x.Shape...)
+	tensor.MustShape("softmax y", y, x.Shape...)
 	if rows == 0 {
 		return
 	}
@@ -22,8 +22,8 @@ func (b *Backend) Softmax(y, x *tensor.Tensor) {
 // SoftmaxBackward writes dx = y·(dy − Σ dy·y) over the last axis.
 func (b *Backend) SoftmaxBackward(dx, dy, y *tensor.Tensor) {
 	rows, c := softmaxDims(y)
-	mustShape("softmax backward dy", dy, y.Shape...)
-	mustShape("softmax backward dx", dx, y.Shape...)
+	tensor.MustShape("softmax backward dy", dy, y.Shape...)
+	tensor.MustShape("softmax backward dx", dx, y.Shape...)
 	if rows == 0 {
 		return
 	}
