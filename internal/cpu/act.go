@@ -69,7 +69,7 @@ func (*Backend) ActBackward(dx, dy, x *tensor.Tensor, a tensor.Activation) {
 // writes y (*, C) = hidden·gelu(gate), as diffusers' GEGLU does after its
 // projection.
 func (*Backend) GEGLU(y, x *tensor.Tensor) {
-	rows, c := gegluDims(y, x)
+	rows, c := tensor.GEGLUDims(y, x)
 	xd, yd := Data(x), Data(y)
 	parallelFor(rows, max(1, actGrain/c), func(lo, hi int) {
 		t := make([]float32, c) // (C) scratch
@@ -89,7 +89,7 @@ func (*Backend) GEGLU(y, x *tensor.Tensor) {
 // GEGLUBackward writes dx (*, 2C): d hidden = dy·gelu(gate) and
 // d gate = dy·hidden·gelu'(gate), from one erfc and one exp per gate.
 func (*Backend) GEGLUBackward(dx, dy, x *tensor.Tensor) {
-	rows, c := gegluDims(dy, x)
+	rows, c := tensor.GEGLUDims(dy, x)
 	tensor.MustShape("geglu backward dx", dx, x.Shape...)
 	xd, dyd, dxd := Data(x), Data(dy), Data(dx)
 	parallelFor(rows, max(1, actGrain/c), func(lo, hi int) {
@@ -110,17 +110,6 @@ func (*Backend) GEGLUBackward(dx, dy, x *tensor.Tensor) {
 			}
 		}
 	})
-}
-
-// gegluDims checks y (*, C) against x (*, 2C) and returns the rows and C.
-func gegluDims(y, x *tensor.Tensor) (rows, c int) {
-	c = y.Dim(-1)
-	ok := len(x.Shape) == len(y.Shape) && x.Dim(-1) == 2*c && c > 0 &&
-		tensor.SameShape(x.Shape[:len(x.Shape)-1], y.Shape[:len(y.Shape)-1])
-	if !ok {
-		panic(fmt.Sprintf("cpu: geglu: x %v must be (*, 2C) for y (*, C) %v", x, y))
-	}
-	return y.Numel() / c, c
 }
 
 // quickGELUScale is the constant of CLIP's QuickGELU, x·σ(1.702x).

@@ -1,7 +1,6 @@
 package cpu
 
 import (
-	"fmt"
 	"math"
 	"runtime"
 	"sync"
@@ -24,7 +23,7 @@ const (
 // lets the backward pass recompute the probabilities. With causal, query i
 // sees keys j ≤ i only.
 func (*Backend) Attention(o, lse, q, k, v *tensor.Tensor, heads int, scale float32, causal bool) {
-	b, tq, tk, d := attentionDims("attention", q, k, v, heads)
+	b, tq, tk, d := tensor.AttentionDims("attention", q, k, v, heads)
 	tensor.MustShape("attention o", o, b, tq, heads*d)
 	tensor.MustShape("attention lse", lse, b, heads, tq)
 	attentionForward(Data(o), Data(lse), Data(q), Data(k), Data(v), b, tq, tk, heads, d, scale, causal)
@@ -37,7 +36,7 @@ func (*Backend) Attention(o, lse, q, k, v *tensor.Tensor, heads int, scale float
 //
 // Any of dq, dk, dv may be nil.
 func (*Backend) AttentionBackward(dq, dk, dv, do, q, k, v, o, lse *tensor.Tensor, heads int, scale float32, causal bool) {
-	b, tq, tk, d := attentionDims("attention backward", q, k, v, heads)
+	b, tq, tk, d := tensor.AttentionDims("attention backward", q, k, v, heads)
 	tensor.MustShape("attention backward do", do, q.Shape...)
 	tensor.MustShape("attention backward o", o, q.Shape...)
 	tensor.MustShape("attention backward lse", lse, b, heads, tq)
@@ -58,25 +57,6 @@ func (*Backend) AttentionBackward(dq, dk, dv, do, q, k, v, o, lse *tensor.Tensor
 		dvd = Data(dv)
 	}
 	attentionBackward(dqd, dkd, dvd, Data(do), Data(q), Data(k), Data(v), Data(o), Data(lse), b, tq, tk, heads, d, scale, causal)
-}
-
-// attentionDims checks q (B, Tq, H·D) and k, v (B, Tk, H·D) and returns B,
-// Tq, Tk and the head dim D.
-func attentionDims(op string, q, k, v *tensor.Tensor, heads int) (b, tq, tk, d int) {
-	if len(q.Shape) != 3 || len(k.Shape) != 3 {
-		panic(fmt.Sprintf("cpu: %s: q %v and k %v must be (B, T, H·D)", op, q, k))
-	}
-	b, tq, hd := q.Shape[0], q.Shape[1], q.Shape[2]
-	tk = k.Shape[1]
-	if heads < 1 || hd%heads != 0 {
-		panic(fmt.Sprintf("cpu: %s: width %d of q %v does not split into %d heads", op, hd, q, heads))
-	}
-	if tk == 0 {
-		panic(fmt.Sprintf("cpu: %s: k %v has no keys", op, k))
-	}
-	tensor.MustShape(op+" k", k, b, tk, hd)
-	tensor.MustShape(op+" v", v, b, tk, hd)
-	return b, tq, tk, hd / heads
 }
 
 // attnKeys is the number of keys query i sees: all tk, or i+1 when causal.

@@ -95,7 +95,7 @@ func (*Backend) Zero(t *tensor.Tensor) {
 }
 
 func (*Backend) Copy(dst, src *tensor.Tensor) {
-	mustSameLen("copy", dst, src)
+	tensor.MustSameLen("copy", dst, src)
 	switch d := dst.Data.(type) {
 	case f32:
 		copy(d, Data(src))
@@ -128,10 +128,4 @@ func FromSlice(data []float32, shape ...int) *tensor.Tensor {
 		panic(fmt.Sprintf("cpu: %d values for shape %v", len(data), shape))
 	}
 	return &tensor.Tensor{Shape: append([]int(nil), shape...), DType: tensor.F32, Data: f32(data)}
-}
-
-func mustSameLen(op string, a, b *tensor.Tensor) {
-	if a.Numel() != b.Numel() {
-		panic(fmt.Sprintf("cpu: %s: %v and %v differ in size", op, a, b))
-	}
 }

@@ -1,8 +1,6 @@
 package cpu
 
 import (
-	"fmt"
-
 	"github.com/zerodiff/zerodiff/internal/tensor"
 )
 
@@ -38,7 +36,7 @@ func (*Backend) Mul(y, a, b *tensor.Tensor) {
 // Axpy adds alpha·x to y in place. x and y need the same number of elements,
 // so a gradient can be added through a view of another shape.
 func (*Backend) Axpy(y, x *tensor.Tensor, alpha float32) {
-	mustSameLen("axpy", y, x)
+	tensor.MustSameLen("axpy", y, x)
 	yd, xd := Data(y), Data(x)
 	parallelFor(len(yd), elemGrain, func(lo, hi int) {
 		for i := lo; i < hi; i++ {
@@ -52,7 +50,7 @@ func (*Backend) Axpy(y, x *tensor.Tensor, alpha float32) {
 // Scale writes y = alpha·x; y may alias x. x and y need the same number of
 // elements.
 func (*Backend) Scale(y, x *tensor.Tensor, alpha float32) {
-	mustSameLen("scale", y, x)
+	tensor.MustSameLen("scale", y, x)
 	yd, xd := Data(y), Data(x)
 	parallelFor(len(yd), elemGrain, func(lo, hi int) {
 		for i := lo; i < hi; i++ {
@@ -65,7 +63,7 @@ func (*Backend) Scale(y, x *tensor.Tensor, alpha float32) {
 // trailing axes: the time-embedding projection a ResNet block adds to every
 // pixel. y may alias x.
 func (*Backend) AddChannelBias(y, x, bias *tensor.Tensor) {
-	rows, s := channelBiasDims("add channel bias", x, bias)
+	rows, s := tensor.ChannelBiasDims("add channel bias", x, bias)
 	tensor.MustShape("add channel bias y", y, x.Shape...)
 	yd, xd, bd := Data(y), Data(x), Data(bias)
 	parallelFor(rows, max(1, elemGrain/s), func(lo, hi int) {
@@ -83,7 +81,7 @@ func (*Backend) AddChannelBias(y, x, bias *tensor.Tensor) {
 // dy (N, C, *). Each channel is summed in float64 by one task in index order,
 // so the result does not depend on the thread count.
 func (*Backend) ChannelBiasBackward(dbias, dy *tensor.Tensor) {
-	rows, s := channelBiasDims("channel bias backward", dy, dbias)
+	rows, s := tensor.ChannelBiasDims("channel bias backward", dy, dbias)
 	dbd, dyd := Data(dbias), Data(dy)
 	parallelFor(rows, max(1, elemGrain/s), func(lo, hi int) {
 		for r := lo; r < hi; r++ {
@@ -94,19 +92,4 @@ func (*Backend) ChannelBiasBackward(dbias, dy *tensor.Tensor) {
 			dbd[r] += float32(sum)
 		}
 	})
-}
-
-// channelBiasDims checks bias (N, C) against x (N, C, *) and returns the
-// number of (n, c) rows and the trailing size.
-func channelBiasDims(op string, x, bias *tensor.Tensor) (rows, s int) {
-	if len(x.Shape) < 2 {
-		panic(fmt.Sprintf("cpu: %s: %v needs at least (N, C)", op, x))
-	}
-	tensor.MustShape(op+" bias", bias, x.Shape[0], x.Shape[1])
-	s = tensor.Numel(x.Shape[2:])
-	if s == 0 {
-		// Nothing to add or sum; the callers' grain needs s > 0.
-		return 0, 1
-	}
-	return x.Shape[0] * x.Shape[1], s
 }

@@ -56,7 +56,7 @@ func (*Backend) TimestepEmbedding(y, t *tensor.Tensor, flipSinToCos bool, freqSh
 // Embedding gathers rows of table (V, D) by ids (any shape, I64) into
 // y (ids..., D), as torch's F.embedding does. An id outside [0, V) panics.
 func (*Backend) Embedding(y, ids, table *tensor.Tensor) {
-	n, d := embeddingDims("embedding", y, ids, table)
+	n, d := tensor.EmbeddingDims("embedding", y, ids, table)
 	idd, td, yd := Ints(ids), Data(table), Data(y)
 	checkIDs("embedding", idd, table.Shape[0])
 	parallelFor(n, max(1, elemGrain/max(1, d)), func(lo, hi int) {
@@ -72,7 +72,7 @@ func (*Backend) Embedding(y, ids, table *tensor.Tensor) {
 // split the D columns, never the ids, so each element of dtable is summed by
 // one task in the order of ids and no two tasks touch the same element.
 func (*Backend) EmbeddingBackward(dtable, dy, ids *tensor.Tensor) {
-	n, d := embeddingDims("embedding backward", dy, ids, dtable)
+	n, d := tensor.EmbeddingDims("embedding backward", dy, ids, dtable)
 	idd, dtd, dyd := Ints(ids), Data(dtable), Data(dy)
 	checkIDs("embedding backward", idd, dtable.Shape[0])
 	parallelFor(d, max(1, elemGrain/max(1, n)), func(lo, hi int) {
@@ -92,15 +92,4 @@ func checkIDs(op string, ids []int64, rows int) {
 			panic(fmt.Sprintf("cpu: %s: id %d at %d is outside the table's %d rows", op, id, r, rows))
 		}
 	}
-}
-
-// embeddingDims checks y (ids..., D) against ids and table (V, D) and returns
-// the number of ids and D.
-func embeddingDims(op string, y, ids, table *tensor.Tensor) (n, d int) {
-	if len(table.Shape) != 2 {
-		panic(fmt.Sprintf("cpu: %s: table %v is not (V, D)", op, table))
-	}
-	d = table.Shape[1]
-	tensor.MustShape(op+" output", y, append(append([]int(nil), ids.Shape...), d)...)
-	return ids.Numel(), d
 }

@@ -16,8 +16,8 @@ const permuteTile = 64
 // Concat joins xs along axis into y: y.Shape[axis] = Σ xs[i].Shape[axis], all
 // other axes equal. A negative axis counts from the end.
 func (*Backend) Concat(y *tensor.Tensor, axis int, xs ...*tensor.Tensor) {
-	axis = concatAxis("concat", y, axis, xs)
-	outer, inner := outerInner(y.Shape, axis)
+	axis = tensor.ConcatAxis("concat", y, axis, xs)
+	outer, inner := tensor.OuterInner(y.Shape, axis)
 	yd := Data(y)
 	yRow := y.Shape[axis] * inner
 	off := 0
@@ -32,8 +32,8 @@ func (*Backend) Concat(y *tensor.Tensor, axis int, xs ...*tensor.Tensor) {
 // ys[i] gets the next ys[i].Shape[axis] slices of x. A negative axis counts
 // from the end.
 func (*Backend) Split(ys []*tensor.Tensor, axis int, x *tensor.Tensor) {
-	axis = concatAxis("split", x, axis, ys)
-	outer, inner := outerInner(x.Shape, axis)
+	axis = tensor.ConcatAxis("split", x, axis, ys)
+	outer, inner := tensor.OuterInner(x.Shape, axis)
 	xd := Data(x)
 	xRow := x.Shape[axis] * inner
 	off := 0
@@ -42,39 +42,6 @@ func (*Backend) Split(ys []*tensor.Tensor, axis int, x *tensor.Tensor) {
 		copyRows(Data(y), 0, yRow, xd, off, xRow, outer, yRow)
 		off += yRow
 	}
-}
-
-// concatAxis checks that the parts agree with whole on every axis but axis
-// and add up to it along axis; it returns axis made non-negative.
-func concatAxis(op string, whole *tensor.Tensor, axis int, parts []*tensor.Tensor) int {
-	rank := len(whole.Shape)
-	if axis < 0 {
-		axis += rank
-	}
-	if axis < 0 || axis >= rank {
-		panic(fmt.Sprintf("cpu: %s: axis %d out of range for %v", op, axis, whole))
-	}
-	sum := 0
-	for i, p := range parts {
-		if len(p.Shape) != rank {
-			panic(fmt.Sprintf("cpu: %s: part %d %v and %v differ in rank", op, i, p, whole))
-		}
-		for a := range rank {
-			if a != axis && p.Shape[a] != whole.Shape[a] {
-				panic(fmt.Sprintf("cpu: %s: part %d %v and %v differ on axis %d", op, i, p, whole, a))
-			}
-		}
-		sum += p.Shape[axis]
-	}
-	if sum != whole.Shape[axis] {
-		panic(fmt.Sprintf("cpu: %s: parts add up to %d along axis %d of %v", op, sum, axis, whole))
-	}
-	return axis
-}
-
-// outerInner returns the product of the axes before axis and after it.
-func outerInner(shape []int, axis int) (outer, inner int) {
-	return tensor.Numel(shape[:axis]), tensor.Numel(shape[axis+1:])
 }
 
 // copyRows copies rows runs of width elements: run r goes from
@@ -287,7 +254,7 @@ func permuteTiles(yd, xd []float32, shape, p []int) {
 // Upsample2x repeats each pixel of x (N, C, H, W) into a 2x2 block of
 // y (N, C, 2H, 2W): torch's F.interpolate(scale_factor=2, mode="nearest").
 func (*Backend) Upsample2x(y, x *tensor.Tensor) {
-	rows, w := upsampleDims("upsample", y, x)
+	rows, w := tensor.UpsampleDims("upsample", y, x)
 	xd, yd := Data(x), Data(y)
 	parallelFor(rows, max(1, elemGrain/(4*w)), func(lo, hi int) {
 		for r := lo; r < hi; r++ {
@@ -306,7 +273,7 @@ func (*Backend) Upsample2x(y, x *tensor.Tensor) {
 // dy (N, C, 2H, 2W), added in the order torch adds them (top row left to
 // right, then the bottom row).
 func (*Backend) Upsample2xBackward(dx, dy *tensor.Tensor) {
-	rows, w := upsampleDims("upsample backward", dy, dx)
+	rows, w := tensor.UpsampleDims("upsample backward", dy, dx)
 	dxd, dyd := Data(dx), Data(dy)
 	parallelFor(rows, max(1, elemGrain/(4*w)), func(lo, hi int) {
 		for r := lo; r < hi; r++ {
@@ -318,18 +285,4 @@ func (*Backend) Upsample2xBackward(dx, dy *tensor.Tensor) {
 			}
 		}
 	})
-}
-
-// upsampleDims checks y (N, C, 2H, 2W) against x (N, C, H, W) and returns
-// the number of input rows N·C·H and the width W.
-func upsampleDims(op string, y, x *tensor.Tensor) (rows, w int) {
-	if len(x.Shape) != 4 {
-		panic(fmt.Sprintf("cpu: %s: %v is not (N, C, H, W)", op, x))
-	}
-	n, c, h, w := x.Shape[0], x.Shape[1], x.Shape[2], x.Shape[3]
-	tensor.MustShape(op, y, n, c, 2*h, 2*w)
-	if w == 0 {
-		return 0, 1
-	}
-	return n * c * h, w
 }

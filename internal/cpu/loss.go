@@ -1,8 +1,6 @@
 package cpu
 
 import (
-	"fmt"
-
 	"github.com/zerodiff/zerodiff/internal/tensor"
 )
 
@@ -14,7 +12,7 @@ import (
 // chunks of each sample and added in order, so the loss does not depend on
 // the thread count.
 func (*Backend) MSELoss(loss, pred, target, weight *tensor.Tensor) {
-	n, m := mseDims("mse loss", pred, target, weight)
+	n, m := tensor.MSEDims("mse loss", pred, target, weight)
 	tensor.MustShape("mse loss output", loss, 1)
 	pd, td := Data(pred), Data(target)
 	chunks := (m + elemGrain - 1) / elemGrain // per sample
@@ -47,7 +45,7 @@ func (*Backend) MSELoss(loss, pred, target, weight *tensor.Tensor) {
 // = dloss · w_n · 2(pred − target)/(N·M), where M is the size of one sample,
 // in float64 and rounded once.
 func (*Backend) MSELossBackward(dpred, pred, target, weight *tensor.Tensor, dloss float32) {
-	n, m := mseDims("mse loss backward", pred, target, weight)
+	n, m := tensor.MSEDims("mse loss backward", pred, target, weight)
 	tensor.MustShape("mse loss backward dpred", dpred, pred.Shape...)
 	pd, td, gd := Data(pred), Data(target), Data(dpred)
 	coef := make([]float64, n) // (N)
@@ -59,20 +57,6 @@ func (*Backend) MSELossBackward(dpred, pred, target, weight *tensor.Tensor, dlos
 			gd[i] = float32(coef[i/m] * (float64(pd[i]) - float64(td[i])))
 		}
 	})
-}
-
-// mseDims checks pred and target (N, *) and weight (N) or nil, and returns
-// N and the size M of one sample.
-func mseDims(op string, pred, target, weight *tensor.Tensor) (n, m int) {
-	if len(pred.Shape) < 1 || pred.Shape[0] == 0 {
-		panic(fmt.Sprintf("cpu: %s: pred %v has no batch", op, pred))
-	}
-	tensor.MustShape(op+" target", target, pred.Shape...)
-	n = pred.Shape[0]
-	if weight != nil {
-		tensor.MustShape(op+" weight", weight, n)
-	}
-	return n, pred.Numel() / n
 }
 
 // mseWeight is sample s's loss weight: weight[s], or 1 without weights.

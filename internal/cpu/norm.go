@@ -1,7 +1,6 @@
 package cpu
 
 import (
-	"fmt"
 	"math"
 
 	"github.com/zerodiff/zerodiff/internal/tensor"
@@ -13,7 +12,7 @@ import (
 // in float64 with two passes (mean, then the centered variance), so they stay
 // accurate for the 40960-element groups of a 64x64 latent.
 func (*Backend) GroupNorm(y, mean, rstd, x, w, b *tensor.Tensor, groups int, eps float32) {
-	n, c, s := groupNormDims(x, groups)
+	n, c, s := tensor.GroupNormDims(x, groups)
 	tensor.MustShape("group norm y", y, x.Shape...)
 	tensor.MustShape("group norm mean", mean, n, groups)
 	tensor.MustShape("group norm rstd", rstd, n, groups)
@@ -25,7 +24,7 @@ func (*Backend) GroupNorm(y, mean, rstd, x, w, b *tensor.Tensor, groups int, eps
 // GroupNormBackward writes dx and accumulates dw, db (C) from dy (N, C, *),
 // using the mean and rstd that GroupNorm saved. Any gradient may be nil.
 func (*Backend) GroupNormBackward(dx, dw, db, dy, x, mean, rstd, w *tensor.Tensor, groups int) {
-	n, c, s := groupNormDims(x, groups)
+	n, c, s := tensor.GroupNormDims(x, groups)
 	tensor.MustShape("group norm backward dy", dy, x.Shape...)
 	tensor.MustShape("group norm backward mean", mean, n, groups)
 	tensor.MustShape("group norm backward rstd", rstd, n, groups)
@@ -47,18 +46,6 @@ func (*Backend) GroupNormBackward(dx, dw, db, dy, x, mean, rstd, w *tensor.Tenso
 		dbd = Data(db)
 	}
 	groupNormBackward(dxd, dwd, dbd, Data(dy), Data(x), Data(mean), Data(rstd), Data(w), n, c, s, groups)
-}
-
-// groupNormDims returns the batch, channel and spatial sizes of x (N, C, *).
-func groupNormDims(x *tensor.Tensor, groups int) (n, c, s int) {
-	if len(x.Shape) < 2 {
-		panic(fmt.Sprintf("cpu: group norm: x %v needs at least (N, C)", x))
-	}
-	n, c = x.Shape[0], x.Shape[1]
-	if groups < 1 || c%groups != 0 {
-		panic(fmt.Sprintf("cpu: group norm: %d channels of %v do not split into %d groups", c, x, groups))
-	}
-	return n, c, tensor.Numel(x.Shape[2:])
 }
 
 // groupNormForward works on x (N, C, S), where the channels of group g of
@@ -157,10 +144,10 @@ func groupNormBackward(dx, dw, db, dy, x, mean, rstd, w []float32, n, c, s, grou
 // w, b (C); mean and rstd (rows) are saved for the backward pass. Statistics
 // are taken in float64 with two passes, as in GroupNorm.
 func (*Backend) LayerNorm(y, mean, rstd, x, w, b *tensor.Tensor, eps float32) {
-	rows, c := layerNormDims(x)
+	rows, c := tensor.LayerNormDims(x)
 	tensor.MustShape("layer norm y", y, x.Shape...)
-	mustStatsLen("layer norm mean", mean, rows)
-	mustStatsLen("layer norm rstd", rstd, rows)
+	tensor.MustStatsLen("layer norm mean", mean, rows)
+	tensor.MustStatsLen("layer norm rstd", rstd, rows)
 	tensor.MustShape("layer norm w", w, c)
 	tensor.MustShape("layer norm b", b, c)
 	layerNormForward(Data(y), Data(mean), Data(rstd), Data(x), Data(w), Data(b), rows, c, float64(eps))
@@ -169,10 +156,10 @@ func (*Backend) LayerNorm(y, mean, rstd, x, w, b *tensor.Tensor, eps float32) {
 // LayerNormBackward writes dx and accumulates dw, db (C) from dy (*, C),
 // using the mean and rstd that LayerNorm saved. Any gradient may be nil.
 func (*Backend) LayerNormBackward(dx, dw, db, dy, x, mean, rstd, w *tensor.Tensor) {
-	rows, c := layerNormDims(x)
+	rows, c := tensor.LayerNormDims(x)
 	tensor.MustShape("layer norm backward dy", dy, x.Shape...)
-	mustStatsLen("layer norm backward mean", mean, rows)
-	mustStatsLen("layer norm backward rstd", rstd, rows)
+	tensor.MustStatsLen("layer norm backward mean", mean, rows)
+	tensor.MustStatsLen("layer norm backward rstd", rstd, rows)
 	tensor.MustShape("layer norm backward w", w, c)
 	if dx == nil && dw == nil && db == nil {
 		return
@@ -191,23 +178,6 @@ func (*Backend) LayerNormBackward(dx, dw, db, dy, x, mean, rstd, w *tensor.Tenso
 		dbd = Data(db)
 	}
 	layerNormBackward(dxd, dwd, dbd, Data(dy), Data(x), Data(mean), Data(rstd), Data(w), rows, c)
-}
-
-// layerNormDims returns the number of rows and the row length of x (*, C).
-func layerNormDims(x *tensor.Tensor) (rows, c int) {
-	if len(x.Shape) < 1 || x.Dim(-1) == 0 {
-		panic(fmt.Sprintf("cpu: layer norm: x %v has no last axis to normalize", x))
-	}
-	c = x.Dim(-1)
-	return x.Numel() / c, c
-}
-
-// mustStatsLen panics unless t holds n elements; the layer-norm statistics may be
-// shaped (rows) or (*, 1) as PyTorch saves them.
-func mustStatsLen(op string, t *tensor.Tensor, n int) {
-	if t.Numel() != n {
-		panic(fmt.Sprintf("cpu: %s: got %v, want %d elements", op, t, n))
-	}
 }
 
 // layerNormGrain is the number of rows per task: about 16K elements, enough

@@ -1,7 +1,6 @@
 package cpu
 
 import (
-	"fmt"
 	"math"
 
 	"github.com/zerodiff/zerodiff/internal/tensor"
@@ -10,7 +9,7 @@ import (
 // Softmax writes y = exp(x − max) / Σ exp(x − max) over the last axis of x
 // (*, C); subtracting the row's maximum keeps exp from overflowing.
 func (*Backend) Softmax(y, x *tensor.Tensor) {
-	rows, c := softmaxDims(x)
+	rows, c := tensor.SoftmaxDims(x)
 	tensor.MustShape("softmax y", y, x.Shape...)
 	softmaxForward(Data(y), Data(x), rows, c)
 }
@@ -18,18 +17,10 @@ func (*Backend) Softmax(y, x *tensor.Tensor) {
 // SoftmaxBackward writes dx = y·(dy − Σ dy·y) over the last axis, from the
 // softmax output y (*, C).
 func (*Backend) SoftmaxBackward(dx, dy, y *tensor.Tensor) {
-	rows, c := softmaxDims(y)
+	rows, c := tensor.SoftmaxDims(y)
 	tensor.MustShape("softmax backward dy", dy, y.Shape...)
 	tensor.MustShape("softmax backward dx", dx, y.Shape...)
 	softmaxBackward(Data(dx), Data(dy), Data(y), rows, c)
-}
-
-func softmaxDims(x *tensor.Tensor) (rows, c int) {
-	if len(x.Shape) < 1 || x.Dim(-1) == 0 {
-		panic(fmt.Sprintf("cpu: softmax: %v has no last axis", x))
-	}
-	c = x.Dim(-1)
-	return x.Numel() / c, c
 }
 
 // softmaxGrain is the number of rows per task, about 16K elements.

@@ -38,25 +38,14 @@ func (b *Backend) ActBackward(dx, dy, x *tensor.Tensor, a tensor.Activation) {
 
 // GEGLU writes y (*, C) = x[..., :C]·gelu(x[..., C:]) for x (*, 2C).
 func (b *Backend) GEGLU(y, x *tensor.Tensor) {
-	rows, c := gegluDims(y, x)
+	rows, c := tensor.GEGLUDims(y, x)
 	b.launch("zd_geglu", gridFor(rows*c), b.f32(y), b.f32(x), rows, c)
 }
 
 // GEGLUBackward writes dx (*, 2C): d hidden = dy·gelu(gate),
 // d gate = dy·hidden·gelu'(gate).
 func (b *Backend) GEGLUBackward(dx, dy, x *tensor.Tensor) {
-	rows, c := gegluDims(dy, x)
+	rows, c := tensor.GEGLUDims(dy, x)
 	tensor.MustShape("geglu backward dx", dx, x.Shape...)
 	b.launch("zd_geglu_backward", gridFor(rows*c), b.f32(dx), b.f32(dy), b.f32(x), rows, c)
-}
-
-// gegluDims checks y (*, C) against x (*, 2C) and returns the rows and C.
-func gegluDims(y, x *tensor.Tensor) (rows, c int) {
-	c = y.Dim(-1)
-	ok := len(x.Shape) == len(y.Shape) && x.Dim(-1) == 2*c && c > 0 &&
-		tensor.SameShape(x.Shape[:len(x.Shape)-1], y.Shape[:len(y.Shape)-1])
-	if !ok {
-		panic(fmt.Sprintf("cuda: geglu: x %v must be (*, 2C) for y (*, C) %v", x, y))
-	}
-	return y.Numel() / c, c
 }

@@ -18,9 +18,9 @@ import (
 // optim.AdamW.StepScaled does: 1/(loss scale · clip)) and the moments m, v,
 // all of p's size, in one fused pass with optim's arithmetic.
 func (b *Backend) AdamW(p, g, m, v *tensor.Tensor, a optim.AdamW, t int, lr, gradScale float64) {
-	mustSameLen("adamw g", p, g)
-	mustSameLen("adamw m", p, m)
-	mustSameLen("adamw v", p, v)
+	tensor.MustSameLen("adamw g", p, g)
+	tensor.MustSameLen("adamw m", p, m)
+	tensor.MustSameLen("adamw v", p, v)
 	if t < 1 {
 		panic(fmt.Sprintf("cuda: AdamW step %d: steps count from 1", t))
 	}

@@ -3,8 +3,6 @@
 package cuda
 
 import (
-	"fmt"
-
 	"gorgonia.org/cu"
 
 	"github.com/zerodiff/zerodiff/internal/tensor"
@@ -22,7 +20,7 @@ import (
 // Attention writes o (B, Tq, H·D) = softmax(scale·q·kᵀ)·v per head and
 // lse (B, H, Tq), the log-sum-exp of each row of scaled scores.
 func (b *Backend) Attention(o, lse, q, k, v *tensor.Tensor, heads int, scale float32, causal bool) {
-	bs, tq, tk, d := attentionDims("attention", q, k, v, heads)
+	bs, tq, tk, d := tensor.AttentionDims("attention", q, k, v, heads)
 	tensor.MustShape("attention o", o, bs, tq, heads*d)
 	tensor.MustShape("attention lse", lse, bs, heads, tq)
 	if bs*tq == 0 {
@@ -62,7 +60,7 @@ func (b *Backend) scores(s *block, qb, kb cu.DevicePtr, heads, tq, tk, d int, sc
 //
 // Any of dq, dk, dv may be nil.
 func (b *Backend) AttentionBackward(dq, dk, dv, do, q, k, v, o, lse *tensor.Tensor, heads int, scale float32, causal bool) {
-	bs, tq, tk, d := attentionDims("attention backward", q, k, v, heads)
+	bs, tq, tk, d := tensor.AttentionDims("attention backward", q, k, v, heads)
 	tensor.MustShape("attention backward do", do, q.Shape...)
 	tensor.MustShape("attention backward o", o, q.Shape...)
 	tensor.MustShape("attention backward lse", lse, bs, heads, tq)
@@ -127,23 +125,4 @@ func (b *Backend) AttentionBackward(dq, dk, dv, do, q, k, v, o, lse *tensor.Tens
 			}, rows*tk, tq*hd)
 		}
 	}
-}
-
-// attentionDims checks q (B, Tq, H·D) and k, v (B, Tk, H·D) and returns B,
-// Tq, Tk and the head dim D.
-func attentionDims(op string, q, k, v *tensor.Tensor, heads int) (b, tq, tk, d int) {
-	if len(q.Shape) != 3 || len(k.Shape) != 3 {
-		panic(fmt.Sprintf("cuda: %s: q %v and k %v must be (B, T, H·D)", op, q, k))
-	}
-	b, tq, hd := q.Shape[0], q.Shape[1], q.Shape[2]
-	tk = k.Shape[1]
-	if heads < 1 || hd%heads != 0 {
-		panic(fmt.Sprintf("cuda: %s: width %d of q %v does not split into %d heads", op, hd, q, heads))
-	}
-	if tk == 0 {
-		panic(fmt.Sprintf("cuda: %s: k %v has no keys", op, k))
-	}
-	tensor.MustShape(op+" k", k, b, tk, hd)
-	tensor.MustShape(op+" v", v, b, tk, hd)
-	return b, tq, tk, hd / heads
 }

@@ -339,12 +339,6 @@ func (b *Backend) scratch(n, size int) *block {
 	return blk
 }
 
-func mustSameLen(op string, a, b *tensor.Tensor) {
-	if a.Numel() != b.Numel() {
-		panic(fmt.Sprintf("cuda: %s: %v and %v differ in size", op, a, b))
-	}
-}
-
 // compile-time check that Backend is a tensor.Backend.
 var _ tensor.Backend = (*Backend)(nil)
 

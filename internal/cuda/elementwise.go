@@ -3,8 +3,6 @@
 package cuda
 
 import (
-	"fmt"
-
 	"github.com/zerodiff/zerodiff/internal/tensor"
 )
 
@@ -27,14 +25,14 @@ func (b *Backend) Mul(y, a, bt *tensor.Tensor) {
 // Axpy adds alpha·x to y in place, the product rounded before the add as on
 // the CPU. x and y need the same number of elements.
 func (b *Backend) Axpy(y, x *tensor.Tensor, alpha float32) {
-	mustSameLen("axpy", y, x)
+	tensor.MustSameLen("axpy", y, x)
 	n := y.Numel()
 	b.launch("zd_axpy", gridFor(n), b.f32(y), b.f32(x), alpha, n)
 }
 
 // Scale writes y = alpha·x; y may alias x.
 func (b *Backend) Scale(y, x *tensor.Tensor, alpha float32) {
-	mustSameLen("scale", y, x)
+	tensor.MustSameLen("scale", y, x)
 	n := y.Numel()
 	b.launch("zd_scale", gridFor(n), b.f32(y), b.f32(x), alpha, n)
 }
@@ -42,7 +40,7 @@ func (b *Backend) Scale(y, x *tensor.Tensor, alpha float32) {
 // AddChannelBias writes y (N, C, *) = x + bias (N, C) broadcast over the
 // trailing axes; y may alias x.
 func (b *Backend) AddChannelBias(y, x, bias *tensor.Tensor) {
-	rows, s := channelBiasDims("add channel bias", x, bias)
+	rows, s := tensor.ChannelBiasDims("add channel bias", x, bias)
 	tensor.MustShape("add channel bias y", y, x.Shape...)
 	if rows == 0 {
 		return
@@ -53,24 +51,9 @@ func (b *Backend) AddChannelBias(y, x, bias *tensor.Tensor) {
 // ChannelBiasBackward accumulates dbias (N, C) += Σ over the trailing axes of
 // dy (N, C, *), one block per (n, c) summing in double in a fixed order.
 func (b *Backend) ChannelBiasBackward(dbias, dy *tensor.Tensor) {
-	rows, s := channelBiasDims("channel bias backward", dy, dbias)
+	rows, s := tensor.ChannelBiasDims("channel bias backward", dy, dbias)
 	if rows == 0 {
 		return
 	}
 	b.launch("zd_row_sum_acc", rows, b.f32(dbias), b.f32(dy), s)
-}
-
-// channelBiasDims checks bias (N, C) against x (N, C, *) and returns the
-// number of (n, c) rows and the trailing size; rows is 0 when there is
-// nothing to add or sum.
-func channelBiasDims(op string, x, bias *tensor.Tensor) (rows, s int) {
-	if len(x.Shape) < 2 {
-		panic(fmt.Sprintf("cuda: %s: %v needs at least (N, C)", op, x))
-	}
-	tensor.MustShape(op+" bias", bias, x.Shape[0], x.Shape[1])
-	s = tensor.Numel(x.Shape[2:])
-	if s == 0 {
-		return 0, 1
-	}
-	return x.Shape[0] * x.Shape[1], s
 }

@@ -33,7 +33,7 @@ func (b *Backend) TimestepEmbedding(y, t *tensor.Tensor, flipSinToCos bool, freq
 // y (ids..., D). The ids stay on the device, so an id outside [0, V) cannot
 // panic here as on the CPU: its row becomes NaN and Sync returns an error.
 func (b *Backend) Embedding(y, ids, table *tensor.Tensor) {
-	n, d := embeddingDims("embedding", y, ids, table)
+	n, d := tensor.EmbeddingDims("embedding", y, ids, table)
 	if n*d == 0 {
 		return
 	}
@@ -43,20 +43,9 @@ func (b *Backend) Embedding(y, ids, table *tensor.Tensor) {
 // EmbeddingBackward accumulates dy (ids..., D) into the rows of dtable (V, D)
 // that ids selected, one thread per column walking the ids in order.
 func (b *Backend) EmbeddingBackward(dtable, dy, ids *tensor.Tensor) {
-	n, d := embeddingDims("embedding backward", dy, ids, dtable)
+	n, d := tensor.EmbeddingDims("embedding backward", dy, ids, dtable)
 	if n*d == 0 {
 		return
 	}
 	b.launch("zd_embedding_backward", gridFor(d), b.f32(dtable), b.f32(dy), b.i64(ids), n, d, dtable.Shape[0], b.errFlag.ptr)
-}
-
-// embeddingDims checks y (ids..., D) against ids and table (V, D) and returns
-// the number of ids and D.
-func embeddingDims(op string, y, ids, table *tensor.Tensor) (n, d int) {
-	if len(table.Shape) != 2 {
-		panic(fmt.Sprintf("cuda: %s: table %v is not (V, D)", op, table))
-	}
-	d = table.Shape[1]
-	tensor.MustShape(op+" output", y, append(append([]int(nil), ids.Shape...), d)...)
-	return ids.Numel(), d
 }

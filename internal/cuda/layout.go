@@ -12,8 +12,8 @@ import (
 
 // Concat joins xs along axis into y; a negative axis counts from the end.
 func (b *Backend) Concat(y *tensor.Tensor, axis int, xs ...*tensor.Tensor) {
-	axis = concatAxis("concat", y, axis, xs)
-	outer, inner := outerInner(y.Shape, axis)
+	axis = tensor.ConcatAxis("concat", y, axis, xs)
+	outer, inner := tensor.OuterInner(y.Shape, axis)
 	yRow := y.Shape[axis] * inner
 	off := 0
 	for _, x := range xs {
@@ -25,8 +25,8 @@ func (b *Backend) Concat(y *tensor.Tensor, axis int, xs ...*tensor.Tensor) {
 
 // Split cuts x along axis into ys, the inverse of Concat and its backward.
 func (b *Backend) Split(ys []*tensor.Tensor, axis int, x *tensor.Tensor) {
-	axis = concatAxis("split", x, axis, ys)
-	outer, inner := outerInner(x.Shape, axis)
+	axis = tensor.ConcatAxis("split", x, axis, ys)
+	outer, inner := tensor.OuterInner(x.Shape, axis)
 	xRow := x.Shape[axis] * inner
 	off := 0
 	for _, y := range ys {
@@ -43,39 +43,6 @@ func (b *Backend) copyRows(dst cu.DevicePtr, dstOff, dstStride int, src cu.Devic
 		return
 	}
 	b.launch("zd_copy_rows", gridFor(rows*width), dst, dstOff, dstStride, src, srcOff, srcStride, rows, width)
-}
-
-// concatAxis checks that the parts agree with whole on every axis but axis
-// and add up to it along axis; it returns axis made non-negative.
-func concatAxis(op string, whole *tensor.Tensor, axis int, parts []*tensor.Tensor) int {
-	rank := len(whole.Shape)
-	if axis < 0 {
-		axis += rank
-	}
-	if axis < 0 || axis >= rank {
-		panic(fmt.Sprintf("cuda: %s: axis %d out of range for %v", op, axis, whole))
-	}
-	sum := 0
-	for i, p := range parts {
-		if len(p.Shape) != rank {
-			panic(fmt.Sprintf("cuda: %s: part %d %v and %v differ in rank", op, i, p, whole))
-		}
-		for a := range rank {
-			if a != axis && p.Shape[a] != whole.Shape[a] {
-				panic(fmt.Sprintf("cuda: %s: part %d %v and %v differ on axis %d", op, i, p, whole, a))
-			}
-		}
-		sum += p.Shape[axis]
-	}
-	if sum != whole.Shape[axis] {
-		panic(fmt.Sprintf("cuda: %s: parts add up to %d along axis %d of %v", op, sum, axis, whole))
-	}
-	return axis
-}
-
-// outerInner returns the product of the axes before axis and after it.
-func outerInner(shape []int, axis int) (outer, inner int) {
-	return tensor.Numel(shape[:axis]), tensor.Numel(shape[axis+1:])
 }
 
 // maxPermuteRank is the most axes Permute handles (zd_permute6).
@@ -128,7 +95,7 @@ func (b *Backend) Permute(y, x *tensor.Tensor, perm ...int) {
 // Upsample2x repeats each pixel of x (N, C, H, W) into a 2x2 block of
 // y (N, C, 2H, 2W).
 func (b *Backend) Upsample2x(y, x *tensor.Tensor) {
-	rows, w := upsampleDims("upsample", y, x)
+	rows, w := tensor.UpsampleDims("upsample", y, x)
 	if rows == 0 {
 		return
 	}
@@ -137,20 +104,9 @@ func (b *Backend) Upsample2x(y, x *tensor.Tensor) {
 
 // Upsample2xBackward writes dx (N, C, H, W) = the sum of each 2x2 block of dy.
 func (b *Backend) Upsample2xBackward(dx, dy *tensor.Tensor) {
-	rows, w := upsampleDims("upsample backward", dy, dx)
+	rows, w := tensor.UpsampleDims("upsample backward", dy, dx)
 	if rows == 0 {
 		return
 	}
 	b.launch("zd_upsample2x_backward", gridFor(rows*w), b.f32(dx), b.f32(dy), rows, w)
-}
-
-// upsampleDims checks y (N, C, 2H, 2W) against x (N, C, H, W) and returns
-// the number of input rows N·C·H and the width W.
-func upsampleDims(op string, y, x *tensor.Tensor) (rows, w int) {
-	if len(x.Shape) != 4 {
-		panic(fmt.Sprintf("cuda: %s: %v is not (N, C, H, W)", op, x))
-	}
-	n, c, h, w := x.Shape[0], x.Shape[1], x.Shape[2], x.Shape[3]
-	tensor.MustShape(op, y, n, c, 2*h, 2*w)
-	return n * c * h, w
 }

@@ -3,8 +3,6 @@
 package cuda
 
 import (
-	"fmt"
-
 	"github.com/zerodiff/zerodiff/internal/tensor"
 )
 
@@ -15,7 +13,7 @@ const mseChunk = 1 << 15
 // MSELoss writes loss (1) = mean_n w_n · mean_i (pred − target)²: per-chunk
 // sums in double, added per sample and over samples in order by one thread.
 func (b *Backend) MSELoss(loss, pred, target, weight *tensor.Tensor) {
-	n, m := mseDims("mse loss", pred, target, weight)
+	n, m := tensor.MSEDims("mse loss", pred, target, weight)
 	tensor.MustShape("mse loss output", loss, 1)
 	chunks := (m + mseChunk - 1) / mseChunk
 	part := b.scratch(n*chunks, 8) // (N, chunks) double
@@ -26,19 +24,7 @@ func (b *Backend) MSELoss(loss, pred, target, weight *tensor.Tensor) {
 
 // MSELossBackward writes dpred = dloss·w_n·2(pred − target)/(N·M).
 func (b *Backend) MSELossBackward(dpred, pred, target, weight *tensor.Tensor, dloss float32) {
-	n, m := mseDims("mse loss backward", pred, target, weight)
+	n, m := tensor.MSEDims("mse loss backward", pred, target, weight)
 	tensor.MustShape("mse loss backward dpred", dpred, pred.Shape...)
 	b.launch("zd_mse_backward", gridFor(n*m), b.f32(dpred), b.f32(pred), b.f32(target), b.f32Opt(weight), n, m, dloss)
-}
-
-func mseDims(op string, pred, target, weight *tensor.Tensor) (n, m int) {
-	if len(pred.Shape) < 1 || pred.Shape[0] == 0 {
-		panic(fmt.Sprintf("cuda: %s: pred %v has no batch", op, pred))
-	}
-	tensor.MustShape(op+" target", target, pred.Shape...)
-	n = pred.Shape[0]
-	if weight != nil {
-		tensor.MustShape(op+" weight", weight, n)
-	}
-	return n, pred.Numel() / n
 }

@@ -3,8 +3,6 @@
 package cuda
 
 import (
-	"fmt"
-
 	"gorgonia.org/cu"
 
 	"github.com/zerodiff/zerodiff/internal/tensor"
@@ -14,7 +12,7 @@ import (
 // the trailing axes, then applies w, b (C); mean and rstd (N, groups) are
 // saved. One block per (n, group), statistics in double with two passes.
 func (b *Backend) GroupNorm(y, mean, rstd, x, w, bias *tensor.Tensor, groups int, eps float32) {
-	n, c, s := groupNormDims(x, groups)
+	n, c, s := tensor.GroupNormDims(x, groups)
 	tensor.MustShape("group norm y", y, x.Shape...)
 	tensor.MustShape("group norm mean", mean, n, groups)
 	tensor.MustShape("group norm rstd", rstd, n, groups)
@@ -30,7 +28,7 @@ func (b *Backend) GroupNorm(y, mean, rstd, x, w, bias *tensor.Tensor, groups int
 // sums of dy and dy·x̂ in double (zd_group_norm_sums), then dx per group and
 // dw, db summed over n in order.
 func (b *Backend) GroupNormBackward(dx, dw, db, dy, x, mean, rstd, w *tensor.Tensor, groups int) {
-	n, c, s := groupNormDims(x, groups)
+	n, c, s := tensor.GroupNormDims(x, groups)
 	tensor.MustShape("group norm backward dy", dy, x.Shape...)
 	tensor.MustShape("group norm backward mean", mean, n, groups)
 	tensor.MustShape("group norm backward rstd", rstd, n, groups)
@@ -62,25 +60,13 @@ func (b *Backend) GroupNormBackward(dx, dw, db, dy, x, mean, rstd, w *tensor.Ten
 	}
 }
 
-// groupNormDims returns the batch, channel and spatial sizes of x (N, C, *).
-func groupNormDims(x *tensor.Tensor, groups int) (n, c, s int) {
-	if len(x.Shape) < 2 {
-		panic(fmt.Sprintf("cuda: group norm: x %v needs at least (N, C)", x))
-	}
-	n, c = x.Shape[0], x.Shape[1]
-	if groups < 1 || c%groups != 0 {
-		panic(fmt.Sprintf("cuda: group norm: %d channels of %v do not split into %d groups", c, x, groups))
-	}
-	return n, c, tensor.Numel(x.Shape[2:])
-}
-
 // LayerNorm normalizes each row of x (*, C) and applies w, b (C); mean and
 // rstd (rows) are saved. One block per row.
 func (b *Backend) LayerNorm(y, mean, rstd, x, w, bias *tensor.Tensor, eps float32) {
-	rows, c := layerNormDims(x)
+	rows, c := tensor.LayerNormDims(x)
 	tensor.MustShape("layer norm y", y, x.Shape...)
-	mustStatsLen("layer norm mean", mean, rows)
-	mustStatsLen("layer norm rstd", rstd, rows)
+	tensor.MustStatsLen("layer norm mean", mean, rows)
+	tensor.MustStatsLen("layer norm rstd", rstd, rows)
 	tensor.MustShape("layer norm w", w, c)
 	tensor.MustShape("layer norm b", bias, c)
 	if rows == 0 {
@@ -96,10 +82,10 @@ const layerNormGrain = 64
 // row; dw, db as double partials over blocks of layerNormGrain rows, then
 // summed block by block in order.
 func (b *Backend) LayerNormBackward(dx, dw, db, dy, x, mean, rstd, w *tensor.Tensor) {
-	rows, c := layerNormDims(x)
+	rows, c := tensor.LayerNormDims(x)
 	tensor.MustShape("layer norm backward dy", dy, x.Shape...)
-	mustStatsLen("layer norm backward mean", mean, rows)
-	mustStatsLen("layer norm backward rstd", rstd, rows)
+	tensor.MustStatsLen("layer norm backward mean", mean, rows)
+	tensor.MustStatsLen("layer norm backward rstd", rstd, rows)
 	tensor.MustShape("layer norm backward w", w, c)
 	if rows == 0 {
 		return
@@ -123,20 +109,4 @@ func (b *Backend) LayerNormBackward(dx, dw, db, dy, x, mean, rstd, w *tensor.Ten
 	partW, partB := part.ptr, part.ptr+cu.DevicePtr(8*tasks*c)
 	b.launch("zd_layer_norm_wb_part", tasks, partW, partB, b.f32(dy), b.f32(x), b.f32(mean), b.f32(rstd), rows, c, layerNormGrain)
 	b.launch("zd_norm_wb_acc", gridFor(c), b.f32Opt(dw), b.f32Opt(db), partW, partB, tasks, c)
-}
-
-func layerNormDims(x *tensor.Tensor) (rows, c int) {
-	if len(x.Shape) < 1 || x.Dim(-1) == 0 {
-		panic(fmt.Sprintf("cuda: layer norm: x %v has no last axis to normalize", x))
-	}
-	c = x.Dim(-1)
-	return x.Numel() / c, c
-}
-
-// mustStatsLen panics unless t holds n elements; the statistics may be
-// shaped (rows) or (*, 1).
-func mustStatsLen(op string, t *tensor.Tensor, n int) {
-	if t.Numel() != n {
-		panic(fmt.Sprintf("cuda: %s: got %v, want %d elements", op, t, n))
-	}
 }

@@ -91,3 +91,165 @@ func LinearDims(op string, y, x, w *Tensor) (n, in, out int) {
 	MustShape(op, y, want...)
 	return x.Numel() / in, in, out
 }
+
+// AttentionDims checks q (B, Tq, H·D) and k, v (B, Tk, H·D) and returns B,
+// Tq, Tk and the head dim D.
+func AttentionDims(op string, q, k, v *Tensor, heads int) (b, tq, tk, d int) {
+	if len(q.Shape) != 3 || len(k.Shape) != 3 {
+		panic(fmt.Sprintf("tensor: %s: q %v and k %v must be (B, T, H·D)", op, q, k))
+	}
+	b, tq, hd := q.Shape[0], q.Shape[1], q.Shape[2]
+	tk = k.Shape[1]
+	if heads < 1 || hd%heads != 0 {
+		panic(fmt.Sprintf("tensor: %s: width %d of q %v does not split into %d heads", op, hd, q, heads))
+	}
+	if tk == 0 {
+		panic(fmt.Sprintf("tensor: %s: k %v has no keys", op, k))
+	}
+	MustShape(op+" k", k, b, tk, hd)
+	MustShape(op+" v", v, b, tk, hd)
+	return b, tq, tk, hd / heads
+}
+
+// ChannelBiasDims checks bias (N, C) against x (N, C, *) and returns the
+// number of (n, c) rows and the trailing size.
+func ChannelBiasDims(op string, x, bias *Tensor) (rows, s int) {
+	if len(x.Shape) < 2 {
+		panic(fmt.Sprintf("tensor: %s: %v needs at least (N, C)", op, x))
+	}
+	MustShape(op+" bias", bias, x.Shape[0], x.Shape[1])
+	s = Numel(x.Shape[2:])
+	if s == 0 {
+		// Nothing to add or sum; the callers' grain needs s > 0.
+		return 0, 1
+	}
+	return x.Shape[0] * x.Shape[1], s
+}
+
+// ConcatAxis checks that the parts agree with whole on every axis but axis
+// and add up to it along axis; it returns axis made non-negative.
+func ConcatAxis(op string, whole *Tensor, axis int, parts []*Tensor) int {
+	rank := len(whole.Shape)
+	if axis < 0 {
+		axis += rank
+	}
+	if axis < 0 || axis >= rank {
+		panic(fmt.Sprintf("tensor: %s: axis %d out of range for %v", op, axis, whole))
+	}
+	sum := 0
+	for i, p := range parts {
+		if len(p.Shape) != rank {
+			panic(fmt.Sprintf("tensor: %s: part %d %v and %v differ in rank", op, i, p, whole))
+		}
+		for a := range rank {
+			if a != axis && p.Shape[a] != whole.Shape[a] {
+				panic(fmt.Sprintf("tensor: %s: part %d %v and %v differ on axis %d", op, i, p, whole, a))
+			}
+		}
+		sum += p.Shape[axis]
+	}
+	if sum != whole.Shape[axis] {
+		panic(fmt.Sprintf("tensor: %s: parts add up to %d along axis %d of %v", op, sum, axis, whole))
+	}
+	return axis
+}
+
+// EmbeddingDims checks y (ids..., D) against ids and table (V, D) and returns
+// the number of ids and D.
+func EmbeddingDims(op string, y, ids, table *Tensor) (n, d int) {
+	if len(table.Shape) != 2 {
+		panic(fmt.Sprintf("tensor: %s: table %v is not (V, D)", op, table))
+	}
+	d = table.Shape[1]
+	MustShape(op+" output", y, append(append([]int(nil), ids.Shape...), d)...)
+	return ids.Numel(), d
+}
+
+// GEGLUDims checks y (*, C) against x (*, 2C) and returns the rows and C.
+func GEGLUDims(y, x *Tensor) (rows, c int) {
+	c = y.Dim(-1)
+	ok := len(x.Shape) == len(y.Shape) && x.Dim(-1) == 2*c && c > 0 &&
+		SameShape(x.Shape[:len(x.Shape)-1], y.Shape[:len(y.Shape)-1])
+	if !ok {
+		panic(fmt.Sprintf("tensor: geglu: x %v must be (*, 2C) for y (*, C) %v", x, y))
+	}
+	return y.Numel() / c, c
+}
+
+// GroupNormDims returns the batch, channel and spatial sizes of x (N, C, *).
+func GroupNormDims(x *Tensor, groups int) (n, c, s int) {
+	if len(x.Shape) < 2 {
+		panic(fmt.Sprintf("tensor: group norm: x %v needs at least (N, C)", x))
+	}
+	n, c = x.Shape[0], x.Shape[1]
+	if groups < 1 || c%groups != 0 {
+		panic(fmt.Sprintf("tensor: group norm: %d channels of %v do not split into %d groups", c, x, groups))
+	}
+	return n, c, Numel(x.Shape[2:])
+}
+
+// LayerNormDims returns the number of rows and the row length of x (*, C).
+func LayerNormDims(x *Tensor) (rows, c int) {
+	if len(x.Shape) < 1 || x.Dim(-1) == 0 {
+		panic(fmt.Sprintf("tensor: layer norm: x %v has no last axis to normalize", x))
+	}
+	c = x.Dim(-1)
+	return x.Numel() / c, c
+}
+
+// MSEDims checks pred and target (N, *) and weight (N) or nil, and returns
+// N and the size M of one sample.
+func MSEDims(op string, pred, target, weight *Tensor) (n, m int) {
+	if len(pred.Shape) < 1 || pred.Shape[0] == 0 {
+		panic(fmt.Sprintf("tensor: %s: pred %v has no batch", op, pred))
+	}
+	MustShape(op+" target", target, pred.Shape...)
+	n = pred.Shape[0]
+	if weight != nil {
+		MustShape(op+" weight", weight, n)
+	}
+	return n, pred.Numel() / n
+}
+
+// MustSameLen panics unless a and b hold as many elements.
+func MustSameLen(op string, a, b *Tensor) {
+	if a.Numel() != b.Numel() {
+		panic(fmt.Sprintf("tensor: %s: %v and %v differ in size", op, a, b))
+	}
+}
+
+// MustStatsLen panics unless t holds n elements; the layer-norm statistics may be
+// shaped (rows) or (*, 1) as PyTorch saves them.
+func MustStatsLen(op string, t *Tensor, n int) {
+	if t.Numel() != n {
+		panic(fmt.Sprintf("tensor: %s: got %v, want %d elements", op, t, n))
+	}
+}
+
+// OuterInner returns the product of the axes before axis and after it.
+func OuterInner(shape []int, axis int) (outer, inner int) {
+	return Numel(shape[:axis]), Numel(shape[axis+1:])
+}
+
+// SoftmaxDims returns the number of rows and the row length of x (*, C).
+func SoftmaxDims(x *Tensor) (rows, c int) {
+	if len(x.Shape) < 1 || x.Dim(-1) == 0 {
+		panic(fmt.Sprintf("tensor: softmax: %v has no last axis", x))
+	}
+	c = x.Dim(-1)
+	return x.Numel() / c, c
+}
+
+// UpsampleDims checks y (N, C, 2H, 2W) against x (N, C, H, W) and returns
+// the number of input rows N·C·H and the width W.
+func UpsampleDims(op string, y, x *Tensor) (rows, w int) {
+	if len(x.Shape) != 4 {
+		panic(fmt.Sprintf("tensor: %s: %v is not (N, C, H, W)", op, x))
+	}
+	n, c, h, w := x.Shape[0], x.Shape[1], x.Shape[2], x.Shape[3]
+	MustShape(op, y, n, c, 2*h, 2*w)
+	if w == 0 {
+		return 0, 1
+	}
+	return n * c * h, w
+}
