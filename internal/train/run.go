@@ -44,6 +44,8 @@ type Job struct {
 	step     *Stepper
 	lora     *lora.Set
 	runID    string // UUID of the run, kept across resumes
+	order    []int  // the shuffled record order of epoch orderOf
+	orderOf  int
 	jsonl    *logx.JSONL
 	events   *logx.EventWriter
 	perEpoch int // optimizer steps per epoch
@@ -253,7 +255,10 @@ func (j *Job) trainStep() error {
 	c := &j.Cfg
 	start := time.Now()
 	epoch, k := j.step.Steps/j.perEpoch, j.step.Steps%j.perEpoch
-	order := epochOrder(c.Seed, epoch, j.Data.Len())
+	if j.order == nil || j.orderOf != epoch {
+		j.order, j.orderOf = epochOrder(c.Seed, epoch, j.Data.Len()), epoch // once per epoch, not per step
+	}
+	order := j.order
 	world, rank := j.Comm.World(), j.Comm.Rank()
 	g := c.MicroBatch * c.GradAccum * world
 	d := draws{noiseOffset: c.NoiseOffset, captionDropout: c.CaptionDropout, timesteps: len(j.step.Noise.AlphasCumprod)}

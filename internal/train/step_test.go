@@ -11,9 +11,11 @@ import (
 	"github.com/zerodiff/zerodiff/internal/dist"
 	"github.com/zerodiff/zerodiff/internal/golden"
 	"github.com/zerodiff/zerodiff/internal/lora"
+	"github.com/zerodiff/zerodiff/internal/nn"
 	"github.com/zerodiff/zerodiff/internal/optim"
 	"github.com/zerodiff/zerodiff/internal/sampler"
 	"github.com/zerodiff/zerodiff/internal/sd/unet"
+	"github.com/zerodiff/zerodiff/internal/tensor"
 )
 
 func metaFloat(t *testing.T, c *golden.Case, key string) float64 {
@@ -53,6 +55,46 @@ func micro(t *testing.T, c *golden.Case, step, a int) Micro {
 	return m
 }
 
+// goldenStepper sets up a one-rank Stepper for trainable with the optimizer,
+// clipping, min-SNR and prediction settings recorded in the golden file.
+func goldenStepper(t *testing.T, c *golden.Case, be tensor.Backend, u *unet.UNet, trainable *nn.Table, dir string) *Stepper {
+	t.Helper()
+	s := NewStepper(be, u, trainable, dist.NewSolo(be), 0)
+	s.Opt = optim.AdamW{Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: metaFloat(t, c, "weight_decay")}
+	s.LR = optim.Constant{Value: metaFloat(t, c, "lr")}
+	s.MaxGradNorm = metaFloat(t, c, "clip")
+	s.SNRGamma = metaFloat(t, c, "snr_gamma")
+	s.Noise = noiseSchedule(t, dir)
+	s.VPred = c.Meta(t, "prediction_type") == "v_prediction"
+	return s
+}
+
+// replay runs the golden file's optimizer steps (each of "accum"
+// micro-batches) on s and compares every loss and gradient norm.
+func replay(t *testing.T, c *golden.Case, s *Stepper, op string) {
+	t.Helper()
+	accum := int(metaFloat(t, c, "accum"))
+	var gotLoss, gotNorm []float32
+	for step := range int(metaFloat(t, c, "steps")) {
+		for a := range accum {
+			l, err := s.MicroStep(micro(t, c, step, a), 1/float64(accum))
+			if err != nil {
+				t.Fatal(err)
+			}
+			gotLoss = append(gotLoss, float32(l))
+		}
+		r, err := s.OptimizerStep()
+		if err != nil {
+			t.Fatal(err)
+		}
+		gotNorm = append(gotNorm, float32(r.GradNorm))
+	}
+	wantLoss, _ := c.F32(t, "losses")
+	wantNorm, _ := c.F32(t, "grad_norms")
+	golden.Compare(t, op, "losses", gotLoss, wantLoss, []int{len(wantLoss)}, lossTol)
+	golden.Compare(t, op, "grad_norms", gotNorm, wantNorm, []int{len(wantNorm)}, lossTol)
+}
+
 // Losses are float32 MSEs of O(1) through the tiny UNet; before the first
 // update Go and torch differ only by summation order (~1e-6 relative). Each
 // AdamW step then moves weights by ~lr = 1e-3, and Adam's m/√v amplifies
@@ -89,36 +131,11 @@ func TestFullFineTuneMatchesDiffusers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := NewStepper(be, u, u.Params, dist.NewSolo(be), 0)
-	s.Opt = optim.AdamW{Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: metaFloat(t, c, "weight_decay")}
-	s.LR = optim.Constant{Value: metaFloat(t, c, "lr")}
-	s.MaxGradNorm = metaFloat(t, c, "clip")
-	s.SNRGamma = metaFloat(t, c, "snr_gamma")
-	s.Noise = noiseSchedule(t, dir)
+	s := goldenStepper(t, c, be, u, u.Params, dir)
 	e := optim.DefaultEMA()
 	e.MaxDecay = metaFloat(t, c, "ema_decay")
 	s.EnableEMA(e)
-	accum := int(metaFloat(t, c, "accum"))
-	steps := int(metaFloat(t, c, "steps"))
-	wantLoss, _ := c.F32(t, "losses")
-	wantNorm, _ := c.F32(t, "grad_norms")
-	var gotLoss, gotNorm []float32
-	for step := range steps {
-		for a := range accum {
-			l, err := s.MicroStep(micro(t, c, step, a), 1/float64(accum))
-			if err != nil {
-				t.Fatal(err)
-			}
-			gotLoss = append(gotLoss, float32(l))
-		}
-		r, err := s.OptimizerStep()
-		if err != nil {
-			t.Fatal(err)
-		}
-		gotNorm = append(gotNorm, float32(r.GradNorm))
-	}
-	golden.Compare(t, "train full 10 steps", "losses", gotLoss, wantLoss, []int{len(wantLoss)}, lossTol)
-	golden.Compare(t, "train full 10 steps", "grad_norms", gotNorm, wantNorm, []int{len(wantNorm)}, lossTol)
+	replay(t, c, s, "train full 10 steps")
 	var se float64
 	for _, p := range u.Params.Params {
 		want, shape := c.F32(t, "final."+p.Name)
@@ -169,29 +186,8 @@ func TestLoRAMatchesPEFT(t *testing.T) {
 		v, _ := c.F32(t, "init."+p.Name)
 		be.Upload(p.W, v)
 	}
-	s := NewStepper(be, u, set.Params, dist.NewSolo(be), 0)
-	s.Opt = optim.AdamW{Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: metaFloat(t, c, "weight_decay")}
-	s.LR = optim.Constant{Value: metaFloat(t, c, "lr")}
-	s.MaxGradNorm = metaFloat(t, c, "clip")
-	s.Noise = noiseSchedule(t, dir)
-	s.VPred = c.Meta(t, "prediction_type") == "v_prediction"
-	wantLoss, _ := c.F32(t, "losses")
-	wantNorm, _ := c.F32(t, "grad_norms")
-	var gotLoss, gotNorm []float32
-	for step := range int(metaFloat(t, c, "steps")) {
-		l, err := s.MicroStep(micro(t, c, step, 0), 1)
-		if err != nil {
-			t.Fatal(err)
-		}
-		gotLoss = append(gotLoss, float32(l))
-		r, err := s.OptimizerStep()
-		if err != nil {
-			t.Fatal(err)
-		}
-		gotNorm = append(gotNorm, float32(r.GradNorm))
-	}
-	golden.Compare(t, "train lora 10 steps", "losses", gotLoss, wantLoss, []int{len(wantLoss)}, lossTol)
-	golden.Compare(t, "train lora 10 steps", "grad_norms", gotNorm, wantNorm, []int{len(wantNorm)}, lossTol)
+	s := goldenStepper(t, c, be, u, set.Params, dir)
+	replay(t, c, s, "train lora 10 steps")
 	var se float64
 	for _, p := range set.Params.Params {
 		want, shape := c.F32(t, "final."+p.Name)
