@@ -154,9 +154,15 @@ func (j *Job) start() error {
 	fmt.Fprintf(j.Out, "train: run %s\n", j.runID)
 	fmt.Fprintf(j.Out, "train: %s, %d trainable parameters, %d records, %d steps of %d samples (%d steps per epoch) on %d rank(s), ZeRO stage %d, from step %d\n",
 		j.what(), j.step.Trainable.Size, j.Data.Len(), j.total, g, j.perEpoch, j.Comm.World(), c.Zero.Stage, j.step.Steps)
+	share, ema := "", "off" // what one rank holds of the optimizer state
+	if c.Zero.Stage > 0 {
+		share = "/N"
+	}
+	if c.UseEMA {
+		ema = "4Ψ" + share
+	}
 	fmt.Fprintf(j.Out, "train: model-state memory per rank %s: weights and gradients 2×4Ψ, Adam moments 8Ψ%s, EMA %s (Ψ = %d)\n",
-		formatBytes(j.step.ModelStateBytes()), map[bool]string{true: "/N", false: ""}[c.Zero.Stage > 0],
-		map[bool]string{true: "off", false: map[bool]string{true: "4Ψ/N", false: "4Ψ"}[c.Zero.Stage > 0]}[!c.UseEMA], j.step.Trainable.Size)
+		formatBytes(j.step.ModelStateBytes()), share, ema, j.step.Trainable.Size)
 	return nil
 }
 
