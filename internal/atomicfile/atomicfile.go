@@ -12,7 +12,17 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"syscall"
 )
+
+// fileMode is what os.Create gives a new file: 0666 less the umask, read at
+// start-up (CreateTemp makes its files 0600, which would keep checkpoints
+// from the other users of a shared cluster account or group).
+var fileMode = func() os.FileMode {
+	u := syscall.Umask(0)
+	syscall.Umask(u)
+	return 0o666 &^ os.FileMode(u)
+}()
 
 // Write creates path with what fill writes and returns the SHA-256 of the
 // bytes, hex-encoded.
@@ -34,6 +44,9 @@ func Write(path string, fill func(w io.Writer) error) (sum string, err error) {
 		return "", fmt.Errorf("write %s: %w", path, err)
 	}
 	if err = bw.Flush(); err != nil {
+		return "", fmt.Errorf("write %s: %w", path, err)
+	}
+	if err = f.Chmod(fileMode); err != nil {
 		return "", fmt.Errorf("write %s: %w", path, err)
 	}
 	if err = f.Sync(); err != nil {

@@ -38,3 +38,26 @@ func TestWriteReplacesOrKeeps(t *testing.T) {
 		t.Fatalf("temporary files left behind: %v", entries)
 	}
 }
+
+// TestWriteMode: the file gets os.Create's mode (0666 less the umask), not
+// CreateTemp's 0600.
+func TestWriteMode(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "f")
+	if _, err := Write(path, func(w io.Writer) error { _, err := w.Write([]byte("x")); return err }); err != nil {
+		t.Fatal(err)
+	}
+	ref := filepath.Join(t.TempDir(), "ref")
+	g, err := os.Create(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.Close()
+	got, err1 := os.Stat(path)
+	want, err2 := os.Stat(ref)
+	if err1 != nil || err2 != nil {
+		t.Fatal(err1, err2)
+	}
+	if got.Mode().Perm() != want.Mode().Perm() {
+		t.Errorf("mode %v, want %v as os.Create makes", got.Mode().Perm(), want.Mode().Perm())
+	}
+}

@@ -89,6 +89,9 @@ func WritePart(dir string, rank, lo, hi int, names []string, bufs map[string][]f
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return Part{}, err
 	}
+	if err := removeStale(dir, PartFile(rank)); err != nil {
+		return Part{}, err
+	}
 	infos := make([]safetensors.Info, len(names))
 	for i, n := range names {
 		if len(bufs[n]) != hi-lo {
@@ -125,11 +128,33 @@ func Commit(dir string, m Manifest) error {
 	if err != nil {
 		return err
 	}
+	if err := removeStale(dir, "manifest.json"); err != nil {
+		return err
+	}
 	_, err = atomicfile.Write(filepath.Join(dir, "manifest.json"), func(w io.Writer) error {
 		_, err := w.Write(append(b, '\n'))
 		return err
 	})
 	return err
+}
+
+// removeStale deletes the temporary files (atomicfile's ".<name>.tmp-*")
+// that a write of name killed before its rename left in dir, which would
+// otherwise stay beside the rewritten checkpoint. A part has one writer, its
+// rank, and the manifest one, rank 0, so none of them is being written now.
+func removeStale(dir, name string) error {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), "."+name+".tmp-") {
+			if err := os.Remove(filepath.Join(dir, e.Name())); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return fmt.Errorf("checkpoint %s: remove the leftover of a killed write: %w", dir, err)
+			}
+		}
+	}
+	return nil
 }
 
 func checkCover(m Manifest) error {
@@ -268,11 +293,12 @@ func Latest(root string, skipped func(dir string, err error)) (*Checkpoint, erro
 	return nil, nil
 }
 
-// Prune removes all but the newest keep complete checkpoints under root, and
-// incomplete ones older than the newest complete one.
+// Prune removes all but the newest keep complete checkpoints under root
+// (keep ≤ 0 keeps them all), and incomplete ones older than the newest
+// complete one.
 func Prune(root string, keep int) error {
 	steps, err := Steps(root)
-	if err != nil || keep <= 0 {
+	if err != nil {
 		return err
 	}
 	complete := 0
@@ -281,7 +307,7 @@ func Prune(root string, keep int) error {
 		_, statErr := os.Stat(filepath.Join(dir, "manifest.json"))
 		if statErr == nil {
 			complete++
-			if complete <= keep {
+			if keep <= 0 || complete <= keep {
 				continue
 			}
 		} else if complete == 0 {

@@ -89,19 +89,54 @@ func TestIncompleteAndCorruptAreSkipped(t *testing.T) {
 	}
 }
 
+// TestPruneKeepsNewest: Prune keeps the newest keep complete checkpoints
+// (all of them for keep 0) and the folder being written, and removes an
+// incomplete one older than the newest complete one whatever keep is.
 func TestPruneKeepsNewest(t *testing.T) {
-	root := t.TempDir()
-	bufs := map[string][]float32{Weights: {1}, ExpAvg: {2}}
-	for s := 1; s <= 4; s++ {
-		writeRanks(t, StepDir(root, s), 1, bufs, 1)
+	for _, tc := range []struct {
+		keep int
+		want []int
+	}{{2, []int{2, 4, 5}}, {0, []int{1, 2, 4, 5}}} {
+		root := t.TempDir()
+		bufs := map[string][]float32{Weights: {1}, ExpAvg: {2}}
+		for _, s := range []int{1, 2, 4} {
+			writeRanks(t, StepDir(root, s), 1, bufs, 1)
+		}
+		os.MkdirAll(StepDir(root, 3), 0o755) // killed while being written
+		os.MkdirAll(StepDir(root, 5), 0o755) // being written: must survive
+		if err := Prune(root, tc.keep); err != nil {
+			t.Fatal(err)
+		}
+		steps, _ := Steps(root)
+		if !slices.Equal(steps, tc.want) {
+			t.Errorf("keep %d: after prune %v, want %v", tc.keep, steps, tc.want)
+		}
 	}
-	os.MkdirAll(StepDir(root, 5), 0o755) // being written: must survive
-	if err := Prune(root, 2); err != nil {
+}
+
+// TestRewriteRemovesLeftovers: a checkpoint written again after a kill
+// during its first write leaves none of that write's temporary files, and
+// keeps those of another rank's part, which may be being written now.
+func TestRewriteRemovesLeftovers(t *testing.T) {
+	dir := t.TempDir()
+	killed := []string{".rank-00000.safetensors.tmp-123", ".manifest.json.tmp-456"}
+	other := ".rank-00001.safetensors.tmp-789"
+	for _, f := range append(killed, other) {
+		if err := os.WriteFile(filepath.Join(dir, f), []byte("half a file"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeRanks(t, dir, 1, map[string][]float32{Weights: {1, 2}, ExpAvg: {3, 4}}, 2)
+	for _, f := range killed {
+		if _, err := os.Stat(filepath.Join(dir, f)); err == nil {
+			t.Errorf("%s of the killed write is still there", f)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, other)); err != nil {
+		t.Errorf("rank 1's temporary file was removed by rank 0's write: %v", err)
+	}
+	if _, err := Open(dir); err != nil {
 		t.Fatal(err)
-	}
-	steps, _ := Steps(root)
-	if !slices.Equal(steps, []int{3, 4, 5}) {
-		t.Fatalf("after prune: %v", steps)
 	}
 }
 
