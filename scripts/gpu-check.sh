@@ -4,12 +4,17 @@
 # training step (ours and diffusers', bf16, 64x64 latents, batch 8 and 32)
 # and the UNet loop of sampling one 512x512 image with 30 DPM++ steps, each
 # under `timeout`, then a table naming the card. Whole run: under 8 minutes.
-# Full logs go to $OUT (or .gpu/out). Never touches clocks, power or MIG.
+# Full logs go to .gpu/out, and after every step into $OUT/gpu-check-logs.tgz
+# with the table as $OUT/table.txt (where $OUT is set: the device tool brings
+# back at most 8 files). Never touches clocks, power or MIG.
 set -uo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-out="${OUT:-$here/out}"
+out="$here/out"
+rm -rf "$out"
 mkdir -p "$out"
 cd "$here"
+# keep: pack the logs so far into $OUT, so a run cut short still brings them back.
+keep() { [ -n "${OUT:-}" ] && tar -czf "$OUT/gpu-check-logs.tgz" -C "$out" . 2>/dev/null; return 0; }
 
 # cuBLAS and NCCL are opened at run time: add PyTorch's wheel copies to the
 # loader path in case the system has none on it.
@@ -23,6 +28,7 @@ card="$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
 short="$(echo "$card" | grep -oE 'H100|H200|A100|L40S|[A-Z][0-9]{2,3}' | head -1)"
 short="${short:-GPU}"
 echo "gpu-check on $card"
+{ nvidia-smi; echo; echo "LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}"; ldconfig -p | grep -E 'libcuda|libcublas|libnccl|libnvidia-ml'; } >"$out/env.log" 2>&1
 
 rows=()
 row() { rows+=("$(printf '%-5s %-34s %-7s %-12s %-12s %s' "$short" "$1" "$2" "$3" "$4" "$5")"); }
@@ -34,12 +40,15 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a > 0 && b > 0) printf "%.2f", b 
 step() { # step NAME SECONDS LOG COMMAND...: run under timeout, say ok or FAIL.
 	local name="$1" secs="$2" log="$3"
 	shift 3
-	local t0=$SECONDS
-	if timeout "$secs" "$@" >"$out/$log" 2>&1; then
+	local t0=$SECONDS rc=0
+	timeout "$secs" "$@" >"$out/$log" 2>&1 || rc=$?
+	keep
+	if [ $rc = 0 ]; then
 		echo "  $name: ok ($((SECONDS - t0)) s)"
 		return 0
 	fi
-	echo "  $name: FAIL (exit $?, $((SECONDS - t0)) s; see $out/$log)"
+	echo "  $name: FAIL (exit $rc, $((SECONDS - t0)) s; see $log)"
+	tail -5 "$out/$log" | sed 's/^/    /'
 	return 1
 }
 
@@ -83,4 +92,6 @@ row "sample 512px 30 DPM++ (UNet) ms" "$([ -n "$ours" ] && [ -n "$ref" ] && echo
 	printf '%-5s %-34s %-7s %-12s %-12s %s\n' card op/test result ours reference ratio
 	printf '%s\n' "${rows[@]}"
 } | tee "$out/table.txt"
+[ -n "${OUT:-}" ] && cp "$out/table.txt" "$OUT/"
+keep
 echo "gpu-check: $SECONDS s; logs in $out"

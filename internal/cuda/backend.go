@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"sync/atomic"
 	"unsafe"
 
 	"gorgonia.org/cu"
@@ -54,6 +55,9 @@ type Backend struct {
 	// errFlag is a device int that kernels checking their inputs (embedding
 	// ids) set; Sync reads and clears it.
 	errFlag *block
+
+	profiling atomic.Bool // host side: name the GEMMs (profile.go)
+	prof      *profiler   // device thread: nil unless profiling
 }
 
 // storage is device memory: an allocation of the pool, or a view into one.

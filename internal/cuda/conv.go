@@ -3,6 +3,8 @@
 package cuda
 
 import (
+	"gorgonia.org/cu"
+
 	"github.com/zerodiff/zerodiff/internal/tensor"
 )
 
@@ -53,15 +55,31 @@ func (b *Backend) Conv2D(y, x, w, bias *tensor.Tensor, stride, pad int) {
 		return
 	}
 	chunk := g.chunk()
-	col := b.scratch(chunk*k*p, 4) // (chunk, K, P)
+	cf := b.colFormat()
+	col := b.scratch(chunk*k*p, cf.size) // (chunk, K, P)
 	defer col.free()
 	for i0 := 0; i0 < g.N; i0 += chunk {
 		nc := min(chunk, g.N-i0)
-		b.launch("zd_im2col", gridFor(nc*k*p), append([]any{col.ptr, xp + ptrOff(i0*g.InSize())}, g.im2colArgs(nc)...)...)
+		b.launch(cf.kernel, min(nc*k, maxGrid), append([]any{col.ptr, xp + ptrOff(i0*g.InSize())}, g.im2colArgs(nc)...)...)
 		b.gemm(gemmCall{m: g.Co, n: p, k: k, batch: nc, alpha: 1, beta: beta,
-			a: wOp, b: operand{ptr: col.ptr, ld: p, stride: k * p}, c: operand{ptr: yp + ptrOff(i0*g.Co*p), ld: p, stride: g.Co * p},
+			a: wOp, b: operand{ptr: col.ptr, ld: p, stride: k * p, bf16: cf.bf16}, c: operand{ptr: yp + ptrOff(i0*g.Co*p), ld: p, stride: g.Co * p},
 		}, g.Co*k, nc*k*p)
 	}
+}
+
+// colFormat is how im2col writes the column matrices: bfloat16 under
+// MathBF16, which its GEMMs would convert them to anyway, else float32.
+type colFormat struct {
+	kernel string
+	size   int // bytes per element
+	bf16   bool
+}
+
+func (b *Backend) colFormat() colFormat {
+	if b.math == MathBF16 {
+		return colFormat{kernel: "zd_im2col_bf16", size: 2, bf16: true}
+	}
+	return colFormat{kernel: "zd_im2col", size: 4}
 }
 
 // Conv2DBackward computes dx (overwritten), dw += and db += for
@@ -99,24 +117,38 @@ func (b *Backend) Conv2DBackward(dx, dw, db, dy, x, w *tensor.Tensor, stride, pa
 		return
 	}
 	chunk := g.chunk()
-	col := b.scratch(chunk*k*p, 4) // (chunk, K, P): im2col of x, then dcol
-	defer col.free()
+	cf := b.colFormat()
+	// col (chunk, K, P): im2col of x for dw, in cf's format; dcol (chunk, K,
+	// P) float32 for dx: the same memory when both are float32, used in turn.
+	var col, dcol *block
+	if dw != nil {
+		col = b.scratch(chunk*k*p, cf.size)
+		defer col.free()
+	}
+	if dx != nil {
+		dcol = col
+		if col == nil || cf.bf16 {
+			dcol = b.scratch(chunk*k*p, 4)
+			defer dcol.free()
+		}
+	}
 	for i0 := 0; i0 < g.N; i0 += chunk {
 		nc := min(chunk, g.N-i0)
 		geo := g.im2colArgs(nc)
 		if dw != nil {
-			b.launch("zd_im2col", gridFor(nc*k*p), append([]any{col.ptr, xp + ptrOff(i0*g.InSize())}, geo...)...)
+			b.launch(cf.kernel, min(nc*k, maxGrid), append([]any{col.ptr, xp + ptrOff(i0*g.InSize())}, geo...)...)
 			for i := range nc {
 				b.gemm(gemmCall{transB: true, m: g.Co, n: k, k: p, batch: 1, alpha: 1, beta: 1,
-					a: mat(dyp+ptrOff((i0+i)*g.Co*p), p), b: mat(col.ptr+ptrOff(i*k*p), p), c: mat(b.f32(dw), k),
+					a: mat(dyp+ptrOff((i0+i)*g.Co*p), p),
+					b: operand{ptr: col.ptr + cu.DevicePtr(i*k*p*cf.size), ld: p, bf16: cf.bf16}, c: mat(b.f32(dw), k),
 				}, g.Co*p, k*p)
 			}
 		}
 		if dx != nil {
 			b.gemm(gemmCall{transA: true, m: k, n: p, k: g.Co, batch: nc, alpha: 1,
-				a: wT, b: operand{ptr: dyp + ptrOff(i0*g.Co*p), ld: p, stride: g.Co * p}, c: operand{ptr: col.ptr, ld: p, stride: k * p},
+				a: wT, b: operand{ptr: dyp + ptrOff(i0*g.Co*p), ld: p, stride: g.Co * p}, c: operand{ptr: dcol.ptr, ld: p, stride: k * p},
 			}, g.Co*k, nc*g.Co*p)
-			b.launch("zd_col2im", gridFor(nc*g.InSize()), append([]any{b.f32(dx) + ptrOff(i0*g.InSize()), col.ptr}, geo...)...)
+			b.launch("zd_col2im", min(nc*g.Ci, maxGrid), append([]any{b.f32(dx) + ptrOff(i0*g.InSize()), dcol.ptr}, geo...)...)
 		}
 	}
 }

@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"testing"
+
+	"github.com/zerodiff/zerodiff/internal/cpu"
+	"github.com/zerodiff/zerodiff/internal/tensor"
 )
 
 // convTol: each output is a dot product of Ci·kh·kw ≤ 288 terms of size ≤ 1,
@@ -85,4 +88,68 @@ func TestConv2DSameBits(t *testing.T) {
 	if msg := compare(runs[1], runs[0], exact); msg != "" {
 		t.Errorf("second run differs: %s", msg)
 	}
+}
+
+// TestConv2DBF16 runs the 3x3 convolution under MathBF16, where im2col
+// writes bfloat16 and the GEMMs read bfloat16 inputs (forward, dw) or run in
+// TF32 when a dimension is under memoryBoundDim (dx here, with 24 output
+// channels). Forward and dw are compared with the CPU on inputs rounded to
+// bfloat16 as the GPU rounds them, so only the summation order differs
+// (convTol, convWTol); dx with the CPU in float32, within the TF32 bound.
+func TestConv2DBF16(t *testing.T) {
+	g := gpu(t)
+	g.math = MathBF16
+	defer func() { g.math = MathF32 }()
+	r := rand.New(rand.NewPCG(7, 2))
+	const n, ci, h, w, co = 2, 32, 16, 16, 24
+	x := randPair(t, r, 1, n, ci, h, w)
+	wt := randPair(t, r, 1, co, ci, 3, 3)
+	bias := randPair(t, r, 1, co)
+	xr, wr := roundedBF16(t, x, n, ci, h, w), roundedBF16(t, wt, co, ci, 3, 3)
+
+	y := zeroPair(t, n, co, h, w)
+	cpuBE.Conv2D(y.c, xr.c, wr.c, bias.c, 1, 1)
+	g.Conv2D(y.g, x.g, wt.g, bias.g, 1, 1)
+	check(t, "conv2d bf16 forward", y, convTol)
+
+	dy := randPair(t, r, 1, n, co, h, w)
+	dyr := roundedBF16(t, dy, n, co, h, w)
+	dx := zeroPair(t, n, ci, h, w)
+	dw := zeroPair(t, co, ci, 3, 3)
+	db := zeroPair(t, co)
+	cpuBE.Conv2DBackward(nil, dw.c, nil, dyr.c, xr.c, wt.c, 1, 1)
+	cpuBE.Conv2DBackward(dx.c, nil, db.c, dy.c, x.c, wt.c, 1, 1)
+	g.Conv2DBackward(dx.g, dw.g, db.g, dy.g, x.g, wt.g, 1, 1)
+	check(t, "conv2d bf16 dw", dw, convWTol)
+	check(t, "conv2d bf16 db", db, tol{Abs: 1e-6, Rel: 2.4e-7}) // float32 dy, double sums
+	// TF32 keeps 10 of float32's 23 mantissa bits of each operand (rounded
+	// or truncated: relative error < 2⁻¹⁰), so each of the Co·9 = 216
+	// products |w·dy| ≤ 1 is off by < 2⁻⁹ and |error| < 216·2⁻⁹ ≈ 0.42; an
+	// indexing mistake is off by O(√216) ≈ 15.
+	check(t, "conv2d tf32 dx", dx, tol{Abs: 216 * 0x1p-9})
+}
+
+// roundedBF16 is p's values rounded to bfloat16 (nearest even), on both backends.
+func roundedBF16(t *testing.T, p pair, shape ...int) pair {
+	v := append([]float32(nil), cpu.Data(p.c)...) // shape
+	for i, f := range v {
+		v[i] = tensor.Float32FromBF16(tensor.BF16FromFloat32(f))
+	}
+	return valuesPair(t, v, shape...)
+}
+
+// TestLinearBiasGradLarge checks the two-pass bias gradient over rows that
+// span several chunks (the last one partial) and columns that leave the
+// last block of 32 partial.
+func TestLinearBiasGradLarge(t *testing.T) {
+	g := gpu(t)
+	r := rand.New(rand.NewPCG(7, 3))
+	const rows, in, out = 3*rowsChunk + 17, 8, 70
+	x := randPair(t, r, 1, rows, in)
+	w := randPair(t, r, 1, out, in)
+	dy := randPair(t, r, 1, rows, out)
+	db := randPair(t, r, 1, out) // accumulated onto
+	cpuBE.LinearBackward(nil, nil, db.c, dy.c, x.c, w.c)
+	g.LinearBackward(nil, nil, db.g, dy.g, x.g, w.g)
+	check(t, "linear db, 4 chunks", db, tol{Abs: 1e-6, Rel: 2.4e-7}) // double sums, one float rounding
 }

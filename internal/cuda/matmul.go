@@ -10,9 +10,19 @@ import (
 	"github.com/zerodiff/zerodiff/internal/tensor"
 )
 
+// memoryBoundDim: a product with a dimension under it does about 2·dim
+// flops per element of its large operand, under the tensor cores' ratio of
+// flops to bytes (≈ 100 for TF32 on an H100/H200), so it is bound by memory:
+// in MathBF16 it runs in TF32 on the float32 operands, since a bfloat16 copy
+// (read 4 bytes, write 2, read 2) would move twice the bytes it reads. The
+// attention products (head dims 40–160, 77 context tokens) are such.
+const memoryBoundDim = 192
+
 // gemm queues g on cuBLAS in the backend's math mode. In MathBF16 the inputs
 // a and b are first rounded to bfloat16 into scratch buffers (span elements
-// from their pointers: the extent the product reads); c stays float32.
+// from their pointers: the extent the product reads), unless an operand is
+// bfloat16 already or the product is bound by memory (memoryBoundDim); c
+// stays float32.
 func (b *Backend) gemm(g gemmCall, spanA, spanB int) {
 	if g.m == 0 || g.n == 0 || g.batch == 0 {
 		return
@@ -27,17 +37,28 @@ func (b *Backend) gemm(g gemmCall, spanA, spanB int) {
 	case MathTF32:
 		g.tf32 = true
 	case MathBF16:
+		if min(g.m, g.n, g.k) < memoryBoundDim && !g.a.bf16 && !g.b.bf16 {
+			g.tf32 = true
+			break
+		}
 		for _, o := range []struct {
 			op   *operand
 			span int
 		}{{&g.a, spanA}, {&g.b, spanB}} {
+			if o.op.bf16 {
+				continue
+			}
 			blk := b.scratch(o.span, 2)
 			b.launch("zd_to_bf16", gridFor(o.span), blk.ptr, o.op.ptr, o.span)
 			o.op.ptr, o.op.bf16 = blk.ptr, true
 			tmp = append(tmp, blk)
 		}
 	}
-	b.q.async(func() error { return b.blas.run(g) })
+	name := "gemm"
+	if b.profiling.Load() {
+		name += " " + callerOp()
+	}
+	b.q.async(func() error { return b.timed(name, func() error { return b.blas.run(g) }) })
 	for _, blk := range tmp {
 		blk.free()
 	}
@@ -115,6 +136,20 @@ func (b *Backend) LinearBackward(dx, dw, db, dy, x, w *tensor.Tensor) {
 	}
 	if db != nil {
 		tensor.MustShape("linear backward db", db, out)
-		b.launch("zd_rows_sum_acc", gridFor(out), b.f32(db), b.f32(dy), n, out)
+		b.rowsSumAcc(b.f32(db), b.f32(dy), n, out)
 	}
+}
+
+// rowsChunk is the rows per partial sum of rowsSumAcc: enough work per
+// thread to hide the loads' latency, and chunks enough to fill the GPU.
+const rowsChunk = 256
+
+// rowsSumAcc queues dst (cols) += Σ_r m (rows, cols) in double, with the same
+// bits on any GPU (kernels/elementwise.cu).
+func (b *Backend) rowsSumAcc(dst, m cu.DevicePtr, rows, cols int) {
+	chunks := max(1, (rows+rowsChunk-1)/rowsChunk)
+	part := b.scratch(chunks*cols, 8) // (chunks, cols) float64
+	defer part.free()
+	b.launch("zd_rows_sum_part", chunks*((cols+31)/32), part.ptr, m, rows, cols, rowsChunk)
+	b.launch("zd_rows_sum_finish", gridFor(cols), dst, part.ptr, chunks, cols)
 }

@@ -107,7 +107,8 @@ func (b *Backend) launch(name string, grid int, args ...any) {
 		for i := range slots {
 			params[i] = unsafe.Pointer(&slots[i])
 		}
-		if err := f.Launch(grid, 1, 1, blockSize, 1, 1, 0, b.stream, params); err != nil {
+		err = b.timed(name, func() error { return f.Launch(grid, 1, 1, blockSize, 1, 1, 0, b.stream, params) })
+		if err != nil {
 			return fmt.Errorf("cuda: launch %s: %w", name, err)
 		}
 		if b.debug {

@@ -25,7 +25,8 @@ import (
 // the same shapes; scripts/gpu-check.sh runs both and prints the table.
 // Environment: ZD_MATH (f32, tf32 or bf16: the GEMM math, default bf16),
 // ZD_BATCH (comma-separated batch sizes, default 8), ZD_CKPT=1 (gradient
-// checkpointing), ZD_PEAK_TFLOPS (the card's dense bf16 peak for MFU,
+// checkpointing), ZD_CUDA_PROFILE=1 (after timing, one more step with the
+// device time of every kernel and GEMM, summed by name), ZD_PEAK_TFLOPS (the card's dense bf16 peak for MFU,
 // default 790, measured on an H100).
 
 // sd15UNetJSON is SD1.5's unet/config.json.
@@ -174,6 +175,11 @@ func BenchmarkUNetTrainStep(b *testing.B) {
 			b.ReportMetric(100*trainFLOPsPerSample*float64(n)/sec/peakFLOPs(), "MFU%")
 			b.ReportMetric(float64(be.Memory().Peak)/(1<<30), "peakGiB")
 			b.Logf("%s: loss %.4f", be.Device(), lv[0])
+			if os.Getenv("ZD_CUDA_PROFILE") == "1" {
+				be.StartProfile()
+				run()
+				logProfile(b, be)
+			}
 		})
 	}
 }
@@ -207,4 +213,27 @@ func BenchmarkUNetSample30(b *testing.B) {
 	b.ReportMetric(sec*1e3, "ms/image")
 	b.ReportMetric(100*30*2*forwardFLOPs/sec/peakFLOPs(), "MFU%")
 	b.ReportMetric(float64(be.Memory().Peak)/(1<<30), "peakGiB")
+	if os.Getenv("ZD_CUDA_PROFILE") == "1" {
+		be.StartProfile()
+		run()
+		logProfile(b, be)
+	}
+}
+
+// logProfile stops the profile and prints the operations that took the most
+// device time.
+func logProfile(b *testing.B, be *cuda.Backend) {
+	ops, err := be.StopProfile()
+	if err != nil {
+		b.Fatal(err)
+	}
+	total := 0.0
+	for _, o := range ops {
+		total += o.Ms
+	}
+	// To stderr: the benchmark log would be cut after ten lines.
+	fmt.Fprintf(os.Stderr, "profile of %s: %.1f ms of device time in %d operation names\n", b.Name(), total, len(ops))
+	for _, o := range ops {
+		fmt.Fprintf(os.Stderr, "  %8.2f ms %5.1f%% %6d calls  %s\n", o.Ms, 100*o.Ms/total, o.Calls, o.Name)
+	}
 }

@@ -144,8 +144,9 @@ ZD_INLINE float zd_sigmoid(float x) { return 1.0f / (1.0f + zd_expf(-x)); }
 #define ZD_INV_SQRT_2PI 0.3989422804014327f
 
 ZD_INLINE float zd_gelu(float x) { return 0.5f * x * zd_erfcf(-x * ZD_INV_SQRT2); }
+// zd_gelu_grad is Φ(x) + x·φ(x), associated as the CPU's geluGrads: x·(e·c).
 ZD_INLINE float zd_gelu_grad(float x) {
-  return 0.5f * zd_erfcf(-x * ZD_INV_SQRT2) + x * ZD_INV_SQRT_2PI * zd_expf(-0.5f * x * x);
+  return 0.5f * zd_erfcf(-x * ZD_INV_SQRT2) + x * (zd_expf(-0.5f * x * x) * ZD_INV_SQRT_2PI);
 }
 
 // zd_sincos computes sin and cos of x in double: reduction by π/2 in two
@@ -178,6 +179,10 @@ ZD_INLINE unsigned short zd_bf16(float f) {
   b += 0x7fffu + ((b >> 16) & 1u);
   return (unsigned short)(b >> 16);
 }
+
+// zd_store writes v as T: float as is, bfloat16 rounded to nearest even.
+ZD_INLINE void zd_store(float *p, float v) { *p = v; }
+ZD_INLINE void zd_store(unsigned short *p, float v) { *p = zd_bf16(v); }
 
 ZD_INLINE int zd_isfinite(float f) {
   return (__builtin_bit_cast(unsigned int, f) & 0x7f800000u) != 0x7f800000u;

@@ -63,13 +63,35 @@ KERNEL zd_col_sum_acc(float *dst, const float *m, int n, int c, int s) {
   if (tid() == 0) dst[ch] += (float)acc;
 }
 
-// zd_rows_sum_acc: dst (cols) += Σ_r m (rows, cols), a linear layer's bias
-// gradient: one thread per column walking the rows in order.
-KERNEL zd_rows_sum_acc(float *dst, const float *m, int rows, int cols) {
+// The bias gradient of a linear layer, dst (cols) += Σ_r m (rows, cols), in
+// two passes so that thousands of threads share the rows, with a fixed
+// partition (the same bits on any GPU): zd_rows_sum_part sums each chunk of
+// ZD_RS_ROWS rows into part (chunks, cols) in double, a block taking 32
+// columns × 8 row lanes whose sums it adds in lane order; zd_rows_sum_finish
+// adds the chunks' sums in order.
+KERNEL zd_rows_sum_part(double *part, const float *m, int rows, int cols, int chunkRows) {
+  __shared__ double buf[ZD_BLOCK];
+  int colBlocks = (cols + 31) / 32;
+  int cb = bid() % colBlocks, chunk = bid() / colBlocks;
+  int lane = tid() / 32, j = cb * 32 + tid() % 32;
+  int r0 = chunk * chunkRows, r1 = r0 + chunkRows < rows ? r0 + chunkRows : rows;
+  double acc = 0;
+  if (j < cols)
+    for (int r = r0 + lane; r < r1; r += ZD_BLOCK / 32) acc += m[(long long)r * cols + j];
+  buf[tid()] = acc;
+  __syncthreads();
+  if (lane == 0 && j < cols) {
+    double s = 0;
+    for (int l = 0; l < ZD_BLOCK / 32; l++) s += buf[l * 32 + tid()];
+    part[(long long)chunk * cols + j] = s;
+  }
+}
+
+KERNEL zd_rows_sum_finish(float *dst, const double *part, int chunks, int cols) {
   for (long long j = gid(); j < cols; j += gstride()) {
-    double acc = 0;
-    for (int r = 0; r < rows; r++) acc += m[(long long)r * cols + j];
-    dst[j] += (float)acc;
+    double s = 0;
+    for (int c = 0; c < chunks; c++) s += part[(long long)c * cols + j];
+    dst[j] += (float)s;
   }
 }
 
