@@ -92,7 +92,7 @@ func (b *Backend) AttentionBackward(dq, dk, dv, do, q, k, v, o, lse *tensor.Tens
 	for bi := range bs {
 		qb, kb, vb, dob := qp+ptrOff(bi*tq*hd), kp+ptrOff(bi*tk*hd), vp+ptrOff(bi*tk*hd), dop+ptrOff(bi*tq*hd)
 		b.scores(p, qb, kb, heads, tq, tk, d, scale)
-		b.launch("zd_attn_probs", gridFor(rows*tk), p.ptr, lp+ptrOff(bi*rows), rows, tq, tk, causal)
+		b.launch("zd_attn_probs", min(rows, maxGrid), p.ptr, lp+ptrOff(bi*rows), rows, tq, tk, causal)
 		pm := operand{ptr: p.ptr, ld: tk, stride: tq * tk}
 		if dv != nil {
 			// dv_h (Tk, D) = P_hᵀ (Tk, Tq) · do_h (Tq, D)
@@ -109,7 +109,7 @@ func (b *Backend) AttentionBackward(dq, dk, dv, do, q, k, v, o, lse *tensor.Tens
 		b.gemm(gemmCall{transB: true, m: tq, n: tk, k: d, batch: heads, alpha: 1,
 			a: operand{ptr: dob, ld: hd, stride: d}, b: operand{ptr: vb, ld: hd, stride: d}, c: dsm,
 		}, tq*hd, tk*hd)
-		b.launch("zd_attn_ds", gridFor(rows*tk), ds.ptr, p.ptr, delta.ptr+ptrOff(bi*rows), rows, tk)
+		b.launch("zd_attn_ds", min(rows, maxGrid), ds.ptr, p.ptr, delta.ptr+ptrOff(bi*rows), rows, tk)
 		if dq != nil {
 			// dq_h (Tq, D) = scale · dS_h (Tq, Tk) · k_h (Tk, D)
 			b.gemm(gemmCall{m: tq, n: d, k: tk, batch: heads, alpha: scale,

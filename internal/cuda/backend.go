@@ -56,6 +56,7 @@ type Backend struct {
 	// ids) set; Sync reads and clears it.
 	errFlag *block
 
+	frozen    []frozenBuf // weights with a bfloat16 copy (frozen.go)
 	profiling atomic.Bool // host side: name the GEMMs (profile.go)
 	prof      *profiler   // device thread: nil unless profiling
 }

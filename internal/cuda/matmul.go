@@ -21,8 +21,8 @@ const memoryBoundDim = 192
 // gemm queues g on cuBLAS in the backend's math mode. In MathBF16 the inputs
 // a and b are first rounded to bfloat16 into scratch buffers (span elements
 // from their pointers: the extent the product reads), unless an operand is
-// bfloat16 already or the product is bound by memory (memoryBoundDim); c
-// stays float32.
+// bfloat16 already, has a frozen copy (FreezeBF16), or the product is bound
+// by memory (memoryBoundDim); c stays float32.
 func (b *Backend) gemm(g gemmCall, spanA, spanB int) {
 	if g.m == 0 || g.n == 0 || g.batch == 0 {
 		return
@@ -46,6 +46,10 @@ func (b *Backend) gemm(g gemmCall, spanA, spanB int) {
 			span int
 		}{{&g.a, spanA}, {&g.b, spanB}} {
 			if o.op.bf16 {
+				continue
+			}
+			if ptr, ok := b.frozenCopy(o.op.ptr, o.span); ok {
+				o.op.ptr, o.op.bf16 = ptr, true
 				continue
 			}
 			blk := b.scratch(o.span, 2)

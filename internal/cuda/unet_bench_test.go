@@ -191,6 +191,8 @@ func BenchmarkUNetTrainStep(b *testing.B) {
 func BenchmarkUNetSample30(b *testing.B) {
 	be, u := setup(b, false)
 	defer be.Close()
+	be.FreezeBF16(u.Params.W) // as pipeline.Generate does
+	defer be.ThawBF16(u.Params.W)
 	r := rand.New(rand.NewPCG(3, 0))
 	x := normal(be, r, 2, 4, 64, 64) // (2, 4, 64, 64)
 	ctx := normal(be, r, 2, 77, 768) // (2, 77, 768)

@@ -35,7 +35,12 @@ KERNEL zd_softmax_backward(float *dx, const float *dy, const float *y, int c) {
 
 // zd_attn_softmax turns scaled scores s (H·Tq, Tk) of one batch element into
 // probabilities in place; row r is query i = r mod Tq, which sees keys
-// j < i+1 when causal. lse (H·Tq) gets each row's log-sum-exp.
+// j < i+1 when causal. lse (H·Tq) gets each row's log-sum-exp. Rows of up
+// to ZD_SM_KEEP·ZD_BLOCK keys stay in registers between the passes, so s is
+// read once and written once; longer rows are read three times. Thread t
+// takes keys t, t + ZD_BLOCK, ... either way: the same sums, the same bits.
+#define ZD_SM_KEEP 16
+
 KERNEL zd_attn_softmax(float *s, float *lse, int tq, int tk, int causal) {
   __shared__ double buf[ZD_BLOCK];
   __shared__ float fbuf[ZD_BLOCK];
@@ -43,9 +48,35 @@ KERNEL zd_attn_softmax(float *s, float *lse, int tq, int tk, int causal) {
   int i = row % tq, n = causal ? (i + 1 < tk ? i + 1 : tk) : tk;
   float *ss = s + row * tk;
   float m = -bitsf(0x7f800000);
+  double acc = 0;
+  if (tk <= ZD_SM_KEEP * ZD_BLOCK) {
+    float v[ZD_SM_KEEP];
+#pragma unroll
+    for (int u = 0; u < ZD_SM_KEEP; u++) {
+      int j = tid() + u * ZD_BLOCK;
+      v[u] = j < n ? ss[j] : m;
+      m = v[u] > m ? v[u] : m;
+    }
+    m = blockMaxF(m, fbuf);
+#pragma unroll
+    for (int u = 0; u < ZD_SM_KEEP; u++) {
+      int j = tid() + u * ZD_BLOCK;
+      float e = j < n ? zd_expf(v[u] - m) : 0.0f;
+      v[u] = e;
+      if (j < tk) acc += e;
+    }
+    double sum = blockSumD(acc, buf);
+    if (tid() == 0) lse[row] = (float)((double)m + zd_logd(sum));
+    float inv = (float)(1.0 / sum);
+#pragma unroll
+    for (int u = 0; u < ZD_SM_KEEP; u++) {
+      int j = tid() + u * ZD_BLOCK;
+      if (j < tk) ss[j] = j < n ? v[u] * inv : 0.0f;
+    }
+    return;
+  }
   for (int j = tid(); j < n; j += ZD_BLOCK) m = ss[j] > m ? ss[j] : m;
   m = blockMaxF(m, fbuf);
-  double acc = 0;
   for (int j = tid(); j < tk; j += ZD_BLOCK) {
     float e = j < n ? zd_expf(ss[j] - m) : 0.0f;
     ss[j] = e;
@@ -58,13 +89,13 @@ KERNEL zd_attn_softmax(float *s, float *lse, int tq, int tk, int causal) {
 }
 
 // zd_attn_probs recomputes P = exp(s − lse) in place from scaled scores s
-// (rows = H·Tq, Tk), zero where the causal mask hides a key.
+// (rows = H·Tq, Tk), zero where the causal mask hides a key; a block per row.
 KERNEL zd_attn_probs(float *s, const float *lse, int rows, int tq, int tk, int causal) {
-  long long total = (long long)rows * tk;
-  for (long long e = gid(); e < total; e += gstride()) {
-    long long row = e / tk;
-    int j = e % tk, i = row % tq;
-    s[e] = (!causal || j <= i) ? zd_expf(s[e] - lse[row]) : 0.0f;
+  for (int row = bid(); row < rows; row += nblocks()) {
+    int i = row % tq;
+    float l = lse[row];
+    float *sr = s + (long long)row * tk;
+    for (int j = tid(); j < tk; j += nthreads()) sr[j] = (!causal || j <= i) ? zd_expf(sr[j] - l) : 0.0f;
   }
 }
 
@@ -81,8 +112,11 @@ KERNEL zd_attn_delta(float *delta, const float *dout, const float *o, int b, int
 }
 
 // zd_attn_ds: dS = P·(dP − delta) in place over dp (rows = H·Tq, Tk), with
-// delta (rows) of the same batch element.
+// delta (rows) of the same batch element; a block per row.
 KERNEL zd_attn_ds(float *dp, const float *p, const float *delta, int rows, int tk) {
-  long long total = (long long)rows * tk;
-  for (long long e = gid(); e < total; e += gstride()) dp[e] = p[e] * (dp[e] - delta[e / tk]);
+  for (int row = bid(); row < rows; row += nblocks()) {
+    float dl = delta[row];
+    long long off = (long long)row * tk;
+    for (int j = tid(); j < tk; j += nthreads()) dp[off + j] = p[off + j] * (dp[off + j] - dl);
+  }
 }

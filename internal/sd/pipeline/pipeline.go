@@ -115,6 +115,14 @@ func (p *Pipeline) Encode(texts []string, clipSkip int) (*tensor.Tensor, error) 
 	return p.Text.Forward(p.be, ids, clipSkip)
 }
 
+// weightFreezer is a backend whose GEMMs can read a bfloat16 copy of weights
+// that stay unchanged meanwhile (internal/cuda under bf16 math): the UNet's
+// weights are converted once per Generate instead of at every step.
+type weightFreezer interface {
+	FreezeBF16(w *tensor.Tensor)
+	ThawBF16(w *tensor.Tensor)
+}
+
 // Generate runs req and returns one image (3, H, W), values in [-1, 1], per
 // prompt. progress, if not nil, is called after every sampler step.
 func (p *Pipeline) Generate(req Request, progress func(step, total int)) ([][]float32, error) {
@@ -125,6 +133,10 @@ func (p *Pipeline) Generate(req Request, progress func(step, total int)) ([][]fl
 	s, err := sampler.New(req.Sampler, p.Sched, req.Steps, sampler.Options{Karras: req.Karras, Eta: req.Eta})
 	if err != nil {
 		return nil, err
+	}
+	if f, ok := p.be.(weightFreezer); ok {
+		f.FreezeBF16(p.UNet.Params.W)
+		defer f.ThawBF16(p.UNet.Params.W)
 	}
 	n := len(req.Prompts)
 	lc, h, w := p.UNet.Cfg.InChannels, req.Height/f, req.Width/f
