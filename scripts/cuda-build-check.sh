@@ -2,7 +2,9 @@
 # Compiles the cuda-tagged build on a machine without a GPU or CUDA install:
 #  1. CUDA 12 headers from PyPI wheels (cuda.h from nvidia-cuda-runtime-cu12;
 #     the crt/ headers cuBLAS needs from nvidia-cuda-nvcc-cu12; cuBLAS and
-#     NCCL headers from their wheels), unpacked into a cache outside the repo;
+#     NCCL headers from their wheels), unpacked into a cache outside the repo
+#     by scripts/wheel-headers.py, which reads only the headers' bytes of the
+#     wheels (about 1 MB, not their 760 MB);
 #  2. a libcuda.so link stub: an empty function for every driver entry point
 #     cuda.h declares (gorgonia.org/cu links -lcuda; the real library comes
 #     with the driver on a GPU machine);
@@ -12,10 +14,23 @@
 #     the committed internal/cuda/kernels/*.ptx;
 #  5. go build of the whole tree, go vet of the cuda-tagged packages and
 #     go test -c of their tests, all with -tags cuda.
-# Needs clang-19, gcc, unzip, pip and Go; CI installs the first ones.
+# Needs clang-19 (or $CLANG), gcc, python3 and Go; .ci/run installs the first two.
 # Usage: scripts/cuda-build-check.sh   (ZD_CUDA_CACHE overrides the cache folder)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+missing=0
+for tool in "${CLANG:-clang-19}" gcc python3 go; do
+	command -v "$tool" >/dev/null 2>&1 && continue
+	case $tool in
+	go) how="Go 1.26 from https://go.dev/dl" ;;
+	"${CLANG:-clang-19}") how="apt-get install clang-19, or CLANG=another clang with the NVPTX target" ;;
+	*) how="apt-get install $tool" ;;
+	esac
+	echo "cuda-build-check: $tool is not installed ($how)" >&2
+	missing=1
+done
+[ "$missing" = 0 ] || exit 1
 
 cache="${ZD_CUDA_CACHE:-$HOME/.cache/zerodiff/cuda}"
 wheels=(
@@ -24,16 +39,8 @@ wheels=(
 	nvidia-cublas-cu12==12.6.4.1
 	nvidia-nccl-cu12==2.27.7
 )
-mkdir -p "$cache/wheels" "$cache/inc"
-if [ ! -f "$cache/inc/.done" ]; then
-	echo "cuda-build-check: fetching CUDA 12 header wheels into $cache"
-	python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
-		--platform manylinux2014_x86_64 -d "$cache/wheels" "${wheels[@]}"
-	for w in "$cache"/wheels/*.whl; do
-		unzip -q -o "$w" 'nvidia/*/include/*' -d "$cache/inc"
-	done
-	touch "$cache/inc/.done"
-fi
+echo "cuda-build-check: CUDA 12 headers in $cache/inc"
+python3 scripts/wheel-headers.py "$cache/inc" "${wheels[@]}"
 nv="$cache/inc/nvidia"
 # cuda_fp16.h includes <nv/target> (from CCCL, not needed by C code): an empty shim.
 mkdir -p "$cache/shim/nv"
