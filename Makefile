@@ -9,13 +9,25 @@ TOOLS   := $(patsubst %/main.go,%,$(wildcard */main.go))
 VENV    ?= $(HOME)/.cache/zerodiff/venv
 PYTHON  ?= $(VENV)/bin/python
 
-.PHONY: all build test test-slurm gpu-check vet fmt-check bench parity parity-sd15 golden venv demo clean
+.PHONY: all build build-cuda test test-slurm gpu-check vet fmt-check bench parity parity-sd15 golden venv demo clean
 
 all: build
 
 build:
 	@mkdir -p $(BIN)
 	$(if $(TOOLS),$(GO) build -o $(BIN)/ $(addprefix ./,$(TOOLS)),@echo "no tools yet")
+
+# The tools with the CUDA backend (--device cuda) into bin/cuda/, with the CGO settings of
+# scripts/gpu-check-prep.sh: CUDA 12 headers and a libcuda link stub, which
+# scripts/cuda-build-check.sh fetches and makes in ZD_CUDA_CACHE when they are missing (the real
+# libcuda comes with the driver: these binaries start only where one is installed).
+ZD_CUDA_CACHE ?= $(HOME)/.cache/zerodiff/cuda
+
+build-cuda:
+	@test -f $(ZD_CUDA_CACHE)/stub/libcuda.so || ZD_CUDA_CACHE=$(ZD_CUDA_CACHE) scripts/cuda-build-check.sh
+	@mkdir -p $(BIN)/cuda
+	CGO_ENABLED=1 CGO_CFLAGS="-I$(ZD_CUDA_CACHE)/inc/nvidia/cuda_runtime/include -Wno-deprecated-declarations" \
+		CGO_LDFLAGS="-L$(ZD_CUDA_CACHE)/stub" $(GO) build -tags cuda -o $(BIN)/cuda/ $(addprefix ./,$(TOOLS))
 
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

@@ -48,6 +48,9 @@ type cli struct {
 	DemoSamples int `default:"4096" help:"Demo: number of generated images."`
 	DemoGrid    int `default:"0" help:"Demo: place shapes on a 2x2 or 3x3 grid and name the position in captions (0: off)."`
 	Threads     int `help:"CPU threads (default: all)."`
+
+	Device string `default:"cpu" help:"Backend of the VAE and text encoder: cpu, cuda (GPU 0, or this rank's under launch) or cuda:N (binaries built with make build-cuda)."`
+	Math   string `default:"bf16" enum:"f32,tf32,bf16" help:"GPU GEMM precision: ${enum} (bf16: bfloat16 inputs, float32 accumulation, as PyTorch's autocast)."`
 }
 
 func main() {

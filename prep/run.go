@@ -12,9 +12,9 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/zerodiff/zerodiff/internal/cpu"
 	"github.com/zerodiff/zerodiff/internal/data"
 	"github.com/zerodiff/zerodiff/internal/demo"
+	"github.com/zerodiff/zerodiff/internal/device"
 	"github.com/zerodiff/zerodiff/internal/export"
 	"github.com/zerodiff/zerodiff/internal/prepare"
 	"github.com/zerodiff/zerodiff/internal/safetensors"
@@ -38,7 +38,14 @@ func run(ctx context.Context, c *cli) error {
 	}
 	defer reader.Close()
 
-	be := cpu.New()
+	be, closeBackend, err := device.Open(c.Device, c.Math)
+	if err != nil {
+		return err
+	}
+	defer closeBackend()
+	if be.Name() != "cpu" {
+		fmt.Fprintf(os.Stderr, "prep: encoding on %s\n", device.Describe(be))
+	}
 	text, err := pipeline.LoadText(be, c.Model)
 	if err != nil {
 		return err
@@ -78,7 +85,7 @@ func run(ctx context.Context, c *cli) error {
 	res, err := prepare.Run(ctx, reader, prepare.Options{
 		Out:       c.Out,
 		Transform: data.Transform{Resolution: c.Resolution, CenterCrop: !c.RandomCrop, Flip: c.Flip, Filter: filter, Seed: c.Seed},
-		Image:     img, Text: clipEnc, Model: id, DType: dt,
+		Image:     synced{img, be}, Text: syncedText{clipEnc, be}, Model: id, DType: dt,
 		Workers: c.Workers, BatchSize: c.Batch, RecordsPerShard: c.RecordsPerShard, Overwrite: c.Overwrite,
 		Progress: prepare.NewBar(os.Stderr, interval, tty),
 	})
@@ -95,6 +102,33 @@ func run(ctx context.Context, c *cli) error {
 	}
 	fmt.Fprintln(os.Stderr)
 	return nil
+}
+
+// synced and syncedText wait for the backend after each batch, so that a
+// GPU's failed kernels stop prep with an error instead of writing shards of
+// whatever the device returned. On the CPU, Sync returns at once.
+type synced struct {
+	prepare.ImageEncoder
+	be tensor.Backend
+}
+
+func (s synced) EncodeImages(x []float32, n, h, w int) (mean, std []float32, err error) {
+	if mean, std, err = s.ImageEncoder.EncodeImages(x, n, h, w); err == nil {
+		err = s.be.Sync()
+	}
+	return mean, std, err
+}
+
+type syncedText struct {
+	prepare.TextEncoder
+	be tensor.Backend
+}
+
+func (s syncedText) EncodeTexts(captions []string) (out []float32, err error) {
+	if out, err = s.TextEncoder.EncodeTexts(captions); err == nil {
+		err = s.be.Sync()
+	}
+	return out, err
 }
 
 // openSource opens the data set the flags name. The demo set also makes its

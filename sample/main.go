@@ -37,6 +37,8 @@ type cli struct {
 	CompareSteps   []int    `help:"Step counts of the comparison grid's columns." default:"10,20,30"`
 	Score          string   `enum:",demo" default:"" help:"Score prompt adherence: demo classifies demo-set images by color and shape and prints the share that match their prompts beside chance. Without prompts it samples the demo's held-out combinations."`
 	Threads        int      `help:"CPU threads (default: all)."`
+	Device         string   `default:"cpu" help:"Backend: cpu, cuda (GPU 0, or this rank's under launch) or cuda:N (binaries built with make build-cuda)."`
+	Math           string   `default:"bf16" enum:"f32,tf32,bf16" help:"GPU GEMM precision: ${enum} (bf16: bfloat16 inputs, float32 accumulation, as PyTorch's autocast)."`
 }
 
 func main() {

@@ -10,13 +10,14 @@ import (
 	"runtime"
 	"strings"
 
-	"github.com/zerodiff/zerodiff/internal/cpu"
 	"github.com/zerodiff/zerodiff/internal/demo"
+	"github.com/zerodiff/zerodiff/internal/device"
 	"github.com/zerodiff/zerodiff/internal/imageio"
 	"github.com/zerodiff/zerodiff/internal/safetensors"
 	"github.com/zerodiff/zerodiff/internal/sd"
 	"github.com/zerodiff/zerodiff/internal/sd/pipeline"
 	"github.com/zerodiff/zerodiff/internal/sd/unet"
+	"github.com/zerodiff/zerodiff/internal/tensor"
 )
 
 // maxStdinWeights bounds a UNet read from standard input (SD1.5 in fp32 is 3.4 GB).
@@ -35,7 +36,15 @@ func run(c *cli) error {
 	if err != nil {
 		return err
 	}
-	p, err := loadModel(c)
+	be, closeBackend, err := device.Open(c.Device, c.Math)
+	if err != nil {
+		return err
+	}
+	defer closeBackend()
+	if be.Name() != "cpu" {
+		fmt.Fprintf(os.Stderr, "sample: on %s\n", device.Describe(be))
+	}
+	p, err := loadModel(c, be)
 	if err != nil {
 		return err
 	}
@@ -84,8 +93,7 @@ func readPrompts(c *cli) ([]string, error) {
 	return prompts, nil
 }
 
-func loadModel(c *cli) (*pipeline.Pipeline, error) {
-	be := cpu.New()
+func loadModel(c *cli, be tensor.Backend) (*pipeline.Pipeline, error) {
 	st, err := os.Stat(c.Model)
 	if err != nil {
 		return nil, fmt.Errorf("--model: %w", err)
@@ -150,7 +158,7 @@ func generate(c *cli, p *pipeline.Pipeline, prompts []string) error {
 	var want []demo.Labels
 	for i, prompt := range prompts {
 		req := c.request(prompt, i*c.Batch)
-		imgs, err := p.Generate(req, func(step, steps int) { bar.step(i*c.Batch, step) })
+		imgs, err := images(p, req, func(step, steps int) { bar.step(i*c.Batch, step) })
 		if err != nil {
 			return err
 		}
@@ -204,6 +212,16 @@ func generate(c *cli, p *pipeline.Pipeline, prompts []string) error {
 	return nil
 }
 
+// images runs p.Generate, then waits for the backend so that a GPU's failed
+// kernels surface as an error here instead of as a broken image.
+func images(p *pipeline.Pipeline, req pipeline.Request, progress func(step, steps int)) ([][]float32, error) {
+	imgs, err := p.Generate(req, progress)
+	if err == nil {
+		err = p.Backend().Sync()
+	}
+	return imgs, err
+}
+
 // compare samples one prompt and seed with every UNet of --compare (rows)
 // at every step count of --compare-steps (columns) into one labelled grid.
 func compare(c *cli, p *pipeline.Pipeline, prompt string) error {
@@ -219,7 +237,7 @@ func compare(c *cli, p *pipeline.Pipeline, prompt string) error {
 			req := c.request(prompt, 0)
 			req.Steps = steps
 			bar.steps = steps
-			imgs, err := p.Generate(req, func(step, _ int) { bar.step(r*len(c.CompareSteps)+k, step) })
+			imgs, err := images(p, req, func(step, _ int) { bar.step(r*len(c.CompareSteps)+k, step) })
 			if err != nil {
 				return err
 			}

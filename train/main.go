@@ -5,6 +5,8 @@
 //	train --config run.json [--key value ...]
 //
 // Every config key is also a flag (see --help); flags override the file.
+// --device cuda trains on a GPU (binaries built with make build-cuda): the
+// rank's own GPU under launch, with NCCL between ranks.
 // On SIGTERM or SIGUSR1 (Slurm's warning before preemption or the time
 // limit) it finishes the current step, writes a checkpoint and exits with
 // code 75, the code slurm/train.sbatch requeues on.
@@ -21,7 +23,7 @@ import (
 
 	"github.com/alecthomas/kong"
 
-	"github.com/zerodiff/zerodiff/internal/dist"
+	"github.com/zerodiff/zerodiff/internal/device"
 	"github.com/zerodiff/zerodiff/internal/rendezvous"
 	"github.com/zerodiff/zerodiff/internal/train"
 )
@@ -34,6 +36,8 @@ type cli struct {
 	File         string `name:"config" help:"JSON config (keys of the original project's cfg/default.json)." type:"path"`
 	Scheduler    string `name:"scheduler" help:"DeepSpeed scheduler section as JSON, e.g. '{\"type\":\"WarmupLR\",\"params\":{\"warmup_num_steps\":100}}'."`
 	Threads      int    `help:"CPU threads (default: all)."`
+	Device       string `default:"cpu" help:"Backend: cpu, cuda (this rank's GPU under launch, else GPU 0) or cuda:N."`
+	Math         string `default:"bf16" enum:"f32,tf32,bf16" help:"GPU GEMM precision: ${enum} (bf16: bfloat16 inputs, float32 accumulation, as PyTorch's autocast)."`
 	train.Config `embed:""`
 }
 
@@ -60,6 +64,10 @@ func main() {
 	}
 	setThreads(c.Threads)
 
+	be, closeBackend, err := device.Open(c.Device, c.Math)
+	if err != nil {
+		fail(err)
+	}
 	data, err := train.OpenShards(cfg.DatasetDir)
 	if err != nil {
 		fail(err)
@@ -67,16 +75,22 @@ func main() {
 	defer data.Close()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGUSR1, syscall.SIGINT)
 	defer stop()
-	job := &train.Job{Cfg: cfg, Data: data, Out: os.Stdout}
+	job := &train.Job{Cfg: cfg, Data: data, Out: os.Stdout, Backend: be}
 	closeComm, err := joinRanks(job)
 	if err != nil {
 		fail(err)
+	}
+	if job.Comm == nil || job.Comm.Rank() == 0 {
+		fmt.Printf("train: on %s\n", device.Describe(be))
 	}
 	err = job.Run(ctx)
 	if err != nil && !errors.Is(err, train.ErrStopped) && job.Comm != nil {
 		job.Comm.Abort(err) // peers fail at once instead of waiting for a timeout
 	}
 	closeComm()
+	if cerr := closeBackend(); err == nil {
+		err = cerr
+	}
 	if errors.Is(err, train.ErrStopped) {
 		if job.Comm == nil || job.Comm.Rank() == 0 { // rank 0 speaks for the job
 			fmt.Fprintln(os.Stderr, "train: stopped by signal; checkpoint written, exiting with code 75 to be requeued")
@@ -89,8 +103,9 @@ func main() {
 }
 
 // joinRanks connects this process to the other ranks when launch started it
-// as one of several (ZERODIFF_RDZV_ADDR set): the rendezvous store, then a
-// TCP ring for the collectives. It returns what closes them.
+// as one of several (ZERODIFF_RDZV_ADDR set): the rendezvous store, then the
+// collectives of the job's backend (a TCP ring on CPUs, NCCL on GPUs). It
+// returns what closes them.
 func joinRanks(job *train.Job) (func(), error) {
 	if os.Getenv(rendezvous.EnvAddr) == "" {
 		return func() {}, nil
@@ -99,14 +114,14 @@ func joinRanks(job *train.Job) (func(), error) {
 	if err != nil {
 		return nil, err
 	}
-	ring, err := dist.NewRing(st, dist.RingConfig{Name: "train"})
+	comm, err := device.JoinRanks(job.Backend, st, "train")
 	if err != nil {
 		st.Close()
 		return nil, err
 	}
-	job.Comm = ring
+	job.Comm = comm
 	return func() {
-		ring.Close()
+		comm.Close()
 		st.Close()
 	}, nil
 }

@@ -8,7 +8,6 @@ import (
 	"math"
 
 	"github.com/zerodiff/zerodiff/internal/ckpt"
-	"github.com/zerodiff/zerodiff/internal/cpu"
 	"github.com/zerodiff/zerodiff/internal/tensor"
 )
 
@@ -21,17 +20,20 @@ type loraMeta struct {
 }
 
 // partBuffers are this rank's chunk [Lo, Hi) of each training buffer, by
-// checkpoint name: what its part of a checkpoint holds.
+// checkpoint name: what its part of a checkpoint holds. On the CPU they are
+// the buffers' own memory; a GPU's are downloaded for the checkpoint and
+// dropped after it.
 func (j *Job) partBuffers() (names []string, bufs map[string][]float32) {
 	s := j.step
 	lo, hi := s.Lo, s.Hi
-	own := func(b []float32) []float32 { // b covers own(); cut it to [Lo, Hi)
+	own := func(b *tensor.Tensor) []float32 { // b covers own(); cut it to [Lo, Hi)
 		if s.Stage == 0 {
-			return b[lo:hi]
+			b = j.be.View(b, lo, hi-lo)
 		}
-		return b
+		return hostValues(j.be, b)
 	}
-	bufs = map[string][]float32{ckpt.Weights: cpu.Data(s.Trainable.W)[lo:hi], ckpt.ExpAvg: own(s.M), ckpt.ExpAvgSq: own(s.V)}
+	w := hostValues(j.be, j.be.View(s.Trainable.W, lo, hi-lo))
+	bufs = map[string][]float32{ckpt.Weights: w, ckpt.ExpAvg: own(s.M), ckpt.ExpAvgSq: own(s.V)}
 	names = []string{ckpt.Weights, ckpt.ExpAvg, ckpt.ExpAvgSq}
 	if s.Shadow != nil {
 		bufs[ckpt.EMA] = own(s.Shadow)
@@ -121,7 +123,8 @@ func (j *Job) gatherParts(p ckpt.Part) ([]ckpt.Part, error) {
 		return nil, err
 	}
 	var parts []ckpt.Part
-	v := cpu.Data(all)
+	v := make([]float32, world*partWords) // (world, partWords)
+	j.be.Download(v, all)
 	for r := range world {
 		rec := v[r*partWords : (r+1)*partWords]
 		q := ckpt.Part{Rank: int(math.Float32bits(rec[0])), Lo: int(math.Float32bits(rec[1])), Hi: int(math.Float32bits(rec[2]))}
@@ -171,9 +174,9 @@ func (j *Job) resume() error {
 	if err != nil {
 		return err
 	}
-	copy(cpu.Data(s.Trainable.W), w)
+	j.be.Upload(j.be.View(s.Trainable.W, 0, s.Trainable.Size), w)
 	lo, hi := s.own()
-	state := map[string][]float32{ckpt.ExpAvg: s.M, ckpt.ExpAvgSq: s.V}
+	state := map[string]*tensor.Tensor{ckpt.ExpAvg: s.M, ckpt.ExpAvgSq: s.V}
 	if s.Shadow != nil {
 		state[ckpt.EMA] = s.Shadow
 	}
@@ -185,7 +188,7 @@ func (j *Job) resume() error {
 		if err != nil {
 			return err
 		}
-		copy(b, v)
+		j.be.Upload(b, v)
 	}
 	s.Steps = c.Manifest.Step
 	j.runID = c.Manifest.RunID

@@ -34,6 +34,9 @@ var ErrStopped = errors.New("stopped by signal after a checkpoint")
 type Job struct {
 	Cfg  Config
 	Data Dataset
+	// Backend runs the model and holds the training buffers; nil means the
+	// CPU. Comm must move its tensors (device.JoinRanks picks one that does).
+	Backend tensor.Backend
 	// Comm joins the ranks; nil means a single process.
 	Comm dist.Comm
 	// Out receives rank 0's progress lines (other ranks stay silent but for errors).
@@ -121,9 +124,15 @@ func (j *Job) start() error {
 	if err := os.MkdirAll(c.OutputDir, 0o755); err != nil {
 		return err
 	}
-	j.be = cpu.New()
+	j.be = j.Backend
+	if j.be == nil {
+		j.be = cpu.New()
+	}
 	if j.Comm == nil {
 		j.Comm = dist.NewSolo(j.be)
+	}
+	if _, ring := j.Comm.(*dist.Ring); ring && j.be.Name() != "cpu" {
+		return fmt.Errorf("train: the TCP ring moves CPU tensors only, and this job runs on %s: join the ranks with device.JoinRanks (NCCL)", j.be.Name())
 	}
 	if j.Comm.Rank() != 0 {
 		j.Out = io.Discard
@@ -321,7 +330,8 @@ func (j *Job) newRunID() error {
 	if err := j.Comm.Broadcast(buf, 0); err != nil {
 		return err
 	}
-	for i, v := range cpu.Data(buf) {
+	j.be.Download(w, buf)
+	for i, v := range w {
 		binary.LittleEndian.PutUint32(id[4*i:], math.Float32bits(v))
 	}
 	j.runID = id.String()
@@ -340,7 +350,9 @@ func (j *Job) agree(stop bool) (bool, error) {
 	if err := j.Comm.AllReduce(f, dist.Max); err != nil {
 		return false, err
 	}
-	return cpu.Data(f)[0] > 0, nil
+	got := make([]float32, 1)
+	j.be.Download(got, f)
+	return got[0] > 0, nil
 }
 
 // mean is the average of x over the ranks.
@@ -350,7 +362,9 @@ func (j *Job) mean(x float64) (float64, error) {
 	if err := j.Comm.AllReduce(f, dist.Avg); err != nil {
 		return 0, err
 	}
-	return float64(cpu.Data(f)[0]), nil
+	got := make([]float32, 1)
+	j.be.Download(got, f)
+	return float64(got[0]), nil
 }
 
 func (j *Job) openLogs() error {

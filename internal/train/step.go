@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"math"
 
-	"github.com/zerodiff/zerodiff/internal/cpu"
 	"github.com/zerodiff/zerodiff/internal/dist"
 	"github.com/zerodiff/zerodiff/internal/nn"
 	"github.com/zerodiff/zerodiff/internal/optim"
@@ -29,8 +28,9 @@ import (
 //	stage 2: as 1, but gradients are reduce-scattered after every
 //	         micro-batch into the rank's gradient partition.
 //
-// Weights, Adam moments and EMA weights are float32 (the CPU backend's
-// precision, so the fp32 master weights are the weights).
+// Weights, gradients, Adam moments and EMA weights are float32 tensors of
+// the stepper's backend (on a GPU they stay there: the fp32 master weights
+// are the weights); the optimizer's passes over them run there too (optimOps).
 type Stepper struct {
 	be        tensor.Backend
 	UNet      *unet.UNet
@@ -39,9 +39,9 @@ type Stepper struct {
 	Stage     int
 	// Lo, Hi bound this rank's chunk of the flat buffers, clipped to Size.
 	Lo, Hi int
-	M, V   []float32 // Adam moments: (Hi−Lo) under stages 1 and 2, (Size) under 0
+	M, V   *tensor.Tensor // Adam moments: (Hi−Lo) under stages 1 and 2, (Size) under 0
 	EMA    *optim.EMA
-	Shadow []float32 // EMA weights, shaped as M; nil without EMA
+	Shadow *tensor.Tensor // EMA weights, shaped as M; nil without EMA
 	Opt    optim.AdamW
 	LR     optim.Schedule
 	// MaxGradNorm clips the global gradient norm (0: no clipping).
@@ -53,14 +53,15 @@ type Stepper struct {
 	// Steps counts the optimizer steps taken.
 	Steps int
 
-	chunk int       // padded length / world
-	gpart []float32 // stage 2: this rank's accumulated gradient partition (chunk)
+	chunk int            // padded length / world
+	gpart *tensor.Tensor // stage 2: this rank's accumulated gradient partition (chunk)
+	ops   optimOps
 }
 
 // NewStepper sets up the optimizer state of trainable — allocated with
 // gradients by AllocPadded to a multiple of comm.World() — for ZeRO stage.
 func NewStepper(be tensor.Backend, u *unet.UNet, trainable *nn.Table, comm dist.Comm, stage int) *Stepper {
-	s := &Stepper{be: be, UNet: u, Trainable: trainable, Comm: comm, Stage: stage}
+	s := &Stepper{be: be, UNet: u, Trainable: trainable, Comm: comm, Stage: stage, ops: opsFor(be)}
 	world, rank := comm.World(), comm.Rank()
 	if trainable.W.Numel()%world != 0 {
 		panic(fmt.Sprintf("train: flat buffer of %d values is not padded to a multiple of %d ranks", trainable.W.Numel(), world))
@@ -71,9 +72,9 @@ func NewStepper(be tensor.Backend, u *unet.UNet, trainable *nn.Table, comm dist.
 	if stage > 0 {
 		n = s.Hi - s.Lo
 	}
-	s.M, s.V = make([]float32, n), make([]float32, n)
+	s.M, s.V = be.New(tensor.F32, n), be.New(tensor.F32, n) // (n)
 	if stage == 2 {
-		s.gpart = make([]float32, s.chunk)
+		s.gpart = be.New(tensor.F32, s.chunk) // (chunk)
 	}
 	return s
 }
@@ -91,7 +92,8 @@ func (s *Stepper) own() (lo, hi int) {
 func (s *Stepper) EnableEMA(e *optim.EMA) {
 	s.EMA = e
 	lo, hi := s.own()
-	s.Shadow = append([]float32(nil), cpu.Data(s.Trainable.W)[lo:hi]...)
+	s.Shadow = s.be.New(tensor.F32, hi-lo) // (hi−lo)
+	s.be.Copy(s.Shadow, s.be.View(s.Trainable.W, lo, hi-lo))
 }
 
 // ModelStateBytes is the memory this rank holds for the model states:
@@ -99,7 +101,11 @@ func (s *Stepper) EnableEMA(e *optim.EMA) {
 // and under stage 2 its gradient partition.
 func (s *Stepper) ModelStateBytes() int64 {
 	n := 2 * int64(s.Trainable.W.Numel())
-	n += int64(len(s.M) + len(s.V) + len(s.Shadow) + len(s.gpart))
+	for _, t := range []*tensor.Tensor{s.M, s.V, s.Shadow, s.gpart} {
+		if t != nil {
+			n += int64(t.Numel())
+		}
+	}
 	return 4 * n
 }
 
@@ -178,14 +184,12 @@ func (s *Stepper) MicroStep(m Micro, scale float64) (float64, error) {
 func (s *Stepper) scatterGrads() error {
 	r := s.Comm.Rank()
 	g := s.Trainable.G
-	mine := s.be.View(g, r*s.chunk, s.chunk)
+	mine := s.be.View(g, r*s.chunk, s.chunk) // (chunk)
 	if err := s.Comm.ReduceScatter(mine, g, dist.Sum); err != nil {
 		return err
 	}
-	for i, v := range cpu.Data(mine) {
-		s.gpart[i] += v
-	}
-	clear(cpu.Data(g))
+	s.be.Add(s.gpart, s.gpart, mine)
+	s.be.Zero(g)
 	return nil
 }
 
@@ -212,8 +216,8 @@ func (s *Stepper) OptimizerStep() (StepResult, error) {
 			return StepResult{}, err
 		}
 	case 2:
-		copy(cpu.Data(mine), s.gpart)
-		clear(s.gpart)
+		s.be.Copy(mine, s.gpart)
+		s.be.Zero(s.gpart)
 	}
 	norm, err := s.gradNorm()
 	if err != nil {
@@ -229,18 +233,22 @@ func (s *Stepper) OptimizerStep() (StepResult, error) {
 	// DeepSpeed's convention: the step after n applied steps runs at LR(n−1).
 	lr := s.LR.LR(s.Steps - 1)
 	lo, hi := s.own()
-	p, gd := cpu.Data(s.Trainable.W), cpu.Data(g)
-	s.Opt.StepScaled(p[lo:hi], gd[lo:hi], s.M, s.V, s.Steps+1, lr, factor)
+	p := s.be.View(s.Trainable.W, lo, hi-lo) // (hi−lo)
+	s.ops.AdamW(p, s.be.View(g, lo, hi-lo), s.M, s.V, s.Opt, s.Steps+1, lr, factor)
 	s.Steps++
 	if s.EMA != nil {
-		s.EMA.Update(s.Shadow, p[lo:hi], s.Steps)
+		s.ops.EMAUpdate(s.Shadow, p, s.EMA, s.Steps)
 	}
 	if s.Stage > 0 {
 		if err := s.Comm.AllGather(s.Trainable.W, s.be.View(s.Trainable.W, r*s.chunk, s.chunk)); err != nil {
 			return StepResult{}, err
 		}
 	}
-	clear(gd)
+	s.be.Zero(g)
+	// A GPU reports the failures of the step's queued work here.
+	if err := s.be.Sync(); err != nil {
+		return StepResult{}, fmt.Errorf("step %d: %w", s.Steps, err)
+	}
 	return StepResult{GradNorm: norm, LR: lr}, nil
 }
 
@@ -249,27 +257,34 @@ func (s *Stepper) OptimizerStep() (StepResult, error) {
 // stage and rank computes the same bits.
 func (s *Stepper) gradNorm() (float64, error) {
 	world := s.Comm.World()
-	gd := cpu.Data(s.Trainable.G)
-	partial := func(c int) float64 {
+	partial := func(c int) (float64, error) {
 		lo, hi := min(c*s.chunk, s.Trainable.Size), min((c+1)*s.chunk, s.Trainable.Size)
-		return optim.SumSquares(gd[lo:hi])
+		return s.ops.SumSquares(s.be.View(s.Trainable.G, lo, hi-lo))
 	}
 	sums := make([]float64, world)
 	if s.Stage == 0 {
 		for c := range sums {
-			sums[c] = partial(c)
+			var err error
+			if sums[c], err = partial(c); err != nil {
+				return 0, err
+			}
 		}
 		return optim.GlobalNorm(sums), nil
 	}
 	// Move each float64 partial bit for bit as two float32 words.
+	own, err := partial(s.Comm.Rank())
+	if err != nil {
+		return 0, err
+	}
 	words := s.be.New(tensor.F32, 2*world) // (2·world)
 	mine := s.be.View(words, 2*s.Comm.Rank(), 2)
-	bits := math.Float64bits(partial(s.Comm.Rank()))
+	bits := math.Float64bits(own)
 	s.be.Upload(mine, []float32{math.Float32frombits(uint32(bits)), math.Float32frombits(uint32(bits >> 32))})
 	if err := s.Comm.AllGather(words, mine); err != nil {
 		return 0, err
 	}
-	w := cpu.Data(words)
+	w := make([]float32, 2*world) // (2·world)
+	s.be.Download(w, words)
 	for c := range sums {
 		sums[c] = math.Float64frombits(uint64(math.Float32bits(w[2*c])) | uint64(math.Float32bits(w[2*c+1]))<<32)
 	}

@@ -145,7 +145,7 @@ func TestFullFineTuneMatchesDiffusers(t *testing.T) {
 		golden.Compare(t, "train full 10 steps", p.Name, got, want, shape, weightTol)
 		se += sumSquaredDiff(got, want)
 		wantEMA, _ := c.F32(t, "ema."+p.Name)
-		golden.Compare(t, "train full 10 steps", "ema "+p.Name, s.Shadow[p.Offset:p.Offset+p.Numel()], wantEMA, shape, weightTol)
+		golden.Compare(t, "train full 10 steps", "ema "+p.Name, cpu.Data(s.Shadow)[p.Offset:p.Offset+p.Numel()], wantEMA, shape, weightTol)
 	}
 	checkRMS(t, se, u.Params.Size)
 }

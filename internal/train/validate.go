@@ -8,9 +8,9 @@ import (
 	"path/filepath"
 
 	"github.com/zerodiff/zerodiff/internal/atomicfile"
-	"github.com/zerodiff/zerodiff/internal/cpu"
 	"github.com/zerodiff/zerodiff/internal/imageio"
 	"github.com/zerodiff/zerodiff/internal/sd/pipeline"
+	"github.com/zerodiff/zerodiff/internal/tensor"
 )
 
 // validate samples the validation prompts with the weights being trained —
@@ -20,19 +20,24 @@ import (
 func (j *Job) validate() error {
 	c := &j.Cfg
 	s := j.step
-	w := cpu.Data(s.Trainable.W)
 	if s.EMA != nil {
-		// Every rank swaps its EMA share in; the weights are then gathered.
-		s.EMA.Store(w)
+		// Every rank swaps its EMA share in, keeping the weights in a copy
+		// on the backend to put back after; the weights are then gathered.
+		w := s.Trainable.W
+		stored := j.be.New(tensor.F32, w.Shape...) // (padded size)
+		j.be.Copy(stored, w)
+		defer func() {
+			j.be.Copy(w, stored)
+			j.be.Free(stored)
+		}()
 		lo, hi := s.own()
-		s.EMA.CopyTo(w[lo:hi], s.Shadow)
+		j.be.Copy(j.be.View(w, lo, hi-lo), s.Shadow)
 		if s.Stage > 0 {
 			r := j.Comm.Rank()
-			if err := j.Comm.AllGather(s.Trainable.W, j.be.View(s.Trainable.W, r*s.chunk, s.chunk)); err != nil {
+			if err := j.Comm.AllGather(w, j.be.View(w, r*s.chunk, s.chunk)); err != nil {
 				return err
 			}
 		}
-		defer s.EMA.Restore(w)
 	}
 	if j.Comm.Rank() != 0 {
 		return j.Comm.Barrier() // rank 0 samples with the weights every rank holds
