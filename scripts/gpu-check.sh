@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The GPU check, run on the GPU machine from the folder scripts/gpu-check-prep.sh
 # filled (.gpu/): the smoke kernel, every CUDA-vs-CPU op test, the SD1.5 UNet
-# training step (ours and diffusers', bf16, 64x64 latents, batch 8 and 32)
-# and the UNet loop of sampling one 512x512 image with 30 DPM++ steps, each
+# training step (ours and diffusers', bf16, 64x64 latents, batch 8 and 32;
+# then ours once more with the device time of every kernel and GEMM) and the
+# UNet loop of sampling one 512x512 image with 30 DPM++ steps, each
 # under `timeout`, then a table naming the card. Whole run: under 8 minutes.
 # Full logs go to .gpu/out, and after every step into $OUT/gpu-check-logs.tgz
 # with the table as $OUT/table.txt (where $OUT is set: the device tool brings
@@ -80,6 +81,9 @@ for bs in 8 32; do
 	row "  MFU % of 790 TFLOP/s" "" "$(metric "$g" MFU%)" "$(kv "$p" MFU%)" ""
 	row "  peak GiB$([ $ckpt = 1 ] && echo ' (ours checkpointed)')" "" "$(metric "$g" peakGiB)" "$(kv "$p" peakGiB)" ""
 done
+
+step "go train step bs8 profile" 60 go_profile_bs8.log \
+	env ZD_MATH=bf16 ZD_BATCH=8 ZD_CUDA_PROFILE=1 ./cuda.test -test.run '^$' -test.bench 'UNetTrainStep' -test.benchtime 1x
 
 step "go sample unet x30" 40 go_sample.log env ZD_MATH=bf16 ./cuda.test -test.run '^$' -test.bench 'UNetSample30' -test.benchtime 2x
 step "torch sample 30 steps" 40 torch_sample.log python3 bench/torch_sample.py --steps 30 --repeat 2
