@@ -59,11 +59,15 @@ else
 	row "smoke kernel (load PTX, launch)" FAIL - - -
 fi
 
-step "op tests" 80 ops.log ./cuda.test -test.run 'Test' -test.v
+step "op tests" 80 ops.log ./cuda.test -test.run 'Test' -test.skip 'TestUNetSD15VsCPU' -test.v
 pass=$(grep -c -- '^--- PASS' "$out/ops.log")
 fail=$(grep -c -- '^--- FAIL' "$out/ops.log")
 step "nvml" 20 nvml.log ./gpuinfo.test -test.run 'TestQuery' -test.v
 row "CUDA-vs-CPU op tests" "$([ "$fail" = 0 ] && [ "$pass" -gt 0 ] && echo ok || echo FAIL)" "$pass passed" "$fail failed" -
+step "sd1.5 unet vs cpu" 120 unet_vs_cpu.log ./cuda.test -test.run '^TestUNetSD15VsCPU$' -test.v
+row "SD1.5 UNet fwd+bwd f32 vs CPU" "$(grep -q -- '^--- PASS: TestUNetSD15VsCPU' "$out/unet_vs_cpu.log" && echo ok || echo FAIL)" \
+	"$(grep -oE 'weight gradients \(all\): [0-9]+ values, relative L2 error [^ ]+' "$out/unet_vs_cpu.log" | awk '{print "g " $NF}')" \
+	"$(grep -oE 'output: [0-9]+ values, relative L2 error [^ ]+' "$out/unet_vs_cpu.log" | awk '{print "y " $NF}')" "rel L2"
 row "NVML query" "$(grep -q -- '^--- PASS: TestQuery' "$out/nvml.log" && echo ok || echo FAIL)" - - -
 
 for bs in 8 32; do
