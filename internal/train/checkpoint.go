@@ -32,7 +32,7 @@ func (j *Job) partBuffers() (names []string, bufs map[string][]float32) {
 		}
 		return hostValues(j.be, b)
 	}
-	w := hostValues(j.be, j.be.View(s.Trainable.W, lo, hi-lo))
+	w := own(s.ownWeights())
 	bufs = map[string][]float32{ckpt.Weights: w, ckpt.ExpAvg: own(s.M), ckpt.ExpAvgSq: own(s.V)}
 	names = []string{ckpt.Weights, ckpt.ExpAvg, ckpt.ExpAvgSq}
 	if s.Shadow != nil {
@@ -170,11 +170,15 @@ func (j *Job) resume() error {
 			return fmt.Errorf("resume from %s: tensor %d is %s there and %s here", c.Dir, i, e.Name, p.Name)
 		}
 	}
-	w, err := c.ReadRange(ckpt.Weights, 0, s.Trainable.Size)
+	wlo, whi := 0, s.Trainable.Size
+	if s.wpart != nil {
+		wlo, whi = s.Lo, s.Hi // its chunk is all stage 3 keeps
+	}
+	w, err := c.ReadRange(ckpt.Weights, wlo, whi)
 	if err != nil {
 		return err
 	}
-	j.be.Upload(j.be.View(s.Trainable.W, 0, s.Trainable.Size), w)
+	s.setWeights(w)
 	lo, hi := s.own()
 	state := map[string]*tensor.Tensor{ckpt.ExpAvg: s.M, ckpt.ExpAvgSq: s.V}
 	if s.Shadow != nil {
@@ -191,6 +195,9 @@ func (j *Job) resume() error {
 		j.be.Upload(b, v)
 	}
 	s.Steps = c.Manifest.Step
+	if err := j.resumeState(c.Manifest.State); err != nil {
+		return fmt.Errorf("resume from %s: %w", c.Dir, err)
+	}
 	j.runID = c.Manifest.RunID
 	fmt.Fprintf(j.Out, "resumed from %s at step %d (written by %d rank(s), read by %d)\n", c.Dir, s.Steps, c.Manifest.WorldSize, j.Comm.World())
 	return nil

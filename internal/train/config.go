@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+
+	"github.com/zerodiff/zerodiff/internal/optim"
 )
 
 // Config is the training job: one JSON file whose keys keep the meaning of
@@ -76,9 +78,26 @@ type EMAConfig struct {
 	Power           float64 `json:"power" help:"EMA warmup power."`
 }
 
-// FP16 is DeepSpeed's fp16 section; the CPU backend trains in float32.
+// FP16 is DeepSpeed's fp16 section: loss scaling with DeepSpeed's keys and
+// defaults. The loss scaling works on any backend (the CPU computes in
+// float32 and overflows only at float32's range).
 type FP16 struct {
-	Enabled bool `json:"enabled" help:"fp16 mixed precision with dynamic loss scaling (CUDA backend)."`
+	Enabled               bool    `json:"enabled" help:"Scale the loss as DeepSpeed's fp16 does: overflowing steps are skipped on every rank."`
+	LossScale             float64 `json:"loss_scale" name:"loss-scale" help:"Static loss scale (0: dynamic)."`
+	InitialScalePower     int     `json:"initial_scale_power" name:"initial-scale-power" help:"Dynamic scaling starts at 2^this."`
+	LossScaleWindow       int     `json:"loss_scale_window" name:"loss-scale-window" help:"Clean steps before the dynamic scale doubles."`
+	Hysteresis            int     `json:"hysteresis" help:"Overflows tolerated before the dynamic scale halves."`
+	ConsecutiveHysteresis bool    `json:"consecutive_hysteresis" name:"consecutive-hysteresis" help:"Refill the hysteresis after every clean step."`
+	MinLossScale          float64 `json:"min_loss_scale" name:"min-loss-scale" help:"Floor of the dynamic scale."`
+}
+
+// scaler is the dynamic loss scaler of the section (nil for a static scale).
+func (f FP16) scaler() (*optim.LossScaler, error) {
+	if f.LossScale > 0 {
+		return nil, nil
+	}
+	return optim.NewLossScaler(optim.FP16Config{InitialScalePower: f.InitialScalePower, LossScaleWindow: f.LossScaleWindow,
+		Hysteresis: f.Hysteresis, ConsecutiveHysteresis: f.ConsecutiveHysteresis, MinLossScale: f.MinLossScale})
 }
 
 // Optimizer is DeepSpeed's optimizer section.
@@ -104,12 +123,14 @@ type ZeroConfig struct {
 
 // DefaultConfig is the configuration a key left out of the file takes.
 func DefaultConfig() Config {
+	ds := optim.DefaultFP16Config()
 	return Config{
 		Resume: "latest", NumEpochs: 1, SaveInterval: 500, Seed: 42, LogInterval: 1,
 		ValidationEpochs: 1, ValidationSampler: "ddim", ValidationNumSteps: 20, ValidationGuidance: 4,
 		UseLoRA:    LoRAConfig{Rank: 4, Alpha: 4, Targets: []string{"to_k", "to_q", "to_v", "to_out.0"}, Init: "gaussian"},
 		EMA:        EMAConfig{Decay: 0.9999, InvGamma: 1, Power: 2.0 / 3},
 		Resolution: 512, CenterCrop: true, MicroBatch: 1, GradAccum: 1, GradClip: 1,
+		UseFP16:   FP16{InitialScalePower: ds.InitialScalePower, LossScaleWindow: ds.LossScaleWindow, Hysteresis: ds.Hysteresis, MinLossScale: ds.MinLossScale},
 		Optimizer: Optimizer{Type: "AdamW", Params: OptimizerParams{LR: 1e-4, Betas: []float64{0.9, 0.999}, Eps: 1e-8, WeightDecay: 1e-2}},
 	}
 }
@@ -146,8 +167,8 @@ func (c *Config) Check() error {
 		return fmt.Errorf("config: optimizer.type %q: zerodiff implements AdamW", c.Optimizer.Type)
 	case len(c.Optimizer.Params.Betas) != 2:
 		return fmt.Errorf("config: optimizer.params.betas needs two values")
-	case c.UseFP16.Enabled:
-		return fmt.Errorf("config: use_fp16.enabled needs the CUDA backend; the CPU backend trains in float32")
+	case c.UseFP16.Enabled && c.UseFP16.LossScale < 0:
+		return fmt.Errorf("config: use_fp16.loss_scale %g: 0 (dynamic) or a positive static scale", c.UseFP16.LossScale)
 	case c.Zero.Stage < 0 || c.Zero.Stage > 3:
 		return fmt.Errorf("config: zero_optimization.stage %d: stages are 0 to 3", c.Zero.Stage)
 	case c.UseLoRA.Action && (c.UseLoRA.Rank < 1 || len(c.UseLoRA.Targets) == 0):

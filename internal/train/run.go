@@ -58,6 +58,10 @@ type Job struct {
 // state is the small part of the training state a checkpoint keeps beside the buffers.
 type state struct {
 	Config Config `json:"config"`
+	// Skipped counts the steps fp16 skipped; LossScale is the dynamic loss
+	// scaler's state (absent without it).
+	Skipped   int                   `json:"skipped_steps"`
+	LossScale *optim.LossScaleState `json:"loss_scale,omitempty"`
 }
 
 // Run trains until the configured number of steps, checkpointing and
@@ -163,15 +167,8 @@ func (j *Job) start() error {
 	fmt.Fprintf(j.Out, "train: run %s\n", j.runID)
 	fmt.Fprintf(j.Out, "train: %s, %d trainable parameters, %d records, %d steps of %d samples (%d steps per epoch) on %d rank(s), ZeRO stage %d, from step %d\n",
 		j.what(), j.step.Trainable.Size, j.Data.Len(), j.total, g, j.perEpoch, j.Comm.World(), c.Zero.Stage, j.step.Steps)
-	share, ema := "", "off" // what one rank holds of the optimizer state
-	if c.Zero.Stage > 0 {
-		share = "/N"
-	}
-	if c.UseEMA {
-		ema = "4Ψ" + share
-	}
-	fmt.Fprintf(j.Out, "train: model-state memory per rank %s: weights and gradients 2×4Ψ, Adam moments 8Ψ%s, EMA %s (Ψ = %d)\n",
-		formatBytes(j.step.ModelStateBytes()), share, ema, j.step.Trainable.Size)
+	fmt.Fprintf(j.Out, "train: model-state memory per rank %s: %s (Ψ = %d, N = %d)\n",
+		formatBytes(j.step.ModelStateBytes()), j.step.memoryFormula(), j.step.Trainable.Size, j.Comm.World())
 	return nil
 }
 
@@ -190,9 +187,6 @@ func (j *Job) setup() error {
 	var err error
 	trainBase := !c.UseLoRA.Action
 	world := j.Comm.World()
-	if c.Zero.Stage == 3 {
-		return fmt.Errorf("config: zero_optimization.stage 3 (sharded parameters) is not implemented yet; stages 0, 1 and 2 are")
-	}
 	if c.UNetConfig != "" {
 		b, err := os.ReadFile(c.UNetConfig)
 		if err != nil {
@@ -232,6 +226,12 @@ func (j *Job) setup() error {
 		s.LR = optim.WarmupLR{MaxLR: p.LR, WarmupNumSteps: c.LRWarmupSteps, WarmupType: optim.WarmupLinear}
 	default:
 		s.LR = optim.Constant{Value: p.LR}
+	}
+	if c.UseFP16.Enabled {
+		if s.Scaler, err = c.UseFP16.scaler(); err != nil {
+			return fmt.Errorf("config use_fp16: %w", err)
+		}
+		s.StaticScale = c.UseFP16.LossScale
 	}
 	s.MaxGradNorm = c.GradClip
 	s.SNRGamma = c.SNRGamma
@@ -302,18 +302,29 @@ func (j *Job) trainStep() error {
 	}
 	s := j.step.Steps
 	if rank == 0 && (s%max(1, c.LogInterval) == 0 || s == j.total) {
-		rec := logx.Record{Step: int64(s), Epoch: epoch, Loss: loss, LR: r.LR, GradNorm: r.GradNorm, LossScale: 1,
-			ImgPerS: float64(g) / time.Since(start).Seconds(), MemBytes: rss()}
+		rec := logx.Record{Step: int64(s), Epoch: epoch, Loss: loss, LR: r.LR, GradNorm: r.GradNorm, LossScale: r.LossScale,
+			ImgPerS: float64(g) / time.Since(start).Seconds(), MemBytes: rss(), Skipped: r.Skipped}
 		if err := j.jsonl.Write(rec); err != nil {
 			return err
 		}
-		if err := j.events.Scalars(int64(s), logx.WallTime(time.Now()),
-			logx.Scalar{Tag: "train/loss", Value: float32(loss)}, logx.Scalar{Tag: "train/lr", Value: float32(r.LR)},
-			logx.Scalar{Tag: "train/grad_norm", Value: float32(r.GradNorm)}, logx.Scalar{Tag: "train/img_per_s", Value: float32(rec.ImgPerS)},
-			logx.Scalar{Tag: "train/mem_bytes", Value: float32(rec.MemBytes)}); err != nil {
+		scalars := []logx.Scalar{{Tag: "train/loss", Value: float32(loss)}, {Tag: "train/lr", Value: float32(r.LR)},
+			{Tag: "train/grad_norm", Value: float32(r.GradNorm)}, {Tag: "train/img_per_s", Value: float32(rec.ImgPerS)},
+			{Tag: "train/mem_bytes", Value: float32(rec.MemBytes)}}
+		if j.step.fp16() {
+			scalars = append(scalars, logx.Scalar{Tag: "train/loss_scale", Value: float32(r.LossScale)},
+				logx.Scalar{Tag: "train/skipped_steps", Value: float32(j.step.Skipped)})
+		}
+		if err := j.events.Scalars(int64(s), logx.WallTime(time.Now()), scalars...); err != nil {
 			return err
 		}
-		fmt.Fprintf(j.Out, "step %d/%d epoch %d loss %.4f lr %.3g grad_norm %.3f %.1f img/s\n", s, j.total, epoch, loss, r.LR, r.GradNorm, rec.ImgPerS)
+		fp16 := ""
+		if j.step.fp16() {
+			fp16 = fmt.Sprintf(" loss_scale %g", r.LossScale)
+			if r.Skipped {
+				fp16 += " (gradients overflowed: step skipped)"
+			}
+		}
+		fmt.Fprintf(j.Out, "step %d/%d epoch %d loss %.4f lr %.3g grad_norm %.3f%s %.1f img/s\n", s, j.total, epoch, loss, r.LR, r.GradNorm, fp16, rec.ImgPerS)
 	}
 	return nil
 }
@@ -409,5 +420,26 @@ func formatBytes(n int64) string {
 
 // marshalState is the JSON a checkpoint keeps of the run's settings.
 func (j *Job) marshalState() (json.RawMessage, error) {
-	return json.Marshal(state{Config: j.Cfg})
+	st := state{Config: j.Cfg, Skipped: j.step.Skipped}
+	if j.step.Scaler != nil {
+		ls := j.step.Scaler.State()
+		st.LossScale = &ls
+	}
+	return json.Marshal(st)
+}
+
+// resumeState restores the loss-scaling state a checkpoint kept (older
+// checkpoints have none: no step was skipped).
+func (j *Job) resumeState(raw json.RawMessage) error {
+	var st state
+	if len(raw) > 0 {
+		if err := json.Unmarshal(raw, &st); err != nil {
+			return fmt.Errorf("checkpoint state: %w", err)
+		}
+	}
+	j.step.Skipped = st.Skipped
+	if j.step.Scaler != nil && st.LossScale != nil {
+		j.step.Scaler.SetState(*st.LossScale)
+	}
+	return nil
 }

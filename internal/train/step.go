@@ -25,8 +25,14 @@ import (
 //	stage 1: gradients reduce-scattered at the optimizer step; each rank keeps
 //	         Adam's moments and the EMA weights of its chunk only, updates its
 //	         chunk, and the weights are all-gathered.
-//	stage 2: as 1, but gradients are reduce-scattered after every
-//	         micro-batch into the rank's gradient partition.
+//	stage 2: as 1, but gradients go to their owners' partitions during
+//	         backward: a full fine-tune reduces each UNet unit's gradients
+//	         right after its backward (unitHooks) and holds no full gradient
+//	         buffer; LoRA's tiny adapter gradients are reduce-scattered
+//	         after every micro-batch.
+//	stage 3: as 2, and each rank keeps only its chunk of the weights: a
+//	         unit's weights are gathered before its forward and its
+//	         backward and released after (full fine-tune only).
 //
 // Weights, gradients, Adam moments and EMA weights are float32 tensors of
 // the stepper's backend (on a GPU they stay there: the fp32 master weights
@@ -50,11 +56,21 @@ type Stepper struct {
 	VPred       bool
 	// SNRGamma > 0 weights each sample's loss by min-SNR-γ.
 	SNRGamma float64
-	// Steps counts the optimizer steps taken.
+	// Steps counts the optimizer steps taken, skipped ones included (they
+	// consume their batches, as DeepSpeed's global_steps).
 	Steps int
+	// Scaler is fp16's dynamic loss scaler and StaticScale (> 0) its fixed
+	// scale; with neither the loss is not scaled.
+	Scaler      *optim.LossScaler
+	StaticScale float64
+	// Skipped counts the steps skipped because a gradient overflowed: no
+	// AdamW, no EMA update, no LR schedule step.
+	Skipped int
 
 	chunk int            // padded length / world
-	gpart *tensor.Tensor // stage 2: this rank's accumulated gradient partition (chunk)
+	gpart *tensor.Tensor // stages 2, 3: this rank's accumulated gradient partition (chunk)
+	wpart *tensor.Tensor // stage 3 of a full fine-tune: this rank's chunk of the weights (chunk); Trainable.W is nil
+	hooks *unitHooks     // stages 2, 3 of a full fine-tune, stage 3 of LoRA; nil otherwise
 	ops   optimOps
 }
 
@@ -73,10 +89,71 @@ func NewStepper(be tensor.Backend, u *unet.UNet, trainable *nn.Table, comm dist.
 		n = s.Hi - s.Lo
 	}
 	s.M, s.V = be.New(tensor.F32, n), be.New(tensor.F32, n) // (n)
-	if stage == 2 {
+	if stage >= 2 {
 		s.gpart = be.New(tensor.F32, s.chunk) // (chunk)
 	}
+	perUnit := stage >= 2 && trainable == u.Params // a full fine-tune's gradients go per unit
+	if perUnit || stage == 3 {
+		units, err := u.Units()
+		if err != nil {
+			panic(fmt.Sprintf("train: ZeRO-%d needs the UNet's units: %v", stage, err))
+		}
+		s.hooks = newUnitHooks(s, units)
+		s.hooks.grads = perUnit
+		u.Hooks = s.hooks
+	}
+	if perUnit {
+		// The units' gradients live in the hooks' buffers only.
+		be.Free(trainable.G)
+		trainable.G = nil
+		for _, p := range trainable.Params {
+			p.G = nil
+		}
+	}
+	if stage == 3 {
+		// The UNet's weights — trainable, or LoRA's frozen base — are sharded
+		// in chunks as the trainable buffers are.
+		base := u.Params
+		if base.W.Numel()%world != 0 {
+			panic(fmt.Sprintf("train: the UNet's %d weights are not padded to a multiple of %d ranks", base.W.Numel(), world))
+		}
+		h := s.hooks
+		h.wchunk = base.W.Numel() / world
+		h.wpart = be.New(tensor.F32, h.wchunk) // (UNet chunk)
+		be.Copy(h.wpart, be.View(base.W, rank*h.wchunk, h.wchunk))
+		be.Free(base.W)
+		base.W = nil
+		for _, p := range base.Params {
+			p.W = nil
+		}
+		if perUnit {
+			s.wpart = h.wpart
+		}
+	}
 	return s
+}
+
+// unitGrads tells whether the trainable gradients are reduced per UNet unit
+// (stages 2 and 3 of a full fine-tune) into gpart.
+func (s *Stepper) unitGrads() bool { return s.hooks != nil && s.hooks.grads }
+
+// ownWeights are this rank's weights of the range own() covers.
+func (s *Stepper) ownWeights() *tensor.Tensor {
+	lo, hi := s.own()
+	if s.wpart != nil {
+		return s.be.View(s.wpart, 0, hi-lo)
+	}
+	return s.be.View(s.Trainable.W, lo, hi-lo)
+}
+
+// setWeights loads the weights: those of [0, Size), or under stage 3 those
+// of its chunk [Lo, Hi).
+func (s *Stepper) setWeights(w []float32) {
+	if s.wpart != nil {
+		s.be.Upload(s.be.View(s.wpart, 0, len(w)), w)
+		return
+	}
+	s.be.Upload(s.be.View(s.Trainable.W, 0, s.Trainable.Size), w)
 }
 
 // own is the range of the flat buffers this rank's optimizer state covers.
@@ -93,18 +170,23 @@ func (s *Stepper) EnableEMA(e *optim.EMA) {
 	s.EMA = e
 	lo, hi := s.own()
 	s.Shadow = s.be.New(tensor.F32, hi-lo) // (hi−lo)
-	s.be.Copy(s.Shadow, s.be.View(s.Trainable.W, lo, hi-lo))
+	s.be.Copy(s.Shadow, s.ownWeights())
 }
 
-// ModelStateBytes is the memory this rank holds for the model states:
-// weights and gradients (whole), Adam moments and EMA weights (its share),
-// and under stage 2 its gradient partition.
+// ModelStateBytes is the memory this rank holds for the model states at
+// their peak: the weights (whole, or its chunk under stage 3), the gradients
+// (whole under stages 0 and 1, its partition under 2 and 3), Adam moments
+// and EMA weights (its share under stages 1–3), and under stages 2 and 3 of
+// a full fine-tune the largest unit's passing buffers (unitHooks.peakBytes).
 func (s *Stepper) ModelStateBytes() int64 {
-	n := 2 * int64(s.Trainable.W.Numel())
-	for _, t := range []*tensor.Tensor{s.M, s.V, s.Shadow, s.gpart} {
+	var n int64
+	for _, t := range []*tensor.Tensor{s.Trainable.W, s.Trainable.G, s.wpart, s.gpart, s.M, s.V, s.Shadow} {
 		if t != nil {
 			n += int64(t.Numel())
 		}
+	}
+	if s.hooks != nil {
+		return 4*n + s.hooks.peakBytes()
 	}
 	return 4 * n
 }
@@ -119,10 +201,26 @@ type Micro struct {
 	CtxShape [3]int    // B, S, D
 }
 
-// MicroStep runs forward and backward on m, adding scale·∂loss/∂θ to the
+// fp16 tells whether the loss is scaled (DeepSpeed's fp16 section).
+func (s *Stepper) fp16() bool { return s.Scaler != nil || s.StaticScale > 0 }
+
+// lossScale is the factor S the loss gradient is multiplied by: a power of
+// two, so that the scaled gradients are the unscaled ones times S exactly
+// unless they overflow.
+func (s *Stepper) lossScale() float64 {
+	switch {
+	case s.Scaler != nil:
+		return s.Scaler.Scale()
+	case s.StaticScale > 0:
+		return s.StaticScale
+	}
+	return 1
+}
+
+// MicroStep runs forward and backward on m, adding scale·S·∂loss/∂θ to the
 // gradients (scale = 1/(accumulation steps · world size): the ranks' sum is
-// then the mean over the global batch), and returns the loss. Under stage 2
-// the gradients go to their owners right away.
+// then the mean over the global batch; S the loss scale), and returns the
+// loss. Under stage 2 the gradients go to their owners right away.
 func (s *Stepper) MicroStep(m Micro, scale float64) (float64, error) {
 	be := s.be
 	b, c, h, w := m.Shape[0], m.Shape[1], m.Shape[2], m.Shape[3]
@@ -167,11 +265,14 @@ func (s *Stepper) MicroStep(m Micro, scale float64) (float64, error) {
 	loss := be.New(tensor.F32, 1)
 	be.MSELoss(loss, y, tg, wt)
 	dy := be.New(tensor.F32, y.Shape...) // (B, C, h, w)
-	be.MSELossBackward(dy, y, tg, wt, float32(scale))
+	be.MSELossBackward(dy, y, tg, wt, float32(scale*s.lossScale()))
 	s.UNet.Backward(be, st, dy)
 	lv := make([]float32, 1)
 	be.Download(lv, loss)
-	if s.Stage == 2 {
+	if s.hooks != nil && s.hooks.err != nil {
+		return 0, s.hooks.err
+	}
+	if s.Stage >= 2 && !s.unitGrads() {
 		if err := s.scatterGrads(); err != nil {
 			return 0, err
 		}
@@ -193,63 +294,109 @@ func (s *Stepper) scatterGrads() error {
 	return nil
 }
 
-// StepResult reports one optimizer step.
+// StepResult reports one optimizer step: the global norm of the unscaled
+// gradients, the learning rate, and under fp16 the loss scale the step's
+// gradients were computed at and whether they overflowed and the step was
+// skipped (GradNorm then is not finite).
 type StepResult struct {
 	GradNorm, LR float64
+	LossScale    float64
+	Skipped      bool
 }
 
 // OptimizerStep reduces the accumulated gradients across ranks, clips them
 // by their global norm, applies AdamW at the schedule's learning rate to this
 // rank's share, gathers the weights, updates the EMA weights and clears the
 // gradients. Every rank gets the same bits whatever the stage.
+//
+// Under fp16 the global norm doubles as the overflow flag: it is combined
+// from every rank's share, so it is Inf or NaN on every rank when any rank's
+// gradients overflowed, and then every rank skips the step, as DeepSpeed's
+// engine does (the scaler updates; Adam, EMA and the LR schedule do not).
+// Otherwise the gradients are unscaled inside AdamW's gradient factor
+// (clip factor / S), which with a power-of-two S gives the bits of an
+// unscaled run.
 func (s *Stepper) OptimizerStep() (StepResult, error) {
 	r := s.Comm.Rank()
 	g := s.Trainable.G
-	mine := s.be.View(g, r*s.chunk, s.chunk) // (chunk)
-	switch s.Stage {
-	case 0:
+	switch {
+	case s.unitGrads(): // the units' gradients are in gpart already
+	case s.Stage == 0:
 		if err := s.Comm.AllReduce(g, dist.Sum); err != nil {
 			return StepResult{}, err
 		}
-	case 1:
-		if err := s.Comm.ReduceScatter(mine, g, dist.Sum); err != nil {
+	case s.Stage == 1:
+		if err := s.Comm.ReduceScatter(s.be.View(g, r*s.chunk, s.chunk), g, dist.Sum); err != nil {
 			return StepResult{}, err
 		}
-	case 2:
-		s.be.Copy(mine, s.gpart)
+	default: // stages 2 and 3 of LoRA
+		s.be.Copy(s.be.View(g, r*s.chunk, s.chunk), s.gpart)
 		s.be.Zero(s.gpart)
 	}
+	scale := s.lossScale()
 	norm, err := s.gradNorm()
 	if err != nil {
 		return StepResult{}, err
 	}
-	if math.IsNaN(norm) || math.IsInf(norm, 0) {
+	overflow := math.IsNaN(norm) || math.IsInf(norm, 0)
+	if overflow && !s.fp16() {
 		return StepResult{GradNorm: norm}, fmt.Errorf("step %d: gradient norm is %g: the loss diverged (lower the learning rate, or enable clipping)", s.Steps+1, norm)
 	}
+	applied := s.Steps - s.Skipped // steps AdamW has taken
+	// DeepSpeed's convention: the step after n applied steps runs at LR(n−1).
+	lr := s.LR.LR(applied - 1)
+	if s.Scaler != nil {
+		if _, err := s.Scaler.Update(overflow); err != nil {
+			return StepResult{}, fmt.Errorf("step %d: %w", s.Steps+1, err)
+		}
+	}
+	if overflow {
+		s.Steps++
+		s.Skipped++
+		s.clearGrads()
+		return StepResult{GradNorm: norm, LR: lr, LossScale: scale, Skipped: true}, nil
+	}
+	norm /= scale
 	factor := 1.0
 	if s.MaxGradNorm > 0 {
 		factor = optim.ClipFactor(norm, s.MaxGradNorm)
 	}
-	// DeepSpeed's convention: the step after n applied steps runs at LR(n−1).
-	lr := s.LR.LR(s.Steps - 1)
-	lo, hi := s.own()
-	p := s.be.View(s.Trainable.W, lo, hi-lo) // (hi−lo)
-	s.ops.AdamW(p, s.be.View(g, lo, hi-lo), s.M, s.V, s.Opt, s.Steps+1, lr, factor)
+	p := s.ownWeights() // (hi−lo)
+	s.ops.AdamW(p, s.ownGrads(), s.M, s.V, s.Opt, applied+1, lr, factor/scale)
 	s.Steps++
 	if s.EMA != nil {
-		s.ops.EMAUpdate(s.Shadow, p, s.EMA, s.Steps)
+		s.ops.EMAUpdate(s.Shadow, p, s.EMA, applied+1)
 	}
-	if s.Stage > 0 {
+	if s.Stage > 0 && s.wpart == nil {
 		if err := s.Comm.AllGather(s.Trainable.W, s.be.View(s.Trainable.W, r*s.chunk, s.chunk)); err != nil {
 			return StepResult{}, err
 		}
 	}
-	s.be.Zero(g)
+	s.clearGrads()
 	// A GPU reports the failures of the step's queued work here.
 	if err := s.be.Sync(); err != nil {
 		return StepResult{}, fmt.Errorf("step %d: %w", s.Steps, err)
 	}
-	return StepResult{GradNorm: norm, LR: lr}, nil
+	return StepResult{GradNorm: norm, LR: lr, LossScale: scale}, nil
+}
+
+// ownGrads are the reduced gradients of the range own() covers, at the
+// optimizer step.
+func (s *Stepper) ownGrads() *tensor.Tensor {
+	lo, hi := s.own()
+	if s.unitGrads() {
+		return s.be.View(s.gpart, 0, hi-lo)
+	}
+	return s.be.View(s.Trainable.G, lo, hi-lo)
+}
+
+// clearGrads zeroes the gradients for the next step.
+func (s *Stepper) clearGrads() {
+	if s.unitGrads() {
+		s.be.Zero(s.gpart)
+		return
+	}
+	s.be.Zero(s.Trainable.G)
 }
 
 // gradNorm is the global gradient norm: the sum of squares of each rank's
@@ -272,7 +419,7 @@ func (s *Stepper) gradNorm() (float64, error) {
 		return optim.GlobalNorm(sums), nil
 	}
 	// Move each float64 partial bit for bit as two float32 words.
-	own, err := partial(s.Comm.Rank())
+	own, err := s.ops.SumSquares(s.ownGrads())
 	if err != nil {
 		return 0, err
 	}

@@ -20,7 +20,14 @@ import (
 func (j *Job) validate() error {
 	c := &j.Cfg
 	s := j.step
-	if s.EMA != nil {
+	if s.Stage == 3 {
+		restore, err := s.gatherWeights(s.EMA != nil && s.wpart != nil)
+		if err != nil {
+			return err
+		}
+		defer restore()
+	}
+	if s.EMA != nil && s.wpart == nil {
 		// Every rank swaps its EMA share in, keeping the weights in a copy
 		// on the backend to put back after; the weights are then gathered.
 		w := s.Trainable.W

@@ -12,8 +12,8 @@ import (
 )
 
 // BenchmarkZeroStep times optimizer steps of the demo model (global batch
-// 32) on 2 and 4 in-process ranks under ZeRO stages 0 and 2, and reports the
-// model-state memory each rank holds. The ranks share this machine's cores,
+// 32) on 2 and 4 in-process ranks under ZeRO stages 0, 2 and 3, and reports
+// the model-state memory each rank holds (ModelStateBytes). The ranks share this machine's cores,
 // so compare stages at one world size, not world sizes.
 func BenchmarkZeroStep(b *testing.B) {
 	dir := b.TempDir()
@@ -22,7 +22,7 @@ func BenchmarkZeroStep(b *testing.B) {
 	}
 	data := NewRandomData(256, [3]int{3, 16, 16}, [2]int{8, 64}, 1, 1)
 	for _, world := range []int{2, 4} {
-		for _, stage := range []int{0, 2} {
+		for _, stage := range []int{0, 2, 3} {
 			b.Run(fmt.Sprintf("ranks%d/stage%d", world, stage), func(b *testing.B) {
 				rings, err := dist.NewLocalRings(world, dist.RingConfig{})
 				if err != nil {

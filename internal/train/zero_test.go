@@ -73,16 +73,17 @@ func zeroConfig(t *testing.T, out string, stage, steps int) Config {
 var worldTol = golden.Tol{Abs: 5e-5, Rel: 1e-3, Why: "gradient sums in another order across world sizes (seen 2.4e-6)"}
 
 // TestZeroStagesAndWorldsAgree trains the tiny model 3 steps with a global
-// batch of 12 on 1, 2 and 4 ranks under ZeRO stages 0, 1 and 2. For one
-// world size every stage gives the same bits (the ring adds in a fixed
-// order, and reduce-scatter + all-gather equals all-reduce); across world
-// sizes the results agree within worldTol.
+// batch of 12 on 1, 2 and 4 ranks under ZeRO stages 0 to 3. For one world
+// size every stage gives the same bits (the ring adds in a fixed order,
+// reduce-scatter + all-gather equals all-reduce, the per-unit reductions of
+// stages 2 and 3 keep each element's order, and gathered weights are
+// copies); across world sizes the results agree within worldTol.
 func TestZeroStagesAndWorldsAgree(t *testing.T) {
 	data := NewRandomData(24, [3]int{4, 16, 16}, [2]int{7, 32}, 0.18215, 7)
 	ref := fullState(runRanks(t, zeroConfig(t, t.TempDir(), 0, 3), 1, data))
 	for _, world := range []int{1, 2, 4} {
 		var first map[string][]float32
-		for _, stage := range []int{0, 1, 2} {
+		for _, stage := range []int{0, 1, 2, 3} {
 			got := fullState(runRanks(t, zeroConfig(t, t.TempDir(), stage, 3), world, data))
 			if first == nil {
 				first = got
@@ -100,16 +101,49 @@ func TestZeroStagesAndWorldsAgree(t *testing.T) {
 	}
 }
 
+// TestZeroStagesAgreeLoRA trains LoRA adapters 3 steps on 2 and 4 ranks
+// under stages 0 to 3 and demands the same bits from every stage at one
+// world size: stage 3 shards the frozen base UNet and gathers its units,
+// the adapters are handled as under stage 2.
+func TestZeroStagesAgreeLoRA(t *testing.T) {
+	data := NewRandomData(24, [3]int{4, 16, 16}, [2]int{7, 32}, 0.18215, 7)
+	for _, world := range []int{2, 4} {
+		var first map[string][]float32
+		for _, stage := range []int{0, 1, 2, 3} {
+			c := zeroConfig(t, t.TempDir(), stage, 3)
+			c.UseLoRA.Action = true
+			got := fullState(runRanks(t, c, world, data))
+			if first == nil {
+				first = got
+			}
+			for n, v := range got {
+				if !slices.Equal(v, first[n]) {
+					t.Errorf("LoRA on %d ranks: stage %d's %s differs from stage 0's", world, stage, n)
+				}
+			}
+		}
+	}
+}
+
 // TestResumeOnOtherWorldSizes runs 2 steps on 4 ranks, resumes on 2 ranks to
-// step 4, then on 3 ranks to step 6 (ZeRO-2 throughout), and compares with 6
-// steps on one rank: the same run continued, whatever wrote the checkpoint.
+// step 4, then on 3 ranks to step 6 — under ZeRO-2 throughout, under ZeRO-3
+// throughout, and switching 3 → 2 → 3 — and compares with 6 steps on one
+// rank: the same run continued, whatever wrote the checkpoint.
 func TestResumeOnOtherWorldSizes(t *testing.T) {
 	data := NewRandomData(24, [3]int{4, 16, 16}, [2]int{7, 32}, 0.18215, 7)
 	ref := fullState(runRanks(t, zeroConfig(t, t.TempDir(), 0, 6), 1, data))
+	for _, stages := range [][3]int{{2, 2, 2}, {3, 3, 3}, {3, 2, 3}} {
+		t.Run(fmt.Sprintf("stages%d%d%d", stages[0], stages[1], stages[2]), func(t *testing.T) {
+			resumeLegs(t, data, ref, stages)
+		})
+	}
+}
+
+func resumeLegs(t *testing.T, data Dataset, ref map[string][]float32, stages [3]int) {
 	out := t.TempDir()
 	var last []*Job
-	for _, leg := range []struct{ world, steps int }{{4, 2}, {2, 4}, {3, 6}} {
-		c := zeroConfig(t, out, 2, leg.steps)
+	for k, leg := range []struct{ world, steps int }{{4, 2}, {2, 4}, {3, 6}} {
+		c := zeroConfig(t, out, stages[k], leg.steps)
 		c.Resume = "latest"
 		last = runRanks(t, c, leg.world, data)
 		if last[0].step.Steps != leg.steps {

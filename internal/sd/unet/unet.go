@@ -24,6 +24,8 @@ type UNet struct {
 	// Checkpointing drops each block's activations after its forward pass
 	// and recomputes them in the backward pass: memory for a second forward.
 	Checkpointing bool
+	// Hooks, when set, are called around each unit's passes (see Units).
+	Hooks Hooks
 }
 
 // New builds the UNet of cfg and registers its parameters (diffusers names)
@@ -146,36 +148,43 @@ func (u *UNet) Forward(be tensor.Backend, x, t, ctx *tensor.Tensor) (*tensor.Ten
 	n := x.Shape[0]
 	c0 := u.Cfg.BlockOutChannels[0]
 	s := &State{x: x, ctx: ctx}
-	s.tsin = be.New(tensor.F32, n, c0) // (N, C0)
-	be.TimestepEmbedding(s.tsin, t, u.Cfg.FlipSinToCos, float32(u.Cfg.FreqShift), 10000)
-	s.temb, s.time = u.Time.Forward(be, s.tsin) // (N, 4·C0)
+	u.forwardUnit(u.unitTime(), func() {
+		s.tsin = be.New(tensor.F32, n, c0) // (N, C0)
+		be.TimestepEmbedding(s.tsin, t, u.Cfg.FlipSinToCos, float32(u.Cfg.FreqShift), 10000)
+		s.temb, s.time = u.Time.Forward(be, s.tsin) // (N, 4·C0)
+	})
 
-	h := u.ConvIn.Forward(be, x) // (N, C0, H, W)
+	var h *tensor.Tensor
+	u.forwardUnit(u.unitConvIn(), func() { h = u.ConvIn.Forward(be, x) }) // (N, C0, H, W)
 	s.convIn = h
 	s.skips = []*tensor.Tensor{h}
-	for _, d := range u.Down {
+	for i, d := range u.Down {
 		s.downIn = append(s.downIn, h)
-		outs, ds := d.forward(be, h, s.temb, ctx)
-		s.down = append(s.down, keep(u, ds))
-		s.skips = append(s.skips, outs...)
-		h = outs[len(outs)-1]
+		u.forwardUnit(u.unitDown(i), func() {
+			outs, ds := d.forward(be, h, s.temb, ctx)
+			s.down = append(s.down, keep(u, ds))
+			s.skips = append(s.skips, outs...)
+			h = outs[len(outs)-1]
+		})
 	}
 	s.midIn = h
-	h, s.mid = u.Mid.forward(be, h, s.temb, ctx)
+	u.forwardUnit(u.unitMid(), func() { h, s.mid = u.Mid.forward(be, h, s.temb, ctx) })
 	s.mid = keep(u, s.mid)
 	skips := s.skips
-	for _, ub := range u.Up {
+	for i, ub := range u.Up {
 		s.upIn = append(s.upIn, h)
 		var us *upState
 		k := len(ub.Resnets)
-		h, us = ub.forward(be, h, skips[len(skips)-k:], s.temb, ctx)
+		u.forwardUnit(u.unitUp(i), func() { h, us = ub.forward(be, h, skips[len(skips)-k:], s.temb, ctx) })
 		skips = skips[:len(skips)-k]
 		s.up = append(s.up, keep(u, us))
 	}
 	s.preNorm = h
-	s.normed, s.normState = u.NormOut.Forward(be, h)
+	u.forwardUnit(u.unitNormOut(), func() { s.normed, s.normState = u.NormOut.Forward(be, h) })
 	s.act = nn.Act(be, s.normed, tensor.SiLU)
-	return u.ConvOut.Forward(be, s.act), s
+	var y *tensor.Tensor
+	u.forwardUnit(u.unitConvOut(), func() { y = u.ConvOut.Forward(be, s.act) })
+	return y, s
 }
 
 // keep returns a block's state, or nil when checkpointing drops it.
@@ -191,9 +200,10 @@ func keep[S any](u *UNet, st *S) *S {
 func (u *UNet) Backward(be tensor.Backend, s *State, dy *tensor.Tensor) (dx, dctx *tensor.Tensor) {
 	dtemb := be.New(tensor.F32, s.temb.Shape...) // (N, 4·C0)
 	dctx = be.New(tensor.F32, s.ctx.Shape...)    // (N, S, D)
-	g := u.ConvOut.Backward(be, s.act, dy, true)
+	var g *tensor.Tensor
+	u.backwardUnit(u.unitConvOut(), func() { g = u.ConvOut.Backward(be, s.act, dy, true) })
 	g = nn.ActBackward(be, s.normed, g, tensor.SiLU)
-	g = u.NormOut.Backward(be, s.preNorm, g, s.normState)
+	u.backwardUnit(u.unitNormOut(), func() { g = u.NormOut.Backward(be, s.preNorm, g, s.normState) })
 
 	dskips := make([]*tensor.Tensor, len(s.skips))
 	end := len(s.skips)
@@ -205,17 +215,21 @@ func (u *UNet) Backward(be tensor.Backend, s *State, dy *tensor.Tensor) (dx, dct
 	}
 	for i := len(u.Up) - 1; i >= 0; i-- {
 		k := len(u.Up[i].Resnets)
-		us := s.up[i]
-		if us == nil {
-			_, us = u.Up[i].forward(be, s.upIn[i], s.skips[starts[i]:starts[i]+k], s.temb, s.ctx)
+		u.backwardUnit(u.unitUp(i), func() {
+			us := s.up[i]
+			if us == nil {
+				_, us = u.Up[i].forward(be, s.upIn[i], s.skips[starts[i]:starts[i]+k], s.temb, s.ctx)
+			}
+			g = u.Up[i].backward(be, us, g, dskips[starts[i]:starts[i]+k], dtemb, dctx)
+		})
+	}
+	u.backwardUnit(u.unitMid(), func() {
+		ms := s.mid
+		if ms == nil {
+			_, ms = u.Mid.forward(be, s.midIn, s.temb, s.ctx)
 		}
-		g = u.Up[i].backward(be, us, g, dskips[starts[i]:starts[i]+k], dtemb, dctx)
-	}
-	ms := s.mid
-	if ms == nil {
-		_, ms = u.Mid.forward(be, s.midIn, s.temb, s.ctx)
-	}
-	g = u.Mid.backward(be, ms, g, dtemb, dctx)
+		g = u.Mid.backward(be, ms, g, dtemb, dctx)
+	})
 	pos := len(s.skips)
 	for i := len(u.Down) - 1; i >= 0; i-- {
 		k := len(u.Down[i].Resnets)
@@ -223,15 +237,17 @@ func (u *UNet) Backward(be tensor.Backend, s *State, dy *tensor.Tensor) (dx, dct
 			k++
 		}
 		pos -= k
-		ds := s.down[i]
-		if ds == nil {
-			_, ds = u.Down[i].forward(be, s.downIn[i], s.temb, s.ctx)
-		}
-		g = u.Down[i].backward(be, ds, dskips[pos:pos+k], g, dtemb, dctx)
+		u.backwardUnit(u.unitDown(i), func() {
+			ds := s.down[i]
+			if ds == nil {
+				_, ds = u.Down[i].forward(be, s.downIn[i], s.temb, s.ctx)
+			}
+			g = u.Down[i].backward(be, ds, dskips[pos:pos+k], g, dtemb, dctx)
+		})
 	}
 	g = addGrad(be, g, dskips[0])
-	dx = u.ConvIn.Backward(be, s.x, g, true)
-	u.Time.Backward(be, s.time, dtemb)
+	u.backwardUnit(u.unitConvIn(), func() { dx = u.ConvIn.Backward(be, s.x, g, true) })
+	u.backwardUnit(u.unitTime(), func() { u.Time.Backward(be, s.time, dtemb) })
 	return dx, dctx
 }
 
