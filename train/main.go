@@ -24,7 +24,9 @@ import (
 	"github.com/alecthomas/kong"
 
 	"github.com/zerodiff/zerodiff/internal/device"
+	"github.com/zerodiff/zerodiff/internal/gpuinfo"
 	"github.com/zerodiff/zerodiff/internal/rendezvous"
+	"github.com/zerodiff/zerodiff/internal/tensor"
 	"github.com/zerodiff/zerodiff/internal/train"
 )
 
@@ -75,7 +77,7 @@ func main() {
 	defer data.Close()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGUSR1, syscall.SIGINT)
 	defer stop()
-	job := &train.Job{Cfg: cfg, Data: data, Out: os.Stdout, Backend: be}
+	job := &train.Job{Cfg: cfg, Data: data, Out: os.Stdout, Backend: be, GPU: gpuQuery(c.Device, be)}
 	closeComm, err := joinRanks(job)
 	if err != nil {
 		fail(err)
@@ -100,6 +102,16 @@ func main() {
 	if err != nil {
 		fail(err)
 	}
+}
+
+// gpuQuery reads this rank's GPU through NVML, for the job's memory
+// pre-flight and its logs; nil on the CPU.
+func gpuQuery(dev string, be tensor.Backend) func() (gpuinfo.Device, error) {
+	ordinal, err := device.Ordinal(dev, os.LookupEnv)
+	if be.Name() != "cuda" || err != nil { // device.Open accepted dev: no error here
+		return nil
+	}
+	return gpuinfo.CUDA(ordinal)
 }
 
 // joinRanks connects this process to the other ranks when launch started it

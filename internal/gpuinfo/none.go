@@ -11,5 +11,7 @@ var errNoCUDA = errors.New("gpuinfo: this binary was built without the cuda tag,
 // Query needs the cuda build.
 func Query() ([]Device, error) { return nil, errNoCUDA }
 
-// Preflight needs the cuda build.
-func Preflight(index int, need, reserve uint64) error { return errNoCUDA }
+// CUDA needs the cuda build: its query always answers errNoCUDA.
+func CUDA(ordinal int) func() (Device, error) {
+	return func() (Device, error) { return Device{}, errNoCUDA }
+}

@@ -4,8 +4,9 @@ package gpuinfo
 
 import "testing"
 
-// TestQuery needs a GPU: NVML must list at least one device with memory,
-// and a preflight for more than its total memory must fail.
+// TestQuery needs a GPU: NVML must list at least one device with memory;
+// CUDA's GPU 0 must be one of them, found by its PCI address, and a check
+// for more than its total memory must fail.
 func TestQuery(t *testing.T) {
 	devs, err := Query()
 	if err != nil {
@@ -15,7 +16,14 @@ func TestQuery(t *testing.T) {
 		t.Fatalf("NVML devices: %+v", devs)
 	}
 	t.Log(devs[0])
-	if err := Preflight(0, devs[0].Total+1, 0); err == nil {
-		t.Errorf("preflight of %d bytes on a %d-byte GPU passed", devs[0].Total+1, devs[0].Total)
+	d, err := CUDA(0)()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Index < 0 || d.Index >= len(devs) || d.Name != devs[d.Index].Name || d.Total != devs[d.Index].Total {
+		t.Fatalf("CUDA GPU 0 is %+v, not one of NVML's %+v", d, devs)
+	}
+	if err := CheckFits(d, d.Total+1, 0); err == nil {
+		t.Errorf("a check of %d bytes on a %d-byte GPU passed", d.Total+1, d.Total)
 	}
 }

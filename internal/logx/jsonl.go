@@ -25,6 +25,11 @@ type Record struct {
 	LossScale float64 `json:"loss_scale"`
 	ImgPerS   float64 `json:"img_per_s"`
 	MemBytes  int64   `json:"mem_bytes"`
+	// GPUs are the ranks' GPUs, indexed by rank, on a GPU job; nil on the
+	// CPU, where their keys are absent. They are written as
+	// gpu_mem_used_max (bytes, the fullest GPU: SummarizeGPUs) and per rank
+	// gpu_mem_used, gpu_mem_total (bytes) and gpu_util (percent).
+	GPUs []GPU `json:"-"`
 	// Skipped marks a step the fp16 loss scaler skipped (written only when true).
 	Skipped bool `json:"skipped"`
 	// Time is the wall time in Unix seconds; 0 means now.
@@ -34,7 +39,32 @@ type Record struct {
 }
 
 // fixedKeys are Record's own keys, which Extra may not reuse.
-var fixedKeys = []string{"step", "epoch", "loss", "lr", "grad_norm", "loss_scale", "img_per_s", "mem_bytes", "skipped", "time"}
+var fixedKeys = []string{"step", "epoch", "loss", "lr", "grad_norm", "loss_scale", "img_per_s", "mem_bytes",
+	"gpu_mem_used_max", "gpu_mem_used", "gpu_mem_total", "gpu_util", "skipped", "time"}
+
+// GPU is one rank's GPU at a logged step, as NVML reports it; every value is
+// NaN where the rank's query failed.
+type GPU struct {
+	MemUsed, MemTotal float64 // bytes
+	Util              float64 // percent of NVML's last sample period that a kernel ran
+}
+
+// SummarizeGPUs is what a console line or a scalar says of the ranks' GPUs:
+// the memory used and total of the fullest one, and the utilization of the
+// least busy one (a rank the others wait for, or one that waits), leaving
+// out ranks whose query failed; NaN where every query failed.
+func SummarizeGPUs(gpus []GPU) (used, total, util float64) {
+	used, total, util = math.NaN(), math.NaN(), math.NaN()
+	for _, g := range gpus {
+		if g.MemUsed > used || math.IsNaN(used) {
+			used, total = g.MemUsed, g.MemTotal
+		}
+		if g.Util < util || math.IsNaN(util) {
+			util = g.Util
+		}
+	}
+	return used, total, util
+}
 
 // JSONL writes Records as JSON lines, one write per line, so each line reaches
 // the operating system whole as soon as it is written. It is safe for
@@ -90,6 +120,13 @@ func (j *JSONL) Write(r Record) error {
 	b = appendNumber(append(b, `,"img_per_s":`...), r.ImgPerS)
 	b = append(b, `,"mem_bytes":`...)
 	b = strconv.AppendInt(b, r.MemBytes, 10)
+	if r.GPUs != nil {
+		used, _, _ := SummarizeGPUs(r.GPUs)
+		b = appendNumber(append(b, `,"gpu_mem_used_max":`...), used)
+		b = appendGPUs(append(b, `,"gpu_mem_used":`...), r.GPUs, func(g GPU) float64 { return g.MemUsed })
+		b = appendGPUs(append(b, `,"gpu_mem_total":`...), r.GPUs, func(g GPU) float64 { return g.MemTotal })
+		b = appendGPUs(append(b, `,"gpu_util":`...), r.GPUs, func(g GPU) float64 { return g.Util })
+	}
 	if r.Skipped {
 		b = append(b, `,"skipped":true`...)
 	}
@@ -113,6 +150,18 @@ func (j *JSONL) Write(r Record) error {
 		}
 	}
 	return nil
+}
+
+// appendGPUs writes one value of every rank's GPU as a JSON array.
+func appendGPUs(b []byte, gpus []GPU, value func(GPU) float64) []byte {
+	b = append(b, '[')
+	for i, g := range gpus {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendNumber(b, value(g))
+	}
+	return append(b, ']')
 }
 
 // appendNumber writes x as encoding/json does, or as a string if it is not

@@ -67,11 +67,40 @@ func TestJSONLDefaults(t *testing.T) {
 	if _, ok := got["skipped"]; ok {
 		t.Error("skipped written for a step that was not skipped")
 	}
+	for _, k := range []string{"gpu_mem_used_max", "gpu_mem_used", "gpu_mem_total", "gpu_util"} {
+		if _, ok := got[k]; ok {
+			t.Errorf("%s written for a record without GPUs", k)
+		}
+	}
 	if ts, _ := got["time"].(float64); ts < 1.7e9 {
 		t.Errorf("time %v, want the current Unix time", got["time"])
 	}
 	if err := j.Write(Record{Extra: map[string]float64{"loss": 1}}); err == nil {
 		t.Error("an Extra key equal to a record key was accepted")
+	}
+}
+
+// TestJSONLGPUs: a record with the ranks' GPUs has the fullest one's memory
+// after mem_bytes, then one array per value with a rank's failed query as
+// "NaN"; SummarizeGPUs leaves that rank out.
+func TestJSONLGPUs(t *testing.T) {
+	var buf bytes.Buffer
+	nan := math.NaN()
+	gpus := []GPU{{MemUsed: 1 << 30, MemTotal: 80 << 30, Util: 97}, {MemUsed: nan, MemTotal: nan, Util: nan}, {MemUsed: 3 << 30, MemTotal: 141 << 30, Util: 40}}
+	if err := NewJSONL(&buf).Write(Record{Step: 3, MemBytes: 7, GPUs: gpus, Time: 1}); err != nil {
+		t.Fatal(err)
+	}
+	want := `{"step":3,"epoch":0,"loss":0,"lr":0,"grad_norm":0,"loss_scale":0,"img_per_s":0,"mem_bytes":7,` +
+		`"gpu_mem_used_max":3221225472,"gpu_mem_used":[1073741824,"NaN",3221225472],` +
+		`"gpu_mem_total":[85899345920,"NaN",151397597184],"gpu_util":[97,"NaN",40],"time":1}` + "\n"
+	if buf.String() != want {
+		t.Errorf("line\n%s\nwant\n%s", buf.String(), want)
+	}
+	if used, total, util := SummarizeGPUs(gpus); used != 3<<30 || total != 141<<30 || util != 40 {
+		t.Errorf("summary %g/%g bytes %g%%, want the third GPU's memory and its 40%%", used, total, util)
+	}
+	if used, total, util := SummarizeGPUs(gpus[1:2]); !math.IsNaN(used) || !math.IsNaN(total) || !math.IsNaN(util) {
+		t.Errorf("summary of failed queries only: %g/%g bytes %g%%, want NaN", used, total, util)
 	}
 }
 

@@ -17,11 +17,13 @@ import (
 
 	"github.com/zerodiff/zerodiff/internal/cpu"
 	"github.com/zerodiff/zerodiff/internal/dist"
+	"github.com/zerodiff/zerodiff/internal/gpuinfo"
 	"github.com/zerodiff/zerodiff/internal/logx"
 	"github.com/zerodiff/zerodiff/internal/lora"
 	"github.com/zerodiff/zerodiff/internal/nn"
 	"github.com/zerodiff/zerodiff/internal/optim"
 	"github.com/zerodiff/zerodiff/internal/sampler"
+	"github.com/zerodiff/zerodiff/internal/sd"
 	"github.com/zerodiff/zerodiff/internal/sd/unet"
 	"github.com/zerodiff/zerodiff/internal/tensor"
 )
@@ -41,6 +43,12 @@ type Job struct {
 	Comm dist.Comm
 	// Out receives rank 0's progress lines (other ranks stay silent but for errors).
 	Out io.Writer
+	// GPU reads this rank's GPU (gpuinfo.CUDA under --device cuda); nil on
+	// the CPU. With it the ranks check, before building the model, that
+	// their model states fit their GPUs, and log the GPUs' memory and
+	// utilization at every logged step; a rank whose query fails (no NVML)
+	// is left out of both, and the job goes on (gpumem.go).
+	GPU func() (gpuinfo.Device, error)
 
 	be       tensor.Backend
 	unet     *unet.UNet
@@ -51,8 +59,9 @@ type Job struct {
 	orderOf  int
 	jsonl    *logx.JSONL
 	events   *logx.EventWriter
-	perEpoch int // optimizer steps per epoch
-	total    int // optimizer steps of the run
+	perEpoch int  // optimizer steps per epoch
+	total    int  // optimizer steps of the run
+	gpuLog   bool // log the ranks' GPUs: some rank's query worked at the pre-flight
 }
 
 // state is the small part of the training state a checkpoint keeps beside the buffers.
@@ -141,6 +150,9 @@ func (j *Job) start() error {
 	if j.Comm.Rank() != 0 {
 		j.Out = io.Discard
 	}
+	if err := j.preflight(); err != nil {
+		return err
+	}
 	if err := j.setup(); err != nil {
 		return err
 	}
@@ -179,42 +191,16 @@ func (j *Job) what() string {
 	return "full fine-tune"
 }
 
-// setup builds the UNet (pretrained, or from its config with random
-// weights), the LoRA adapters, and the stepper with its optimizer, schedule,
-// noise schedule and EMA.
+// setup builds the model (buildModel) and sets the stepper's optimizer,
+// schedule, loss scaling and noise schedule.
 func (j *Job) setup() error {
 	c := &j.Cfg
 	var err error
-	trainBase := !c.UseLoRA.Action
-	world := j.Comm.World()
-	if c.UNetConfig != "" {
-		b, err := os.ReadFile(c.UNetConfig)
-		if err != nil {
-			return fmt.Errorf("unet_config: %w", err)
-		}
-		uc, err := unet.ParseConfig(b)
-		if err != nil {
-			return fmt.Errorf("%s: %w", c.UNetConfig, err)
-		}
-		if j.unet, err = unet.New(uc); err != nil {
-			return err
-		}
-		j.unet.Params.AllocPadded(j.be, trainBase, world)
-		nn.InitDefault(j.be, j.unet.Params, c.Seed, zeroLast)
-	} else if j.unet, err = unet.LoadPadded(j.be, c.PretrainedModel, trainBase, world); err != nil {
+	if j.unet, j.lora, j.step, err = j.buildModel(j.be, true); err != nil {
 		return err
 	}
 	j.unet.Checkpointing = c.Checkpointing
-	trainable := j.unet.Params
-	if c.UseLoRA.Action {
-		j.lora, err = lora.Inject(j.unet.Params, c.UseLoRA.Targets, c.UseLoRA.Rank, c.UseLoRA.Alpha, c.UseLoRA.Init, c.Seed)
-		if err != nil {
-			return err
-		}
-		j.lora.AllocPadded(j.be, true, world)
-		trainable = j.lora.Params
-	}
-	s := NewStepper(j.be, j.unet, trainable, j.Comm, c.Zero.Stage)
+	s := j.step
 	p := c.Optimizer.Params
 	s.Opt = optim.AdamW{Beta1: p.Betas[0], Beta2: p.Betas[1], Eps: p.Eps, WeightDecay: p.WeightDecay}
 	switch {
@@ -247,14 +233,72 @@ func (j *Job) setup() error {
 		pred = sc.PredictionType
 	}
 	s.VPred = pred == "v_prediction"
+	return nil
+}
+
+// buildModel makes on be the UNet (pretrained, or from its config with
+// random weights), the LoRA adapters and the stepper with its buffers, EMA
+// included. Without weights the UNet's weights are left unread and
+// uninitialized: the GPU pre-flight builds the model on a meter to learn
+// its memory (gpumem.go), in the same steps as the real build.
+func (j *Job) buildModel(be tensor.Backend, weights bool) (*unet.UNet, *lora.Set, *Stepper, error) {
+	c := &j.Cfg
+	trainBase := !c.UseLoRA.Action
+	world := j.Comm.World()
+	uc, err := j.unetConfig()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	u, err := unet.New(uc)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	u.Params.AllocPadded(be, trainBase, world)
+	switch {
+	case !weights:
+	case c.UNetConfig != "":
+		nn.InitDefault(be, u.Params, c.Seed, zeroLast)
+	default:
+		if err := sd.LoadFolder(be, c.PretrainedModel, "unet", u.Params, nil); err != nil {
+			return nil, nil, nil, err
+		}
+	}
+	trainable := u.Params
+	var l *lora.Set
+	if c.UseLoRA.Action {
+		l, err = lora.Inject(u.Params, c.UseLoRA.Targets, c.UseLoRA.Rank, c.UseLoRA.Alpha, c.UseLoRA.Init, c.Seed)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		l.AllocPadded(be, true, world)
+		trainable = l.Params
+	}
+	s := NewStepper(be, u, trainable, j.Comm, c.Zero.Stage)
 	if c.UseEMA {
 		e := optim.DefaultEMA()
 		e.MaxDecay, e.MinDecay, e.UpdateAfterStep = c.EMA.Decay, c.EMA.MinDecay, c.EMA.UpdateAfterStep
 		e.UseWarmup, e.InvGamma, e.Power = c.EMA.UseWarmup, c.EMA.InvGamma, c.EMA.Power
 		s.EnableEMA(e)
 	}
-	j.step = s
-	return nil
+	return u, l, s, nil
+}
+
+// unetConfig reads the UNet's config: unet_config's file when set, else
+// the pretrained folder's unet/config.json.
+func (j *Job) unetConfig() (unet.Config, error) {
+	c := &j.Cfg
+	if c.UNetConfig == "" {
+		return unet.ReadConfig(c.PretrainedModel)
+	}
+	b, err := os.ReadFile(c.UNetConfig)
+	if err != nil {
+		return unet.Config{}, fmt.Errorf("unet_config: %w", err)
+	}
+	uc, err := unet.ParseConfig(b)
+	if err != nil {
+		return unet.Config{}, fmt.Errorf("%s: %w", c.UNetConfig, err)
+	}
+	return uc, nil
 }
 
 // zeroLast picks the layers that start at zero when training from scratch:
@@ -301,15 +345,23 @@ func (j *Job) trainStep() error {
 		return err
 	}
 	s := j.step.Steps
-	if rank == 0 && (s%max(1, c.LogInterval) == 0 || s == j.total) {
+	if s%max(1, c.LogInterval) != 0 && s != j.total {
+		return nil
+	}
+	gpus, err := j.gpuStats()
+	if err != nil {
+		return err
+	}
+	if rank == 0 {
 		rec := logx.Record{Step: int64(s), Epoch: epoch, Loss: loss, LR: r.LR, GradNorm: r.GradNorm, LossScale: r.LossScale,
-			ImgPerS: float64(g) / time.Since(start).Seconds(), MemBytes: rss(), Skipped: r.Skipped}
+			ImgPerS: float64(g) / time.Since(start).Seconds(), MemBytes: rss(), GPUs: gpus, Skipped: r.Skipped}
 		if err := j.jsonl.Write(rec); err != nil {
 			return err
 		}
 		scalars := []logx.Scalar{{Tag: "train/loss", Value: float32(loss)}, {Tag: "train/lr", Value: float32(r.LR)},
 			{Tag: "train/grad_norm", Value: float32(r.GradNorm)}, {Tag: "train/img_per_s", Value: float32(rec.ImgPerS)},
 			{Tag: "train/mem_bytes", Value: float32(rec.MemBytes)}}
+		scalars = append(scalars, gpuScalars(gpus)...)
 		if j.step.fp16() {
 			scalars = append(scalars, logx.Scalar{Tag: "train/loss_scale", Value: float32(r.LossScale)},
 				logx.Scalar{Tag: "train/skipped_steps", Value: float32(j.step.Skipped)})
@@ -324,7 +376,7 @@ func (j *Job) trainStep() error {
 				fp16 += " (gradients overflowed: step skipped)"
 			}
 		}
-		fmt.Fprintf(j.Out, "step %d/%d epoch %d loss %.4f lr %.3g grad_norm %.3f%s %.1f img/s\n", s, j.total, epoch, loss, r.LR, r.GradNorm, fp16, rec.ImgPerS)
+		fmt.Fprintf(j.Out, "step %d/%d epoch %d loss %.4f lr %.3g grad_norm %.3f%s %.1f img/s%s\n", s, j.total, epoch, loss, r.LR, r.GradNorm, fp16, rec.ImgPerS, gpuLine(gpus))
 	}
 	return nil
 }
