@@ -119,7 +119,15 @@ type OptimizerParams struct {
 // ZeroConfig is DeepSpeed's zero_optimization section.
 type ZeroConfig struct {
 	Stage int `json:"stage" help:"ZeRO stage 0-3."`
+	// Stage3PrefetchBucketSize keeps DeepSpeed's key and its default (5e7),
+	// but zerodiff prefetches by UNet unit, not by a count of values: 0
+	// gathers each unit's weights when its pass reaches it, any other value
+	// gathers the next unit's while one computes (one unit of lookahead).
+	Stage3PrefetchBucketSize float64 `json:"stage3_prefetch_bucket_size" name:"stage3-prefetch-bucket-size" help:"ZeRO-3: 0 gathers each UNet unit's weights when needed; any other value prefetches the next unit's while one computes (by unit, not by size)."`
 }
+
+// prefetch tells whether stage 3 gathers the next unit ahead (Stepper.Prefetch).
+func (z ZeroConfig) prefetch() bool { return z.Stage3PrefetchBucketSize != 0 }
 
 // DefaultConfig is the configuration a key left out of the file takes.
 func DefaultConfig() Config {
@@ -132,6 +140,7 @@ func DefaultConfig() Config {
 		Resolution: 512, CenterCrop: true, MicroBatch: 1, GradAccum: 1, GradClip: 1,
 		UseFP16:   FP16{InitialScalePower: ds.InitialScalePower, LossScaleWindow: ds.LossScaleWindow, Hysteresis: ds.Hysteresis, MinLossScale: ds.MinLossScale},
 		Optimizer: Optimizer{Type: "AdamW", Params: OptimizerParams{LR: 1e-4, Betas: []float64{0.9, 0.999}, Eps: 1e-8, WeightDecay: 1e-2}},
+		Zero:      ZeroConfig{Stage3PrefetchBucketSize: 5e7},
 	}
 }
 
@@ -171,6 +180,8 @@ func (c *Config) Check() error {
 		return fmt.Errorf("config: use_fp16.loss_scale %g: 0 (dynamic) or a positive static scale", c.UseFP16.LossScale)
 	case c.Zero.Stage < 0 || c.Zero.Stage > 3:
 		return fmt.Errorf("config: zero_optimization.stage %d: stages are 0 to 3", c.Zero.Stage)
+	case c.Zero.Stage3PrefetchBucketSize < 0:
+		return fmt.Errorf("config: zero_optimization.stage3_prefetch_bucket_size %g: 0 (no prefetch) or positive", c.Zero.Stage3PrefetchBucketSize)
 	case c.UseLoRA.Action && (c.UseLoRA.Rank < 1 || len(c.UseLoRA.Targets) == 0):
 		return fmt.Errorf("config: use_lora needs rank ≥ 1 and target_modules")
 	case c.PredictionType != "" && c.PredictionType != "epsilon" && c.PredictionType != "v_prediction":

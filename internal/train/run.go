@@ -274,6 +274,7 @@ func (j *Job) buildModel(be tensor.Backend, weights bool) (*unet.UNet, *lora.Set
 		trainable = l.Params
 	}
 	s := NewStepper(be, u, trainable, j.Comm, c.Zero.Stage)
+	s.Prefetch = c.Zero.prefetch()
 	if c.UseEMA {
 		e := optim.DefaultEMA()
 		e.MaxDecay, e.MinDecay, e.UpdateAfterStep = c.EMA.Decay, c.EMA.MinDecay, c.EMA.UpdateAfterStep

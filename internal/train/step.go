@@ -30,9 +30,10 @@ import (
 //	         right after its backward (unitHooks) and holds no full gradient
 //	         buffer; LoRA's tiny adapter gradients are reduce-scattered
 //	         after every micro-batch.
-//	stage 3: as 2, and each rank keeps only its chunk of the weights: a
-//	         unit's weights are gathered before its forward and its
-//	         backward and released after (full fine-tune only).
+//	stage 3: as 2, and each rank keeps only its chunk of the UNet's
+//	         weights (trained, or LoRA's frozen base): a unit's weights are
+//	         gathered before its forward and its backward and released
+//	         after, with Prefetch the next unit's while one computes.
 //
 // Weights, gradients, Adam moments and EMA weights are float32 tensors of
 // the stepper's backend (on a GPU they stay there: the fp32 master weights
@@ -43,6 +44,10 @@ type Stepper struct {
 	Trainable *nn.Table
 	Comm      dist.Comm
 	Stage     int
+	// Prefetch, under stage 3, gathers the weights of the unit a pass
+	// reaches next while one computes (unitHooks): set it before the first
+	// step and alike on every rank.
+	Prefetch bool
 	// Lo, Hi bound this rank's chunk of the flat buffers, clipped to Size.
 	Lo, Hi int
 	M, V   *tensor.Tensor // Adam moments: (Hi−Lo) under stages 1 and 2, (Size) under 0
@@ -177,7 +182,9 @@ func (s *Stepper) EnableEMA(e *optim.EMA) {
 // their peak: the weights (whole, or its chunk under stage 3), the gradients
 // (whole under stages 0 and 1, its partition under 2 and 3), Adam moments
 // and EMA weights (its share under stages 1–3), and under stages 2 and 3 of
-// a full fine-tune the largest unit's passing buffers (unitHooks.peakBytes).
+// a full fine-tune the units' passing buffers at their peak
+// (unitHooks.peakBytes: the largest unit's, and with Prefetch the next
+// unit's weights beside them).
 func (s *Stepper) ModelStateBytes() int64 {
 	var n int64
 	for _, t := range []*tensor.Tensor{s.Trainable.W, s.Trainable.G, s.wpart, s.gpart, s.M, s.V, s.Shadow} {

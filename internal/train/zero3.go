@@ -1,6 +1,8 @@
 package train
 
 import (
+	"fmt"
+
 	"github.com/zerodiff/zerodiff/internal/dist"
 	"github.com/zerodiff/zerodiff/internal/nn"
 	"github.com/zerodiff/zerodiff/internal/sd/unet"
@@ -19,14 +21,28 @@ const reduceBucket = 1 << 20
 // before its backward pass (and its recompute), and released after each;
 // under both stages its gradients accumulate in a buffer of the unit's size
 // during its backward pass, are reduced to their owners' partitions right
-// after it and released. Units are not prefetched: on the CPU the ranks'
-// cores are busy computing anyway, and a gather overlapping the previous
-// unit's compute is left for the GPUs.
+// after it and released.
 //
-// A failed collective is kept in err and ends the micro-step once the pass
-// returns; the later units' collectives are not attempted (the ring fails
-// every call once one failed), and their buffers are bound all the same so
-// that the pass runs to its end.
+// With the Stepper's Prefetch, the gather of the unit a pass reaches next
+// (forward: k+1; backward, recompute included: k−1 — the order unet.Hooks
+// promises) runs on a goroutine of its own while unit k computes, and the
+// hook of that unit waits for it: at most two units' weights are whole at
+// once. The Comm is used by one goroutine at a time all the same: a fetch
+// starts once the previous gather is done, and the main goroutine waits for
+// the fetch in flight before it reduces a unit's gradients, so every rank
+// issues the same collectives in the same order (gather k, gather k−1,
+// reduce k, gather k−2, reduce k−1, … in backward) and moves the same data
+// as without prefetch: the same bits. The first unit of each pass is
+// gathered when its hook runs, so no fetch outlives a pass. On the CPU the
+// ranks' cores are busy computing anyway, and on a GPU the broadcasts share
+// the backend's one stream with the kernels (internal/cuda queues both in
+// call order): the overlap pays once collectives get a stream of their own.
+//
+// A failed collective — the main goroutine's or a fetch's — is kept in err
+// and ends the micro-step once the pass returns; the later units'
+// collectives are not attempted (the ring fails every call once one
+// failed), and their buffers are bound all the same so that the pass runs
+// to its end.
 type unitHooks struct {
 	s     *Stepper
 	units []unet.Unit
@@ -38,7 +54,17 @@ type unitHooks struct {
 	wpart  *tensor.Tensor
 	wchunk int
 	w, g   *tensor.Tensor // the current unit's gathered weights and gradients; nil when released
+	ahead  *fetch         // the next unit's weights, gathered in the background; nil when none
 	err    error
+}
+
+// fetch is one unit's weights being gathered by a goroutine that owns the
+// Comm until it sends the gather's error on done (buffered: the goroutine
+// never waits for the reader).
+type fetch struct {
+	unit int
+	w    *tensor.Tensor // (unit size)
+	done chan error     // nil once received
 }
 
 func newUnitHooks(s *Stepper, units []unet.Unit) *unitHooks {
@@ -51,19 +77,53 @@ func newUnitHooks(s *Stepper, units []unet.Unit) *unitHooks {
 
 func (h *unitHooks) params(k int) []*nn.Param { return h.ps[k] }
 
-// gather binds unit k's weights to a buffer holding them whole (stage 3).
-func (h *unitHooks) gather(k int) {
+// gather binds unit k's weights to a buffer holding them whole (stage 3) —
+// the one fetched ahead when there is one — then, with Prefetch, starts
+// fetching unit next's (none when next is out of range).
+func (h *unitHooks) gather(k, next int) {
 	s, u := h.s, h.units[k]
 	if h.wpart == nil {
 		return
 	}
-	h.w = s.be.New(tensor.F32, u.Hi-u.Lo) // (unit size)
-	if h.err == nil {
-		h.err = dist.GatherRange(s.Comm, s.be, h.w, h.wpart, u.Lo, h.wchunk)
+	if f := h.ahead; f != nil {
+		if f.unit != k {
+			panic(fmt.Sprintf("train: unit %d's weights were fetched ahead, but unit %d's hook came: the UNet broke the hooks' order", f.unit, k))
+		}
+		h.join()
+		h.w, h.ahead = f.w, nil
+	} else {
+		h.w = s.be.New(tensor.F32, u.Hi-u.Lo) // (unit size)
+		if h.err == nil {
+			h.err = dist.GatherRange(s.Comm, s.be, h.w, h.wpart, u.Lo, h.wchunk)
+		}
 	}
 	for _, p := range h.params(k) {
 		p.W = s.be.View(h.w, p.Offset-u.Lo, p.Shape...)
 	}
+	if s.Prefetch && h.err == nil && next >= 0 && next < len(h.units) {
+		h.fetch(next)
+	}
+}
+
+// fetch starts gathering unit k's weights on a goroutine of its own.
+func (h *unitHooks) fetch(k int) {
+	s, u := h.s, h.units[k]
+	f := &fetch{unit: k, w: s.be.New(tensor.F32, u.Hi-u.Lo), done: make(chan error, 1)} // w: (unit size)
+	go func() { f.done <- dist.GatherRange(s.Comm, s.be, f.w, h.wpart, u.Lo, h.wchunk) }()
+	h.ahead = f
+}
+
+// join waits for the fetch in flight, if any, keeping its error in err: the
+// Comm is the caller's again.
+func (h *unitHooks) join() {
+	f := h.ahead
+	if f == nil || f.done == nil {
+		return
+	}
+	if err := <-f.done; h.err == nil {
+		h.err = err
+	}
+	f.done = nil
 }
 
 // release unbinds unit k's weights and frees their buffer (stage 3).
@@ -78,12 +138,12 @@ func (h *unitHooks) release(k int) {
 	h.w = nil
 }
 
-func (h *unitHooks) BeforeForward(k int) { h.gather(k) }
+func (h *unitHooks) BeforeForward(k int) { h.gather(k, k+1) }
 func (h *unitHooks) AfterForward(k int)  { h.release(k) }
 
 func (h *unitHooks) BeforeBackward(k int) {
 	s, u := h.s, h.units[k]
-	h.gather(k)
+	h.gather(k, k-1)
 	if !h.grads {
 		return
 	}
@@ -99,6 +159,7 @@ func (h *unitHooks) AfterBackward(k int) {
 		h.release(k)
 		return
 	}
+	h.join()
 	if h.err == nil {
 		h.err = dist.ReduceRange(s.Comm, s.be, s.gpart, h.g, u.Lo, s.chunk, reduceBucket)
 	}
@@ -110,26 +171,38 @@ func (h *unitHooks) AfterBackward(k int) {
 	h.release(k)
 }
 
-// peakBytes is the most the hooks hold at once: the largest unit's gradient
-// buffer, its gathered weights under stage 3, and the reduce-scatter
-// scratch of its reduction.
+// peakBytes is the most the hooks hold at once. Without prefetch: the
+// largest unit's gradient buffer, its gathered weights under stage 3, and
+// the reduce-scatter scratch of its reduction. With it, in the forward pass
+// unit k's weights and unit k+1's, and in the backward pass unit k's
+// weights and gradients, unit k−1's weights and the scratch of unit k's
+// reduction: at most two units' weights at once.
 func (h *unitHooks) peakBytes() int64 {
 	world := h.s.Comm.World()
+	size := func(k int) int {
+		if k < 0 || k >= len(h.units) || h.wpart == nil {
+			return 0
+		}
+		return h.units[k].Hi - h.units[k].Lo
+	}
+	ahead := func(k int) int {
+		if !h.s.Prefetch {
+			return 0
+		}
+		return size(k)
+	}
 	var peak int64
-	for _, u := range h.units {
+	for k, u := range h.units {
 		n := u.Hi - u.Lo
 		longest := 0
 		for o := range world {
 			longest = max(longest, min(u.Hi, (o+1)*h.s.chunk)-max(u.Lo, o*h.s.chunk))
 		}
-		b := 0
+		back := size(k) + ahead(k-1)
 		if h.grads {
-			b += n + world*min(reduceBucket, longest)
+			back += n + world*min(reduceBucket, longest)
 		}
-		if h.wpart != nil {
-			b += n
-		}
-		peak = max(peak, 4*int64(b))
+		peak = max(peak, 4*int64(back), 4*int64(size(k)+ahead(k+1)))
 	}
 	return peak
 }
@@ -179,11 +252,15 @@ func (s *Stepper) memoryFormula() string {
 	if s.Shadow != nil {
 		opt += ", EMA 4Ψ" + share
 	}
+	passing := "the largest unit's gathered weights"
+	if s.Prefetch {
+		passing = "a unit's gathered weights with the next unit's (prefetch)"
+	}
 	switch {
 	case s.wpart != nil:
-		return "weights 4Ψ/N, gradients 4Ψ/N, " + opt + ", and the largest unit's gathered weights, gradients and reduce scratch"
+		return "weights 4Ψ/N, gradients 4Ψ/N, " + opt + ", and at their peak " + passing + ", its gradients and reduce scratch"
 	case s.Stage == 3:
-		return "weights 4Ψ, gradients 4Ψ + 4Ψ/N, " + opt + ", and the frozen UNet's weights 4Ψ_unet/N + its largest unit's (not counted)"
+		return "weights 4Ψ, gradients 4Ψ + 4Ψ/N, " + opt + ", at their peak " + passing + ", and the frozen UNet's weights 4Ψ_unet/N (not counted)"
 	case s.unitGrads():
 		return "weights 4Ψ, gradients 4Ψ/N, " + opt + ", and the largest unit's gradients and reduce scratch"
 	case s.Stage == 2:

@@ -12,9 +12,11 @@ import (
 )
 
 // BenchmarkZeroStep times optimizer steps of the demo model (global batch
-// 32) on 2 and 4 in-process ranks under ZeRO stages 0, 2 and 3, and reports
-// the model-state memory each rank holds (ModelStateBytes). The ranks share this machine's cores,
-// so compare stages at one world size, not world sizes.
+// 32) on 2 and 4 in-process ranks under ZeRO stages 0, 2 and 3 — stage 3
+// without and with prefetch (zero_optimization.stage3_prefetch_bucket_size
+// 0 and 5e7) — and reports the model-state memory each rank holds
+// (ModelStateBytes). The ranks share this machine's cores, so compare
+// stages at one world size, not world sizes.
 func BenchmarkZeroStep(b *testing.B) {
 	dir := b.TempDir()
 	if err := demo.WriteModel(dir, 1, demo.Options{}); err != nil {
@@ -22,8 +24,12 @@ func BenchmarkZeroStep(b *testing.B) {
 	}
 	data := NewRandomData(256, [3]int{3, 16, 16}, [2]int{8, 64}, 1, 1)
 	for _, world := range []int{2, 4} {
-		for _, stage := range []int{0, 2, 3} {
-			b.Run(fmt.Sprintf("ranks%d/stage%d", world, stage), func(b *testing.B) {
+		for _, v := range []struct {
+			stage  int
+			bucket float64
+			name   string
+		}{{0, 0, "stage0"}, {2, 0, "stage2"}, {3, 0, "stage3"}, {3, 5e7, "stage3-prefetch"}} {
+			b.Run(fmt.Sprintf("ranks%d/%s", world, v.name), func(b *testing.B) {
 				rings, err := dist.NewLocalRings(world, dist.RingConfig{})
 				if err != nil {
 					b.Fatal(err)
@@ -33,7 +39,8 @@ func BenchmarkZeroStep(b *testing.B) {
 					c := DefaultConfig()
 					c.PretrainedModel, c.UNetConfig = dir, filepath.Join(dir, "unet", "config.json")
 					c.DatasetDir, c.OutputDir = "memory", b.TempDir()
-					c.MicroBatch, c.MaxTrainSteps, c.Zero.Stage = 32/world, 1<<30, stage
+					c.MicroBatch, c.MaxTrainSteps = 32/world, 1<<30
+					c.Zero.Stage, c.Zero.Stage3PrefetchBucketSize = v.stage, v.bucket
 					jobs[r] = &Job{Cfg: c, Data: data, Comm: rings[r], Out: io.Discard}
 				}
 				each := func(f func(j *Job) error) {
@@ -49,7 +56,13 @@ func BenchmarkZeroStep(b *testing.B) {
 						}
 					}
 				}
-				each(func(j *Job) error { return j.start() })
+				each(func(j *Job) error {
+					err := j.start()
+					if err == nil {
+						j.step.Prefetch = j.Cfg.Zero.prefetch()
+					}
+					return err
+				})
 				b.ResetTimer()
 				for range b.N {
 					each(func(j *Job) error { return j.trainStep() })

@@ -20,7 +20,9 @@ type Unit struct {
 // under gradient checkpointing as well as before its backward proper, and
 // AfterBackward once its gradients are complete: a unit's parameters are used
 // by its own passes only, and the time embedding's backward runs last (every
-// block adds to its gradient).
+// block adds to its gradient). Forward runs units 0, 1, …, n−1 and Backward
+// n−1, …, 0, with or without checkpointing, so a hook knows the unit that
+// comes next and may fetch its weights ahead.
 type Hooks interface {
 	BeforeForward(unit int)
 	AfterForward(unit int)
