@@ -19,7 +19,6 @@ import (
 	"github.com/zerodiff/zerodiff/internal/cpu"
 	"github.com/zerodiff/zerodiff/internal/dist"
 	"github.com/zerodiff/zerodiff/internal/gpuinfo"
-	"github.com/zerodiff/zerodiff/internal/logx"
 )
 
 // rankComm is rank r of world ranks for building a stepper, which asks a
@@ -333,21 +332,7 @@ func readJSONL(t *testing.T, path string) []map[string]any {
 // scalarTags lists the scalar tags of a run's TensorBoard event files.
 func scalarTags(t *testing.T, out string) map[string]bool {
 	t.Helper()
-	files, err := filepath.Glob(filepath.Join(out, "tensorboard", "events.out.tfevents.*"))
-	if err != nil || len(files) == 0 {
-		t.Fatalf("no event files in %s: %v", out, err)
-	}
 	tags := map[string]bool{}
-	for _, f := range files {
-		evs, err := logx.ReadEventFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, e := range evs {
-			for _, s := range e.Scalars {
-				tags[s.Tag] = true
-			}
-		}
-	}
+	runScalars(t, out, func(_ int64, tag string, _ float32) { tags[tag] = true })
 	return tags
 }

@@ -81,15 +81,14 @@ func TestResumeIsExact(t *testing.T) {
 	}
 }
 
-// lossEvents reads every TensorBoard event file of a run and returns the
-// train/loss scalars in step order.
-func lossEvents(t *testing.T, out string) []float32 {
+// runScalars calls visit with every scalar of every TensorBoard event file
+// of a run, and its step.
+func runScalars(t *testing.T, out string, visit func(step int64, tag string, v float32)) {
 	t.Helper()
 	files, err := filepath.Glob(filepath.Join(out, "tensorboard", "events.out.tfevents.*"))
 	if err != nil || len(files) == 0 {
 		t.Fatalf("no event files in %s: %v", out, err)
 	}
-	byStep := map[int64]float32{}
 	for _, f := range files {
 		evs, err := logx.ReadEventFile(f)
 		if err != nil {
@@ -97,17 +96,26 @@ func lossEvents(t *testing.T, out string) []float32 {
 		}
 		for _, e := range evs {
 			for _, s := range e.Scalars {
-				if s.Tag == "train/loss" {
-					byStep[e.Step] = s.Value
-				}
+				visit(e.Step, s.Tag, s.Value)
 			}
 		}
 	}
-	var out2 []float32
+}
+
+// lossEvents returns a run's train/loss scalars in step order.
+func lossEvents(t *testing.T, out string) []float32 {
+	t.Helper()
+	byStep := map[int64]float32{}
+	runScalars(t, out, func(step int64, tag string, v float32) {
+		if tag == "train/loss" {
+			byStep[step] = v
+		}
+	})
+	var losses []float32
 	for s := int64(1); s <= int64(len(byStep)); s++ {
-		out2 = append(out2, byStep[s])
+		losses = append(losses, byStep[s])
 	}
-	return out2
+	return losses
 }
 
 // TestStopWritesCheckpoint cancels a run as SIGTERM does and checks that it
