@@ -253,7 +253,9 @@ func (j *Job) buildModel(be tensor.Backend, weights bool) (*unet.UNet, *lora.Set
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	u.Params.AllocPadded(be, trainBase, world)
+	// Under ZeRO 2 and 3 a full fine-tune's gradients live per unit (the
+	// stepper's hooks): no whole gradient buffer, not even while building.
+	u.Params.AllocPadded(be, trainBase && c.Zero.Stage < 2, world)
 	switch {
 	case !weights:
 	case c.UNetConfig != "":

@@ -107,7 +107,7 @@ func NewStepper(be tensor.Backend, u *unet.UNet, trainable *nn.Table, comm dist.
 		s.hooks.grads = perUnit
 		u.Hooks = s.hooks
 	}
-	if perUnit {
+	if perUnit && trainable.G != nil {
 		// The units' gradients live in the hooks' buffers only.
 		be.Free(trainable.G)
 		trainable.G = nil
