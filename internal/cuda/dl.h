@@ -58,6 +58,8 @@ typedef int (*zd_ncclAllReduce_t)(const void *send, void *recv, size_t count, in
                                   void *stream);
 typedef int (*zd_ncclReduceScatter_t)(const void *send, void *recv, size_t recvcount, int dtype, int op, void *comm,
                                       void *stream);
+typedef int (*zd_ncclReduce_t)(const void *send, void *recv, size_t count, int dtype, int op, int root, void *comm,
+                               void *stream);
 typedef int (*zd_ncclAllGather_t)(const void *send, void *recv, size_t sendcount, int dtype, void *comm,
                                   void *stream);
 typedef int (*zd_ncclBroadcast_t)(const void *send, void *recv, size_t count, int dtype, int root, void *comm,
@@ -74,6 +76,10 @@ static inline int zd_ncclAllReduce(void *fn, size_t send, size_t recv, size_t co
 }
 static inline int zd_ncclReduceScatter(void *fn, size_t send, size_t recv, size_t count, int dtype, int op, void *comm) {
 	return ((zd_ncclReduceScatter_t)fn)((const void *)send, (void *)recv, count, dtype, op, comm, NULL);
+}
+static inline int zd_ncclReduce(void *fn, size_t send, size_t recv, size_t count, int dtype, int op, int root,
+                                void *comm) {
+	return ((zd_ncclReduce_t)fn)((const void *)send, (void *)recv, count, dtype, op, root, comm, NULL);
 }
 static inline int zd_ncclAllGather(void *fn, size_t send, size_t recv, size_t count, int dtype, void *comm) {
 	return ((zd_ncclAllGather_t)fn)((const void *)send, (void *)recv, count, dtype, comm, NULL);

@@ -33,8 +33,8 @@ type NCCL struct {
 
 // ncclFuncs are the library's entry points.
 type ncclFuncs struct {
-	getUniqueID, commInitRank, allReduce, reduceScatter, allGather, broadcast unsafe.Pointer
-	commAbort, commDestroy, errorString                                       unsafe.Pointer
+	getUniqueID, commInitRank, allReduce, reduceScatter, reduce, allGather, broadcast unsafe.Pointer
+	commAbort, commDestroy, errorString                                               unsafe.Pointer
 }
 
 // ncclIDKey is the store key under which rank 0 publishes the unique id.
@@ -54,6 +54,7 @@ func NewNCCL(be *Backend, store dist.Store, timeout time.Duration) (*NCCL, error
 		"ncclCommInitRank":   &n.fn.commInitRank,
 		"ncclAllReduce":      &n.fn.allReduce,
 		"ncclReduceScatter":  &n.fn.reduceScatter,
+		"ncclReduce":         &n.fn.reduce,
 		"ncclAllGather":      &n.fn.allGather,
 		"ncclBroadcast":      &n.fn.broadcast,
 		"ncclCommAbort":      &n.fn.commAbort,
@@ -180,6 +181,27 @@ func (n *NCCL) ReduceScatter(dst, src *tensor.Tensor, op dist.Op) error {
 	dt, o := ncclType(src), ncclOp(op)
 	return n.do("reduce-scatter", func(comm unsafe.Pointer) C.int {
 		return C.zd_ncclReduceScatter(n.fn.reduceScatter, C.size_t(s.ptr), C.size_t(d.ptr), C.size_t(d.n), dt, o, comm)
+	})
+}
+
+// Reduce combines src across ranks into dst on root (ncclReduce); NCCL
+// ignores the receive buffer elsewhere, so dst may be nil there.
+func (n *NCCL) Reduce(dst, src *tensor.Tensor, root int, op dist.Op) error {
+	if root < 0 || root >= n.world {
+		panic(fmt.Sprintf("cuda: NCCL reduce to rank %d of %d", root, n.world))
+	}
+	s := n.be.store(src)
+	var recv C.size_t // NULL off root
+	if n.rank == root {
+		d := n.be.store(dst)
+		if d.n != s.n || src.DType != dst.DType {
+			panic(fmt.Sprintf("cuda: NCCL reduce of %v into %v", src, dst))
+		}
+		recv = C.size_t(d.ptr)
+	}
+	dt, o := ncclType(src), ncclOp(op)
+	return n.do("reduce", func(comm unsafe.Pointer) C.int {
+		return C.zd_ncclReduce(n.fn.reduce, C.size_t(s.ptr), recv, C.size_t(s.n), dt, o, C.int(root), comm)
 	})
 }
 

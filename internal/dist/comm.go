@@ -48,8 +48,10 @@ func (o Op) String() string {
 // the bucket size or thread count; ReduceScatter's chunk c is the part rank c
 // receives, AllReduce's chunk c is [c·n/World, (c+1)·n/World) (the same
 // chunks when n is a multiple of World, so that ReduceScatter followed by
-// AllGather equals AllReduce bit for bit). NCCL's order is its own, fixed
-// for a given topology, size and NCCL version.
+// AllGather equals AllReduce bit for bit), and Reduce to root c adds in the
+// order of ReduceScatter's chunk c, so that it has the bits that chunk would
+// have. NCCL's order is its own, fixed for a given topology, size and NCCL
+// version.
 type Comm interface {
 	// Rank is this process's place in the job, World the number of ranks.
 	Rank() int
@@ -64,6 +66,12 @@ type Comm interface {
 	// otherwise they must not overlap.
 	// NCCL: ncclReduceScatter(src, dst, n/World, dtype, op).
 	ReduceScatter(dst, src *tensor.Tensor, op Op) error
+	// Reduce combines src (n values) across ranks into dst (n values) on
+	// root; dst is not touched elsewhere and may be nil there. dst may be
+	// src, otherwise they must not overlap. Each rank sends about n values,
+	// where ReduceScatter sends (World−1)/World of its n·World.
+	// NCCL: ncclReduce(src, dst, n, dtype, op, root).
+	Reduce(dst, src *tensor.Tensor, root int, op Op) error
 	// AllGather places every rank's src (n values) at offset r·n of dst
 	// (n·World values). src may be dst's chunk Rank().
 	// NCCL: ncclAllGather(src, dst, n, dtype).
@@ -117,8 +125,8 @@ type Solo struct {
 	err error
 }
 
-// NewSolo returns the one-rank Comm; be copies buffers for ReduceScatter and
-// AllGather.
+// NewSolo returns the one-rank Comm; be copies buffers for ReduceScatter,
+// Reduce and AllGather.
 func NewSolo(be tensor.Backend) *Solo { return &Solo{be: be} }
 
 func (*Solo) Rank() int  { return 0 }
@@ -135,6 +143,17 @@ func (s *Solo) AllReduce(buf *tensor.Tensor, op Op) error { return s.failed() }
 func (s *Solo) ReduceScatter(dst, src *tensor.Tensor, op Op) error {
 	if dst.Numel() != src.Numel() {
 		panic(fmt.Sprintf("dist: reduce-scatter of %v into %v on 1 rank", src, dst))
+	}
+	if err := s.failed(); err != nil {
+		return err
+	}
+	s.be.Copy(dst, src)
+	return nil
+}
+
+func (s *Solo) Reduce(dst, src *tensor.Tensor, root int, op Op) error {
+	if root != 0 || dst.Numel() != src.Numel() {
+		panic(fmt.Sprintf("dist: reduce of %v into %v to rank %d of 1", src, dst, root))
 	}
 	if err := s.failed(); err != nil {
 		return err

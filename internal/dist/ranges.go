@@ -21,44 +21,39 @@ func piece(a, n, chunk, o int) (lo, hi int) {
 // ReduceRange sums src across ranks — each rank's values at the flat
 // positions [a, a+n), n = src.Numel() — and adds to own, this rank's chunk
 // (chunk values), the sums at the positions it owns: own[i − Rank·chunk] +=
-// Σ_ranks src[i − a]. Every element is reduced in the order ReduceScatter
-// gives its owner's chunk, so the sums have the bits of a ReduceScatter of
-// the whole flat buffer.
+// Σ_ranks src[i − a]. Each piece is reduced to its owner by Reduce, which on
+// the ring adds in the order ReduceScatter gives the owner's chunk, so the
+// sums have the bits of a ReduceScatter of the whole flat buffer (NCCL's
+// order is its own).
 //
-// It runs as ReduceScatters of World slots of L = min(bucket, longest piece)
-// values, slot c carrying the next L values of owner c's piece; each round
-// every rank sends and receives (World−1)·L values, and there are
-// ⌈longest piece / L⌉ rounds. A range inside one chunk thus costs
-// (World−1)·n per rank, where a reduce to its owner alone would cost n:
-// Comm has no rooted reduce (ncclReduce) to do better in the same order.
+// A piece goes in segments of at most bucket values, one Reduce each, into
+// a scratch of min(bucket, own piece) values on its owner. Each Reduce runs
+// along the ring from the owner's right neighbour to the owner, so every
+// rank sends and receives at most n values per range — a range inside one
+// chunk costs n, where reduce-scatters of World slots would cost
+// (World−1)·n.
 func ReduceRange(c Comm, be tensor.Backend, own, src *tensor.Tensor, a, chunk, bucket int) error {
-	w, r, n := c.World(), c.Rank(), src.Numel()
-	longest := 0
-	for o := range w {
+	r, n := c.Rank(), src.Numel()
+	var sum *tensor.Tensor
+	if lo, hi := piece(a, n, chunk, r); hi > lo {
+		sum = be.New(tensor.F32, min(bucket, hi-lo)) // (min(bucket, own piece))
+		defer be.Free(sum)
+	}
+	for o := range c.World() {
 		lo, hi := piece(a, n, chunk, o)
-		longest = max(longest, hi-lo)
-	}
-	if longest == 0 {
-		return nil
-	}
-	l := min(bucket, longest)
-	buf := be.New(tensor.F32, w*l) // (World, L): slot positions past a piece's end are reduced and ignored
-	defer be.Free(buf)
-	mine := be.View(buf, r*l, l) // (L)
-	myLo, myHi := piece(a, n, chunk, r)
-	for off := 0; off < longest; off += l {
-		for o := range w {
-			lo, hi := piece(a, n, chunk, o)
-			if m := min(l, hi-lo-off); m > 0 {
-				be.Copy(be.View(buf, o*l, m), be.View(src, lo+off, m))
+		for off := lo; off < hi; off += bucket {
+			m := min(bucket, hi-off)
+			var d *tensor.Tensor
+			if o == r {
+				d = be.View(sum, 0, m)
 			}
-		}
-		if err := c.ReduceScatter(mine, buf, Sum); err != nil {
-			return err
-		}
-		if m := min(l, myHi-myLo-off); m > 0 {
-			d := be.View(own, a+myLo+off-r*chunk, m)
-			be.Add(d, d, be.View(mine, 0, m))
+			if err := c.Reduce(d, be.View(src, off, m), o, Sum); err != nil {
+				return err
+			}
+			if o == r {
+				g := be.View(own, a+off-r*chunk, m)
+				be.Add(g, g, d)
+			}
 		}
 	}
 	return nil

@@ -93,7 +93,7 @@ type Ring struct {
 
 	// Used by the calling goroutine only.
 	seq     uint32    // collectives started
-	scratch []float32 // reduce-scatter partials, (2·chunk)
+	scratch []float32 // partial results: reduce-scatter (2·chunk), reduce (2·bucket)
 	// Used by the receiver goroutine only.
 	tmp []float32 // (bucket) one received frame
 

@@ -27,6 +27,20 @@ func (r *Ring) ReduceScatter(dst, src *tensor.Tensor, op Op) error {
 	return r.run(r.reduceScatter(d, s, op))
 }
 
+func (r *Ring) Reduce(dst, src *tensor.Tensor, root int, op Op) error {
+	if root < 0 || root >= r.world {
+		panic(fmt.Sprintf("dist: reduce to rank %d of %d", root, r.world))
+	}
+	s := cpu.Data(src)
+	var d []float32
+	if r.rank == root {
+		if d = cpu.Data(dst); len(d) != len(s) {
+			panic(fmt.Sprintf("dist: reduce of %v into %v", src, dst))
+		}
+	}
+	return r.run(r.reduce(d, s, root, op))
+}
+
 func (r *Ring) AllGather(dst, src *tensor.Tensor) error {
 	d, s := cpu.Data(dst), cpu.Data(src)
 	if len(d) != len(s)*r.world {
@@ -163,6 +177,48 @@ func (r *Ring) reduceScatter(dst, src []float32, op Op) *plan {
 				u.after = sendAt[t-1] + k + 1
 			}
 			p.recvs = append(p.recvs, u)
+		}
+	}
+	return p
+}
+
+// reduce chains src along the ring from root+1 to root, the path of
+// ReduceScatter's chunk root: rank root+1 sends its values, each rank after
+// it combines the partial result it receives with its own and sends it on,
+// and root combines the last into dst. Buckets flow through the chain one
+// behind the other; a rank inside the chain keeps its partial results in
+// two scratch buckets, the one being received and the one being sent.
+func (r *Ring) reduce(dst, src []float32, root int, op Op) *plan {
+	w := r.world
+	p := r.newPlan(collReduce, op, root, len(src))
+	if w == 1 {
+		copy(dst, src)
+		return p
+	}
+	local := r.buckets(src)
+	switch pos := (r.rank - root - 1 + w) % w; pos { // place in the chain
+	case 0:
+		for _, b := range local {
+			p.sends = append(p.sends, sendUnit{buf: b})
+		}
+	case w - 1:
+		for k, b := range r.buckets(dst) {
+			p.recvs = append(p.recvs, recvUnit{dst: b, local: local[k], last: true})
+		}
+	default:
+		m := min(r.bucket, len(src))
+		if cap(r.scratch) < 2*m {
+			r.scratch = make([]float32, 2*m) // (2, bucket)
+		}
+		for k, b := range local {
+			part := r.scratch[k%2*m:][:len(b):len(b)]
+			u := recvUnit{dst: part, local: b}
+			if k >= 2 {
+				// This scratch bucket was sent on as frame k-2.
+				u.after = k - 1
+			}
+			p.recvs = append(p.recvs, u)
+			p.sends = append(p.sends, sendUnit{buf: part, after: k + 1})
 		}
 	}
 	return p

@@ -199,6 +199,56 @@ func TestRingInPlace(t *testing.T) {
 	})
 }
 
+// Reduce to every root on 1–4 ranks, for sizes of none, one, fewer than a
+// 4-value frame, a multiple of it and neither, gives root the bits that a
+// ReduceScatter puts in root's chunk when every rank's chunk root holds the
+// same values, for every op, into a separate dst and in place; the other
+// ranks' dst stays nil and their src as it was. The inputs tell the ring's
+// order from others (TestRingBitsIndependentOfBucketsAndThreads).
+func TestRingReduceMatchesReduceScatter(t *testing.T) {
+	be := cpu.New()
+	for world := 1; world <= 4; world++ {
+		rings := localRings(t, world, 16)
+		for _, n := range []int{0, 1, 3, 8, 37} {
+			xs := inputs(world, world*n, 7) // chunk c of each rank's buffer is what it reduces to root c
+			for _, op := range []Op{Sum, Avg, Max} {
+				whole := make([][]float32, world) // each rank's reduce-scattered chunk
+				onEach(t, rings, func(r *Ring) error {
+					dst := be.New(tensor.F32, n) // (n)
+					if err := r.ReduceScatter(dst, cpu.FromSlice(xs[r.Rank()], world*n), op); err != nil {
+						return err
+					}
+					whole[r.Rank()] = cpu.Data(dst)
+					return nil
+				})
+				for root := range world {
+					for _, inPlace := range []bool{false, true} {
+						what := fmt.Sprintf("%d ranks, %d values, %v to rank %d, in place %v", world, n, op, root, inPlace)
+						onEach(t, rings, func(r *Ring) error {
+							x := xs[r.Rank()][root*n : (root+1)*n]
+							src := cpu.FromSlice(append([]float32(nil), x...), n) // (n)
+							var dst *tensor.Tensor
+							switch {
+							case r.Rank() == root && inPlace:
+								dst = src
+							case r.Rank() == root:
+								dst = be.New(tensor.F32, n) // (n)
+							}
+							if err := r.Reduce(dst, src, root, op); err != nil {
+								return err
+							}
+							if r.Rank() != root {
+								return sameBits(what+": a non-root rank's src", cpu.Data(src), x)
+							}
+							return sameBits(what, cpu.Data(dst), whole[root])
+						})
+					}
+				}
+			}
+		}
+	}
+}
+
 // The reduction order does not depend on the frame size or the number of
 // threads, and reduce-scatter then all-gather equals all-reduce: the bits
 // ZeRO's equivalence tests rely on. The inputs are such that summing in
@@ -246,7 +296,7 @@ func TestRingBitsIndependentOfBucketsAndThreads(t *testing.T) {
 	}
 }
 
-// The one-rank Comm leaves reductions alone and copies gathers.
+// The one-rank Comm leaves reductions alone and copies gathers and reduces.
 func TestSolo(t *testing.T) {
 	be := cpu.New()
 	s := NewSolo(be)
@@ -268,6 +318,13 @@ func TestSolo(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := sameBits("solo reduce-scatter", cpu.Data(dst), x); err != nil {
+		t.Fatal(err)
+	}
+	dst = be.New(tensor.F32, 3)
+	if err := s.Reduce(dst, buf, 0, Avg); err != nil {
+		t.Fatal(err)
+	}
+	if err := sameBits("solo reduce", cpu.Data(dst), x); err != nil {
 		t.Fatal(err)
 	}
 	dst = be.New(tensor.F32, 3)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/zerodiff/zerodiff/internal/cpu"
+	"github.com/zerodiff/zerodiff/internal/tensor"
 )
 
 // failFast is how soon every rank must report a failure: the 500 ms grace
@@ -107,6 +108,70 @@ func TestRingPeerDies(t *testing.T) {
 				}
 				if d := time.Since(start); d > 100*time.Millisecond {
 					t.Errorf("rank %d: the call after the failure took %v", i, d)
+				}
+			}
+		})
+	}
+}
+
+// A rank that dies in a Reduce, at the start of the chain, in its middle or
+// as its root: every rank after it in the chain fails within failFast,
+// naming the dead one. A rank before it may have handed all its frames to
+// the kernel and returned; then it learns of the death from the closed
+// connection, and in any case its next call fails naming the dead rank.
+func TestRingReducePeerDies(t *testing.T) {
+	for _, tc := range []struct{ world, root, dead int }{{4, 0, 1}, {4, 0, 2}, {3, 1, 1}} {
+		t.Run(fmt.Sprintf("world%d_root%d_dead%d", tc.world, tc.root, tc.dead), func(t *testing.T) {
+			rings := faultRings(t, tc.world, time.Minute)
+			var mu sync.Mutex
+			var crashed time.Time
+			go func() {
+				time.Sleep(100 * time.Millisecond)
+				mu.Lock()
+				crashed = time.Now()
+				mu.Unlock()
+				crash(rings[tc.dead])
+			}()
+			errs := make([]error, tc.world)
+			took := make([]time.Duration, tc.world)
+			var wg sync.WaitGroup
+			for i, r := range rings {
+				if i == tc.dead {
+					continue
+				}
+				wg.Go(func() {
+					src := make([]float32, 100_000) // (n)
+					var dst *tensor.Tensor
+					if i == tc.root {
+						dst = cpu.FromSlice(make([]float32, len(src)), len(src)) // (n)
+					}
+					errs[i] = r.Reduce(dst, cpu.FromSlice(src, len(src)), tc.root, Sum)
+					mu.Lock()
+					took[i] = time.Since(crashed)
+					mu.Unlock()
+				})
+			}
+			wg.Wait()
+			// chain is a rank's place in the reduce: root+1 first, root last.
+			chain := func(r int) int { return (r - tc.root - 1 + tc.world) % tc.world }
+			for i, r := range rings {
+				if i == tc.dead {
+					continue
+				}
+				if chain(i) > chain(tc.dead) || errs[i] != nil {
+					if err := wantPeer(errs[i], tc.dead, "closed its connection"); err != nil {
+						t.Errorf("rank %d: %v", i, err)
+					}
+					if took[i] > failFast {
+						t.Errorf("rank %d failed %v after the crash, want within %v", i, took[i], failFast)
+					}
+				}
+				deadline := time.Now().Add(failFast)
+				for r.failed() == nil && time.Now().Before(deadline) {
+					time.Sleep(10 * time.Millisecond)
+				}
+				if err := wantPeer(r.Barrier(), tc.dead, "closed its connection"); err != nil {
+					t.Errorf("rank %d, the call after: %v", i, err)
 				}
 			}
 		})

@@ -34,6 +34,7 @@ const (
 	collAllGather
 	collBroadcast
 	collBarrier
+	collReduce
 )
 
 // maxCtrlPayload bounds an abort message.
@@ -58,6 +59,8 @@ func (c call) String() string {
 		return fmt.Sprintf("all-gather #%d of %d values", c.seq, c.n)
 	case collBroadcast:
 		return fmt.Sprintf("broadcast #%d of %d values from rank %d", c.seq, c.n, c.root)
+	case collReduce:
+		return fmt.Sprintf("reduce #%d of %d values (%s) to rank %d", c.seq, c.n, c.op, c.root)
 	case collBarrier:
 		return fmt.Sprintf("barrier #%d", c.seq)
 	}

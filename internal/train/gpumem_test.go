@@ -81,13 +81,18 @@ func TestModelStateBytesPlanned(t *testing.T) {
 					if err != nil {
 						t.Fatal(err)
 					}
-					// The build's peak: the weights and gradients of the
-					// trainable table whole, LoRA's frozen UNet whole, Adam's
-					// moments and the gradient partition, and under stage 3
-					// the rank's chunk of the UNet copied before the whole
-					// weights are freed (EMA comes after the frees).
+					// The build's peak: the weights of the trainable table
+					// whole and its gradients whole (none under stages 2 and
+					// 3 of a full fine-tune: they live per unit), LoRA's
+					// frozen UNet whole, Adam's moments and the gradient
+					// partition, and under stage 3 the rank's chunk of the
+					// UNet copied before the whole weights are freed (EMA
+					// comes after the frees).
 					padded := int64(s.chunk * world)
-					build := 2*padded + 2*int64(s.M.Numel())
+					build := padded + 2*int64(s.M.Numel())
+					if lora || stage < 2 {
+						build += padded
+					}
 					if stage >= 2 {
 						build += int64(s.chunk)
 					}

@@ -9,10 +9,10 @@ import (
 	"github.com/zerodiff/zerodiff/internal/tensor"
 )
 
-// reduceBucket bounds the values of one slot of dist.ReduceRange's
-// reduce-scatters: its scratch is World slots of at most this many values
-// (4 MiB each), and an SD 1.5 up block (~160M parameters) takes ~150
-// rounds. DeepSpeed's reduce_bucket_size is 5e8, for one flat bucket.
+// reduceBucket bounds the values of one dist.Reduce of dist.ReduceRange:
+// the owner of a piece sums it in segments of at most this many values
+// (4 MiB of scratch), so an SD 1.5 up block (~160M parameters) takes ~150.
+// DeepSpeed's reduce_bucket_size is 5e8, for one flat bucket.
 const reduceBucket = 1 << 20
 
 // unitHooks are ZeRO-2 and 3 of a full fine-tune, run around each UNet unit
@@ -173,12 +173,12 @@ func (h *unitHooks) AfterBackward(k int) {
 
 // peakBytes is the most the hooks hold at once. Without prefetch: the
 // largest unit's gradient buffer, its gathered weights under stage 3, and
-// the reduce-scatter scratch of its reduction. With it, in the forward pass
-// unit k's weights and unit k+1's, and in the backward pass unit k's
-// weights and gradients, unit k−1's weights and the scratch of unit k's
-// reduction: at most two units' weights at once.
+// the scratch of its reduction (a segment of this rank's own piece). With
+// it, in the forward pass unit k's weights and unit k+1's, and in the
+// backward pass unit k's weights and gradients, unit k−1's weights and the
+// scratch of unit k's reduction: at most two units' weights at once.
 func (h *unitHooks) peakBytes() int64 {
-	world := h.s.Comm.World()
+	r := h.s.Comm.Rank()
 	size := func(k int) int {
 		if k < 0 || k >= len(h.units) || h.wpart == nil {
 			return 0
@@ -194,13 +194,10 @@ func (h *unitHooks) peakBytes() int64 {
 	var peak int64
 	for k, u := range h.units {
 		n := u.Hi - u.Lo
-		longest := 0
-		for o := range world {
-			longest = max(longest, min(u.Hi, (o+1)*h.s.chunk)-max(u.Lo, o*h.s.chunk))
-		}
+		mine := max(0, min(u.Hi, (r+1)*h.s.chunk)-max(u.Lo, r*h.s.chunk)) // this rank's piece of the unit
 		back := size(k) + ahead(k-1)
 		if h.grads {
-			back += n + world*min(reduceBucket, longest)
+			back += n + min(reduceBucket, mine)
 		}
 		peak = max(peak, 4*int64(back), 4*int64(size(k)+ahead(k+1)))
 	}

@@ -141,6 +141,10 @@ func (c *recComm) ReduceScatter(dst, src *tensor.Tensor, op dist.Op) error {
 	return c.do(fmt.Sprint("reducescatter ", src.Numel(), op), func() error { return c.Comm.ReduceScatter(dst, src, op) })
 }
 
+func (c *recComm) Reduce(dst, src *tensor.Tensor, root int, op dist.Op) error {
+	return c.do(fmt.Sprint("reduce ", src.Numel(), op, " to ", root), func() error { return c.Comm.Reduce(dst, src, root, op) })
+}
+
 func (c *recComm) AllGather(dst, src *tensor.Tensor) error {
 	return c.do(fmt.Sprint("allgather ", src.Numel()), func() error { return c.Comm.AllGather(dst, src) })
 }

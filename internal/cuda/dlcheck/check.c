@@ -36,6 +36,7 @@ void *zd_symbols[] = {
 	(void *)&ncclCommInitRank,
 	(void *)&ncclAllReduce,
 	(void *)&ncclReduceScatter,
+	(void *)&ncclReduce,
 	(void *)&ncclAllGather,
 	(void *)&ncclBroadcast,
 	(void *)&ncclCommAbort,
