@@ -54,6 +54,7 @@ func run(ctx context.Context, c *cli) error {
 	if err != nil {
 		return err
 	}
+	id = encoderID(id, be.Name(), c.Math)
 	var img prepare.ImageEncoder = prepare.Pixels{}
 	scale := 1.0
 	if c.VAE == "auto" {
@@ -188,6 +189,17 @@ func writeUncond(out string, enc *prepare.CLIP, latents bool, scale float64) err
 	}
 	return safetensors.WriteFile(filepath.Join(out, train.UncondFile),
 		[]safetensors.Tensor{{Name: train.FieldText, DType: tensor.F32, Shape: enc.OutShape(), F32: u}}, meta)
+}
+
+// encoderID adds where the encoders compute to the weights' id: records
+// encoded on a GPU differ from the CPU's (other summation orders, and bf16
+// or TF32 GEMMs), so a run resumed on another device or math must not mix
+// them into one output. The CPU's id stays the weights' alone, as before.
+func encoderID(weights, backend, math string) string {
+	if backend == "cpu" {
+		return weights
+	}
+	return weights + " on " + backend + " " + math
 }
 
 // modelID identifies the text encoder and VAE weights for the fingerprint:

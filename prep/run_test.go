@@ -54,3 +54,20 @@ func TestPrepFeedsTrain(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestEncoderID: the CPU keeps the weights' id (outputs of earlier versions
+// still resume); a GPU's device kind and GEMM math make other outputs.
+func TestEncoderID(t *testing.T) {
+	const w = "abc123"
+	if got := encoderID(w, "cpu", "bf16"); got != w {
+		t.Errorf("cpu: id %q, want the weights' %q", got, w)
+	}
+	ids := map[string]bool{w: true}
+	for _, m := range []string{"f32", "tf32", "bf16"} {
+		id := encoderID(w, "cuda", m)
+		if ids[id] {
+			t.Errorf("cuda %s: id %q is not distinct", m, id)
+		}
+		ids[id] = true
+	}
+}
