@@ -1,7 +1,9 @@
 package logx
 
 import (
+	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -10,6 +12,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/zerodiff/zerodiff/internal/atomicfile"
 )
 
 // Record is one line of the JSON-lines log: what happened in one optimizer
@@ -85,6 +89,51 @@ func CreateJSONL(path string) (*JSONL, error) {
 		return nil, fmt.Errorf("json-lines log: %w", err)
 	}
 	return &JSONL{w: f, f: f}, nil
+}
+
+// DropStepsAfter rewrites the JSON-lines log at path without the records of
+// the steps after step, keeping every other line (records of step and
+// earlier, lines without a step) in order: a run resumed from the
+// checkpoint of step trains the later steps again and logs them anew. A
+// last line without its newline, a write cut short by a crash, goes too.
+// The file is replaced atomically, and only when a line goes; a missing
+// file is left missing. It returns the number of lines that went.
+func DropStepsAfter(path string, step int64) (int, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("json-lines log: %w", err)
+	}
+	var keep [][]byte
+	dropped := 0
+	for line := range bytes.Lines(b) {
+		var r struct {
+			Step *int64 `json:"step"`
+		}
+		torn := line[len(line)-1] != '\n'
+		if torn || json.Unmarshal(line, &r) == nil && r.Step != nil && *r.Step > step {
+			dropped++
+			continue
+		}
+		keep = append(keep, line)
+	}
+	if dropped == 0 {
+		return 0, nil
+	}
+	_, err = atomicfile.Write(path, func(w io.Writer) error {
+		for _, line := range keep {
+			if _, err := w.Write(line); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("json-lines log: keeping the steps up to %d: %w", step, err)
+	}
+	return dropped, nil
 }
 
 // NewJSONL writes lines to w (standard output, a buffer). If w has a

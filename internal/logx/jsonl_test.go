@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"errors"
 	"math"
 	"os"
 	"path/filepath"
@@ -151,5 +152,60 @@ func TestJSONLFile(t *testing.T) {
 			t.Fatalf("line %q: wrong or repeated", l)
 		}
 		seen[r.Step] = true
+	}
+}
+
+// TestDropStepsAfter: a log whose run went on past step 3 keeps the records
+// of steps 1 to 3 and the lines without a step, in order, and loses the
+// later records and a torn last line; a log with nothing after step 3 and a
+// missing log are left as they are.
+func TestDropStepsAfter(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "log.jsonl")
+	lines := []string{`{"step":1,"loss":0.5}`, `{"note":"validation"}`, `{"step":2,"loss":"NaN"}`, `{"step":3}`,
+		`{"step":4}`, `not JSON`, `{"step":5,"loss":0.25}`, `{"step":6,"lo`}
+	if err := os.WriteFile(p, []byte(strings.Join(lines, "\n")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	n, err := DropStepsAfter(p, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != 3 {
+		t.Errorf("dropped %d lines, want 3 (steps 4 and 5, the torn step 6)", n)
+	}
+	want := strings.Join([]string{lines[0], lines[1], lines[2], lines[3], lines[5]}, "\n") + "\n"
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(b) != want {
+		t.Fatalf("log after dropping the steps after 3:\n%s\nwant\n%s", b, want)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 1 {
+		t.Errorf("folder holds %d files after the rewrite, want log.jsonl alone", len(entries))
+	}
+
+	before, err := os.Stat(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := DropStepsAfter(p, 3); n != 0 || err != nil {
+		t.Fatalf("second drop: %d lines, %v; want 0, nil", n, err)
+	}
+	after, err := os.Stat(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !os.SameFile(before, after) {
+		t.Error("a log with nothing to drop was rewritten")
+	}
+
+	missing := filepath.Join(dir, "none.jsonl")
+	if n, err := DropStepsAfter(missing, 0); n != 0 || err != nil {
+		t.Fatalf("missing log: %d lines, %v; want 0, nil", n, err)
+	}
+	if _, err := os.Stat(missing); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a missing log was created: %v", err)
 	}
 }

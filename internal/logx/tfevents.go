@@ -25,10 +25,15 @@ const (
 	eventStep        = 2 // int64
 	eventFileVersion = 3 // string
 	eventSummary     = 5 // Summary
+	eventSessionLog  = 7 // SessionLog (6 is the deprecated log_message)
 	summaryValue     = 1 // repeated Summary.Value
 	valueTag         = 1 // string
 	valueSimpleValue = 2 // float, in the oneof "value"
+	sessionStatus    = 1 // SessionLog.status, an enum
 )
+
+// sessionStart is SessionLog.START, the status that marks a restart.
+const sessionStart = 1
 
 // Protobuf wire types.
 const (
@@ -68,8 +73,9 @@ func appendBytesField(b []byte, field int, v []byte) []byte {
 }
 
 // appendEvent encodes an Event as proto3 does: fields in number order, zero
-// scalars and empty strings left out.
-func appendEvent(b []byte, wallTime float64, step int64, version string, summary []byte) []byte {
+// scalars and empty strings left out, and the summary or session log (a
+// oneof with the file version) only when not nil.
+func appendEvent(b []byte, wallTime float64, step int64, version string, summary, session []byte) []byte {
 	if math.Float64bits(wallTime) != 0 {
 		b = appendTag(b, eventWallTime, wireFixed64)
 		b = binary.LittleEndian.AppendUint64(b, math.Float64bits(wallTime))
@@ -83,6 +89,9 @@ func appendEvent(b []byte, wallTime float64, step int64, version string, summary
 	}
 	if summary != nil {
 		b = appendBytesField(b, eventSummary, summary)
+	}
+	if session != nil {
+		b = appendBytesField(b, eventSessionLog, session)
 	}
 	return b
 }
@@ -143,7 +152,7 @@ func CreateEventFile(path string, wallTime float64) (*EventWriter, error) {
 		return nil, fmt.Errorf("tensorboard event file: %w", err)
 	}
 	w := &EventWriter{f: f, path: path}
-	w.buf = appendRecord(w.buf[:0], appendEvent(nil, wallTime, 0, fileVersion, nil))
+	w.buf = appendRecord(w.buf[:0], appendEvent(nil, wallTime, 0, fileVersion, nil, nil))
 	if _, err := f.Write(w.buf); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("tensorboard event file %s: %w", path, err)
@@ -160,15 +169,33 @@ func (w *EventWriter) Path() string { return w.path }
 func (w *EventWriter) Scalars(step int64, wallTime float64, values ...Scalar) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.f == nil {
-		return fmt.Errorf("tensorboard event file %s: write after Close", w.path)
-	}
 	w.buf = w.buf[:0]
 	var ev, sum []byte
 	for _, v := range values {
 		sum = appendScalarSummary(sum[:0], v.Tag, v.Value)
-		ev = appendEvent(ev[:0], wallTime, step, "", sum)
+		ev = appendEvent(ev[:0], wallTime, step, "", sum, nil)
 		w.buf = appendRecord(w.buf, ev)
+	}
+	return w.write(step)
+}
+
+// SessionStart writes Event{wall_time, step, session_log{status: START}},
+// which tells TensorBoard that the run restarted at step: its loader drops
+// the events of step and later steps that it read before this one, from the
+// earlier event files of the folder, so the steps a resumed run trains again
+// show once. torch's SummaryWriter(purge_step=step) writes the same event.
+func (w *EventWriter) SessionStart(step int64, wallTime float64) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	session := binary.AppendUvarint(appendTag(nil, sessionStatus, wireVarint), sessionStart)
+	w.buf = appendRecord(w.buf[:0], appendEvent(nil, wallTime, step, "", nil, session))
+	return w.write(step)
+}
+
+// write writes w.buf, the records of step, in one write; w.mu is held.
+func (w *EventWriter) write(step int64) error {
+	if w.f == nil {
+		return fmt.Errorf("tensorboard event file %s: write after Close", w.path)
 	}
 	if _, err := w.f.Write(w.buf); err != nil {
 		return fmt.Errorf("tensorboard event file %s: step %d: %w", w.path, step, err)

@@ -14,11 +14,13 @@ import (
 var ErrTruncated = errors.New("truncated record")
 
 // Event is the part of a TensorBoard Event that logx writes: the first
-// record's file version, or a step's scalars.
+// record's file version, a step's scalars, or a restart.
 type Event struct {
 	WallTime    float64
 	Step        int64
 	FileVersion string
+	// SessionStart marks a session_log with status START (EventWriter.SessionStart).
+	SessionStart bool
 	// Scalars holds the summary values that carry a simple_value; values of
 	// other kinds (images, histograms, tensors) are skipped.
 	Scalars []Scalar
@@ -152,9 +154,29 @@ func decodeEvent(b []byte) (Event, error) {
 			if ev.Scalars, err = decodeSummary(ev.Scalars, payload); err != nil {
 				return ev, fmt.Errorf("summary: %w", err)
 			}
+		case field == eventSessionLog && wire == wireBytes:
+			if ev.SessionStart, err = decodeSessionStart(payload); err != nil {
+				return ev, fmt.Errorf("session log: %w", err)
+			}
 		}
 	}
 	return ev, nil
+}
+
+// decodeSessionStart tells whether a SessionLog's status is START.
+func decodeSessionStart(b []byte) (bool, error) {
+	start := false
+	r := protoReader{b: b}
+	for r.off < len(r.b) {
+		field, wire, _, v, err := r.next()
+		if err != nil {
+			return false, err
+		}
+		if field == sessionStatus && wire == wireVarint {
+			start = v == sessionStart
+		}
+	}
+	return start, nil
 }
 
 func decodeSummary(out []Scalar, b []byte) ([]Scalar, error) {

@@ -329,3 +329,98 @@ func TestEventWriterConcurrent(t *testing.T) {
 		}
 	}
 }
+
+// resumedSpec is testdata/golden/logx/resumed.json: a run that logged the
+// Old steps and resumed at PurgeStep, logging the New ones in a new file.
+type resumedSpec struct {
+	PurgeStep int64      `json:"purge_step"`
+	Old       scalarSpec `json:"old"`
+	New       scalarSpec `json:"new"`
+}
+
+// writeResumed writes the resumed run's event file: header, SessionStart
+// at the purge step (at the header's wall time, as SummaryWriter writes
+// it), then the new steps.
+func writeResumed(t *testing.T, path string, s resumedSpec) {
+	t.Helper()
+	w, err := CreateEventFile(path, s.New.HeaderWallTime)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.SessionStart(s.PurgeStep, s.New.HeaderWallTime); err != nil {
+		t.Fatal(err)
+	}
+	for _, st := range s.New.Steps {
+		var vals []Scalar
+		for _, v := range st.Values {
+			vals = append(vals, Scalar{Tag: v.Tag, Value: math.Float32frombits(v.Bits)})
+		}
+		if err := w.Scalars(st.Step, st.WallTime, vals...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestResumedGolden: a resumed run's event file is the bytes gen_logx.py
+// checked with TensorBoard's EventAccumulator (which then reads each step
+// once beside the old file); its session_log START record and scalar
+// records are those of torch's SummaryWriter(purge_step=5) byte for byte.
+// SummaryWriter also writes Event{wall_time, step, file_version} before the
+// START event; ours leaves it out, as the header already carries the file
+// version and EventAccumulator purges on the START event alone. With
+// -update it rewrites go_resumed.tfevents.
+func TestResumedGolden(t *testing.T) {
+	var s resumedSpec
+	if err := json.Unmarshal(readGolden(t, "resumed.json"), &s); err != nil {
+		t.Fatalf("resumed.json: %v", err)
+	}
+	if s.PurgeStep == 0 || len(s.New.Steps) == 0 {
+		t.Fatalf("resumed.json: purge step %d, %d new steps", s.PurgeStep, len(s.New.Steps))
+	}
+	if *update {
+		p := goldenPath(t, "go_resumed.tfevents")
+		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+			t.Fatal(err)
+		}
+		writeResumed(t, p, s)
+	}
+	fresh := filepath.Join(t.TempDir(), "events.tfevents")
+	writeResumed(t, fresh, s)
+	ours, err := os.ReadFile(fresh)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := readGolden(t, "go_resumed.tfevents"); !bytes.Equal(ours, want) {
+		t.Errorf("writer output (%d bytes) differs from go_resumed.tfevents (%d bytes)", len(ours), len(want))
+	}
+	evs, err := ParseEvents(ours)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if start := evs[1]; !start.SessionStart || start.Step != s.PurgeStep || start.WallTime != s.New.HeaderWallTime ||
+		start.FileVersion != "" || start.Scalars != nil {
+		t.Fatalf("second event %+v, want the START alone at step %d", start, s.PurgeStep)
+	}
+	checkEvents(t, "go_resumed.tfevents", append(evs[:1:1], evs[2:]...), s.New)
+
+	theirs := readGolden(t, "tb_resumed.tfevents")
+	tevs, err := ParseEvents(theirs)
+	if err != nil {
+		t.Fatalf("tb_resumed.tfevents: %v", err)
+	}
+	if len(tevs) < 3 || tevs[1].Step != s.PurgeStep || tevs[1].FileVersion != fileVersion || !tevs[2].SessionStart {
+		t.Fatalf("tb_resumed.tfevents begins %+v, want the header, the file version at step %d, then START: the explanation above is stale", tevs[:min(3, len(tevs))], s.PurgeStep)
+	}
+	a, b := splitRecords(t, ours), splitRecords(t, theirs)
+	if len(a)+1 != len(b) {
+		t.Fatalf("%d records, SummaryWriter wrote %d (one more: its file version at the purge step)", len(a), len(b))
+	}
+	for i := 1; i < len(a); i++ {
+		if !bytes.Equal(a[i], b[i+1]) {
+			t.Errorf("record %d: ours %x, SummaryWriter's %x", i, a[i], b[i+1])
+		}
+	}
+}

@@ -168,12 +168,14 @@ func (j *Job) start() error {
 	if err := j.resume(); err != nil {
 		return err
 	}
-	if j.runID == "" {
+	// A checkpoint resumed from gives its run id; without one the run is new.
+	resumed := j.runID != ""
+	if !resumed {
 		if err := j.newRunID(); err != nil {
 			return err
 		}
 	}
-	if err := j.openLogs(); err != nil {
+	if err := j.openLogs(resumed); err != nil {
 		return err
 	}
 	fmt.Fprintf(j.Out, "train: run %s\n", j.runID)
@@ -433,16 +435,45 @@ func (j *Job) mean(x float64) (float64, error) {
 	return float64(got[0]), nil
 }
 
-func (j *Job) openLogs() error {
+// openLogs opens rank 0's logs: log.jsonl for appending and a new
+// TensorBoard event file. A run resumed from the checkpoint of step S
+// trains the steps after S again, which the run before it may have logged
+// already: log.jsonl loses their records first, and the event file begins
+// with a session START at step S+1, on which TensorBoard drops the earlier
+// files' events of steps S+1 and later. Each step then shows once, as this
+// run logs it.
+func (j *Job) openLogs(resumed bool) error {
 	if j.Comm.Rank() != 0 {
 		return nil
 	}
-	var err error
-	if j.jsonl, err = logx.CreateJSONL(filepath.Join(j.Cfg.OutputDir, "log.jsonl")); err != nil {
+	path := filepath.Join(j.Cfg.OutputDir, "log.jsonl")
+	from := int64(j.step.Steps)
+	if resumed {
+		n, err := logx.DropStepsAfter(path, from)
+		if err != nil {
+			return err
+		}
+		if n > 0 {
+			fmt.Fprintf(j.Out, "resume: %s: dropped %d line(s) of the steps after %d, which this run trains again\n", path, n, from)
+		}
+	}
+	jsonl, err := logx.CreateJSONL(path)
+	if err != nil {
 		return err
 	}
-	j.events, err = logx.CreateEventWriter(filepath.Join(j.Cfg.OutputDir, "tensorboard"), logx.WallTime(time.Now()))
-	return err
+	now := logx.WallTime(time.Now())
+	events, err := logx.CreateEventWriter(filepath.Join(j.Cfg.OutputDir, "tensorboard"), now)
+	if err == nil && resumed {
+		if err = events.SessionStart(from+1, now); err != nil {
+			events.Close()
+		}
+	}
+	if err != nil {
+		jsonl.Close()
+		return err
+	}
+	j.jsonl, j.events = jsonl, events
+	return nil
 }
 
 func (j *Job) closeLogs() {

@@ -20,6 +20,20 @@ Files (testdata/golden/logx/):
                         (EventAccumulator drops a record with a bad CRC
                         silently), and fails unless every scalar, step, wall
                         time and the header come back exactly.
+  resumed.json          a run logged steps 1..6 ("old"), was killed, and
+                        resumed from its checkpoint of step 4: the resumed
+                        run's event file ("new") restarts at purge_step 5 and
+                        logs steps 5..8 (header_wall_time is the restart's).
+  tb_resumed.tfevents   "new" written by SummaryWriter(purge_step=5): the Go
+                        writer's session_log START record and scalar records
+                        must be its records byte for byte.
+  go_resumed.tfevents   "new" written by the Go writer (header, SessionStart,
+                        scalars; `-run TestResumedGolden -args -update`). This
+                        generator puts it beside "old" written by
+                        SummaryWriter and fails unless EventAccumulator reads
+                        each step once, steps 5..8 from the new file; and
+                        unless, as a control, a new file without the START
+                        event shows steps 5 and 6 twice.
 """
 import glob
 import json
@@ -77,17 +91,42 @@ def generate():
         f.write("\n")
     write_tensorboard(spec, os.path.join(OUT, "tb_written.tfevents"))
     go_file = os.path.join(OUT, "go_written.tfevents")
-    subprocess.run(["go", "test", "./internal/logx", "-run", "^TestGoWrittenGolden$", "-count=1", "-args", "-update"],
-                   cwd=REPO, check=True)
+    resumed = resumed_spec()
+    with open(os.path.join(OUT, "resumed.json"), "w") as f:
+        json.dump(resumed, f, indent=1)
+        f.write("\n")
+    write_tensorboard(resumed["new"], os.path.join(OUT, "tb_resumed.tfevents"), purge_step=resumed["purge_step"])
+    subprocess.run(["go", "test", "./internal/logx", "-run", "^(TestGoWrittenGolden|TestResumedGolden)$", "-count=1",
+                    "-args", "-update"], cwd=REPO, check=True)
     check_with_tensorboard(spec, go_file)
     check_with_tensorboard(spec, os.path.join(OUT, "tb_written.tfevents"))
+    for name in ("go_resumed.tfevents", "tb_resumed.tfevents"):
+        check_resumed(resumed, os.path.join(OUT, name), purged=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        plain = os.path.join(tmp, "plain.tfevents")
+        write_tensorboard(resumed["new"], plain)
+        check_resumed(resumed, plain, purged=False)
 
 
-def write_tensorboard(spec, out):
-    """SummaryWriter with the header's time.time() fixed, scalars with explicit walltime."""
+def resumed_spec():
+    def steps(first, last, wall0, scale):
+        return [{"step": s, "wall_time": wall0 + s, "values": [{"tag": "train/loss", "bits": f32_bits(scale / s)},
+                                                              {"tag": "train/lr", "bits": f32_bits(1e-4 * s)}]}
+                for s in range(first, last + 1)]
+
+    return {
+        "purge_step": 5,
+        "old": {"header_wall_time": 1700000000.0, "steps": steps(1, 6, 1700000010.0, 1.0)},
+        "new": {"header_wall_time": 1700000100.5, "steps": steps(5, 8, 1700000110.25, 3.0)},
+    }
+
+
+def write_tensorboard(spec, out, purge_step=None):
+    """SummaryWriter with the header's time.time() fixed (and the purge_step
+    events', written as it opens), scalars with explicit walltime."""
     with tempfile.TemporaryDirectory() as tmp:
         with mock.patch("time.time", return_value=spec["header_wall_time"]):
-            w = SummaryWriter(log_dir=tmp)
+            w = SummaryWriter(log_dir=tmp, purge_step=purge_step)
         for st in spec["steps"]:
             for v in st["values"]:
                 w.add_scalar(v["tag"], bits_f32(v["bits"]), global_step=st["step"], walltime=st["wall_time"])
@@ -167,3 +206,26 @@ def check_with_tensorboard(spec, path):
             if g.wall_time != wall or g.step != step or not same_value(g.value, bits):
                 raise RuntimeError(f"{path}: EventAccumulator {tag!r}: {g}, want ({wall}, {step}, bits {bits:#x})")
     print(f"  {os.path.basename(path)}: {want_events} scalars read back exactly by EventAccumulator")
+
+
+def check_resumed(resumed, new_file, purged):
+    """Reads a folder holding "old" (SummaryWriter's file) and new_file, named
+    so that new_file sorts after it, with EventAccumulator. purged: each step
+    once, steps from purge_step on taken from new_file; else (a control
+    without the START event) the steps both files hold come twice."""
+    with tempfile.TemporaryDirectory() as tmp:
+        write_tensorboard(resumed["old"], os.path.join(tmp, "events.out.tfevents.1700000000.old"))
+        shutil.copyfile(new_file, os.path.join(tmp, "events.out.tfevents.1700000100.new"))
+        acc = event_accumulator.EventAccumulator(tmp, size_guidance={event_accumulator.SCALARS: 0})
+        acc.Reload()
+        old = [st for st in resumed["old"]["steps"] if not purged or st["step"] < resumed["purge_step"]]
+        want_steps = old + resumed["new"]["steps"]
+        for tag in ("train/loss", "train/lr"):
+            got = acc.Scalars(tag)
+            want = [(st["wall_time"], st["step"], v["bits"]) for st in want_steps for v in st["values"] if v["tag"] == tag]
+            if len(got) != len(want) or any(g.wall_time != w or g.step != s or not same_value(g.value, b)
+                                            for g, (w, s, b) in zip(got, want)):
+                raise RuntimeError(f"{os.path.basename(new_file)} after the old file: EventAccumulator {tag!r} has "
+                                   f"steps {[g.step for g in got]}, want {[s for _, s, _ in want]} (purged={purged})")
+        print(f"  {os.path.basename(new_file)} after the old file: EventAccumulator reads steps "
+              f"{[g.step for g in acc.Scalars('train/loss')]}")
