@@ -252,12 +252,23 @@ def deepspeed_modules(tmp):
                 if member.name.endswith("/" + rel) and member.name.count("/") == rel.count("/") + 1:
                     with open(os.path.join(pkg, rel), "wb") as f:
                         f.write(tar.extractfile(member).read())
+    # An installed DeepSpeed (gen_deepspeed.py's) may already be imported in
+    # this process: set it aside so that the copies above are the ones
+    # imported, with their stubs, then put it back.
+    def ours(name):
+        return name == "deepspeed" or name.startswith("deepspeed.")
+    saved = {k: v for k, v in sys.modules.items() if ours(k)}
+    for k in saved:
+        del sys.modules[k]
     sys.path.insert(0, pkg)
     try:
         from deepspeed.runtime import lr_schedules
         from deepspeed.runtime.fp16 import loss_scaler
     finally:
         sys.path.remove(pkg)
+        for k in [k for k in sys.modules if ours(k)]:
+            del sys.modules[k]
+        sys.modules.update(saved)
     return lr_schedules, loss_scaler
 
 
