@@ -16,13 +16,24 @@ import (
 // identity, which helps small models trained from scratch. Parameter i draws
 // from stream i of seed, so the result does not depend on anything else.
 func InitDefault(be tensor.Backend, tab *Table, seed uint64, zero func(module string) bool) {
+	init := DefaultInit(tab, seed, zero)
+	for i := range tab.Params {
+		init(be, i)
+	}
+}
+
+// DefaultInit returns the function that gives parameter i of tab the values
+// InitDefault gives it; only that parameter's W view needs to exist. A ZeRO-3
+// build makes the model so, one parameter at a time, keeping only its chunk.
+func DefaultInit(tab *Table, seed uint64, zero func(module string) bool) func(be tensor.Backend, i int) {
 	fanIn := map[string]int{} // module → fan-in of its weight
 	for _, p := range tab.Params {
 		if m, ok := strings.CutSuffix(p.Name, ".weight"); ok && len(p.Shape) > 1 {
 			fanIn[m] = tensor.Numel(p.Shape[1:])
 		}
 	}
-	for i, p := range tab.Params {
+	return func(be tensor.Backend, i int) {
+		p := tab.Params[i]
 		dot := strings.LastIndex(p.Name, ".")
 		module, leaf := p.Name[:dot], p.Name[dot+1:]
 		v := make([]float32, p.Numel()) // like p

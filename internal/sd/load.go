@@ -225,9 +225,35 @@ const listLimit = 5
 // parameter is found with a matching shape and no key under m.Prefix is left
 // over; the error names the mismatches, the missing and the unexpected tensors.
 func LoadWeights(be tensor.Backend, tab *nn.Table, w *Weights, m Mapping) error {
+	l, err := NewLoader(tab, w, m)
+	if err != nil {
+		return err
+	}
+	for i := range tab.Params {
+		if err := l.Load(be, i); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Loader uploads a table's parameters from weights checked once against the
+// whole table, one parameter at a time: a ZeRO-3 build loads them so, keeping
+// only its chunk, and the whole model never exists on one rank.
+type Loader struct {
+	tab    *nn.Table
+	w      *Weights
+	keys   []string // file key of each parameter
+	rows   []int    // first row in the file tensor, when Rows places it
+	closes bool     // Close closes w (OpenFolder opened it)
+}
+
+// NewLoader checks w against every parameter of tab as LoadWeights does —
+// each found with a matching shape, no key under m.Prefix left over — and
+// returns the error LoadWeights would.
+func NewLoader(tab *nn.Table, w *Weights, m Mapping) (*Loader, error) {
 	var problems, missing []string
-	keys := make([]string, len(tab.Params))
-	rows := make([]int, len(tab.Params)) // first row in the file tensor, when Rows places it
+	l := &Loader{tab: tab, w: w, keys: make([]string, len(tab.Params)), rows: make([]int, len(tab.Params))}
 	used := map[string]bool{}
 	for i, p := range tab.Params {
 		key, err := m.Key(p.Name)
@@ -245,7 +271,7 @@ func LoadWeights(be tensor.Backend, tab *nn.Table, w *Weights, m Mapping) error 
 		shape := info.Shape
 		if m.Rows != nil {
 			if row, ok := m.Rows(p.Name); ok {
-				rows[i] = row
+				l.rows[i] = row
 				shape = rowBlock(info.Shape, row, p.Shape[0])
 			}
 		}
@@ -255,7 +281,7 @@ func LoadWeights(be tensor.Backend, tab *nn.Table, w *Weights, m Mapping) error 
 		case !sameUpToTrailingOnes(shape, p.Shape):
 			problems = append(problems, fmt.Sprintf("tensor %s has shape %v in the file, parameter %s has %v", key, info.Shape, p.Name, p.Shape))
 		}
-		keys[i] = key
+		l.keys[i] = key
 	}
 	var extra []string
 	for _, k := range w.Keys() {
@@ -270,18 +296,30 @@ func LoadWeights(be tensor.Backend, tab *nn.Table, w *Weights, m Mapping) error 
 		problems = append(problems, fmt.Sprintf("%d unexpected tensors (does the config match these weights?): %s", len(extra), firstFew(extra)))
 	}
 	if len(problems) > 0 {
-		return fmt.Errorf("load %d parameters from %s: %s", len(tab.Params), w, strings.Join(problems, "; "))
+		return nil, fmt.Errorf("load %d parameters from %s: %s", len(tab.Params), w, strings.Join(problems, "; "))
 	}
-	for i, p := range tab.Params {
-		v, err := w.owner[keys[i]].Float32(keys[i])
-		if err != nil {
-			return fmt.Errorf("load %s: %w", p.Name, err)
-		}
-		n := p.Numel()
-		per := n / p.Shape[0]
-		be.Upload(p.W, v[rows[i]*per:rows[i]*per+n])
+	return l, nil
+}
+
+// Load uploads parameter i of the table; only its W view needs to exist.
+func (l *Loader) Load(be tensor.Backend, i int) error {
+	p := l.tab.Params[i]
+	v, err := l.w.owner[l.keys[i]].Float32(l.keys[i])
+	if err != nil {
+		return fmt.Errorf("load %s: %w", p.Name, err)
 	}
+	n := p.Numel()
+	per := n / p.Shape[0]
+	be.Upload(p.W, v[l.rows[i]*per:l.rows[i]*per+n])
 	return nil
+}
+
+// Close closes the weights when OpenFolder opened them.
+func (l *Loader) Close() error {
+	if !l.closes {
+		return nil
+	}
+	return l.w.Close()
 }
 
 // rowBlock is the shape of rows [row, row+n) of a tensor of shape file, or
@@ -298,23 +336,42 @@ func rowBlock(file []int, row, n int) []int {
 // mapping picks the file keys from the opened weights; nil means the names
 // as they are (Diffusers).
 func LoadFolder(be tensor.Backend, dir, sub string, tab *nn.Table, mapping func(*Weights) Mapping) error {
-	files, err := ModelFiles(dir, sub)
+	l, err := OpenFolder(dir, sub, tab, mapping)
 	if err != nil {
 		return err
+	}
+	defer l.Close()
+	for i := range tab.Params {
+		if err := l.Load(be, i); err != nil {
+			return fmt.Errorf("%s: %w", sub, err)
+		}
+	}
+	return nil
+}
+
+// OpenFolder opens the weights of component sub of the diffusers folder dir
+// and checks them against the whole of tab as LoadFolder does, for a caller
+// that loads tab's parameters one by one (Loader.Load) and then closes it.
+func OpenFolder(dir, sub string, tab *nn.Table, mapping func(*Weights) Mapping) (*Loader, error) {
+	files, err := ModelFiles(dir, sub)
+	if err != nil {
+		return nil, err
 	}
 	w, err := OpenWeights(files...)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer w.Close()
 	m := Diffusers
 	if mapping != nil {
 		m = mapping(w)
 	}
-	if err := LoadWeights(be, tab, w, m); err != nil {
-		return fmt.Errorf("%s: %w", sub, err)
+	l, err := NewLoader(tab, w, m)
+	if err != nil {
+		w.Close()
+		return nil, fmt.Errorf("%s: %w", sub, err)
 	}
-	return nil
+	l.closes = true
+	return l, nil
 }
 
 // sameUpToTrailingOnes reports whether file is want followed by zero or more 1s.

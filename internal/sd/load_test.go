@@ -3,6 +3,7 @@ package sd
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -168,5 +169,36 @@ func TestLoadWeightsListsFirstFewMissing(t *testing.T) {
 	}
 	if got := cpu.Data(tab.W)[0]; got != 0 {
 		t.Errorf("a failed load uploaded p0.w = %g; nothing should be uploaded", got)
+	}
+}
+
+// TestLoaderLoadsOneParameterAtATime: a Loader checks the whole table once —
+// a file missing one of the table's tensors fails at NewLoader, before
+// anything is read — and then uploads each parameter alone into a view of
+// its own, with the values LoadWeights gives it.
+func TestLoaderLoadsOneParameterAtATime(t *testing.T) {
+	be := cpu.New()
+	w := []float32{0.5, -1.25, 3, 1e-3, 4, -2}
+	bias := []float32{0.1, -7}
+	ws := writeWeights(t,
+		safetensors.Tensor{Name: "l.weight", DType: tensor.F32, Shape: []int{2, 3}, F32: w},
+		safetensors.Tensor{Name: "l.bias", DType: tensor.F32, Shape: []int{2}, F32: bias})
+	l, err := NewLoader(twoParams(), writeWeights(t, safetensors.Tensor{Name: "l.weight", DType: tensor.F32, Shape: []int{2, 3}, F32: w}), Diffusers)
+	if err == nil || l != nil || !strings.Contains(err.Error(), "1 tensors missing: l.bias") {
+		t.Errorf("a file without l.bias: got loader %v and error %v, want the missing tensor named", l, err)
+	}
+	tab := twoParams()
+	if l, err = NewLoader(tab, ws, Diffusers); err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range [][]float32{w, bias} {
+		p := tab.Params[i]
+		p.W = be.New(tensor.F32, p.Shape...) // like p, alone
+		if err := l.Load(be, i); err != nil {
+			t.Fatal(err)
+		}
+		if got := cpu.Data(p.W); !slices.Equal(got, want) {
+			t.Errorf("%s: got %v, want %v", p.Name, got, want)
+		}
 	}
 }

@@ -52,10 +52,10 @@ func (m *meter) Copy(dst, src *tensor.Tensor)           {}
 // allocated (weights, gradients, Adam moments, EMA weights, and LoRA's
 // frozen UNet, or its chunk under stage 3) plus the ZeRO-2/3 unit buffers
 // at their peak — the stepper's ModelStateBytes and the frozen weights — or
-// the peak of the build itself when that is higher: it allocates the whole
-// weights and gradients before NewStepper frees what the rank does not keep
-// under stages 2 and 3. The model is built on a meter in the same steps as
-// on the GPU, so the two cannot count differently.
+// the peak of the build itself when that is higher: under stage 3 it makes
+// the UNet's chunk one parameter at a time beside it (shardUNet). The model
+// is built on a meter in the same steps as on the GPU, so the two cannot
+// count differently.
 func (j *Job) modelStateBytes() (int64, error) {
 	m := newMeter()
 	_, _, s, err := j.buildModel(m, false)

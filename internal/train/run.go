@@ -255,16 +255,23 @@ func (j *Job) buildModel(be tensor.Backend, weights bool) (*unet.UNet, *lora.Set
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	// Under ZeRO 2 and 3 a full fine-tune's gradients live per unit (the
-	// stepper's hooks): no whole gradient buffer, not even while building.
-	u.Params.AllocPadded(be, trainBase && c.Zero.Stage < 2, world)
-	switch {
-	case !weights:
-	case c.UNetConfig != "":
-		nn.InitDefault(be, u.Params, c.Seed, zeroLast)
-	default:
-		if err := sd.LoadFolder(be, c.PretrainedModel, "unet", u.Params, nil); err != nil {
+	var wpart *tensor.Tensor // stage 3: this rank's chunk of the UNet's weights
+	if c.Zero.Stage == 3 {
+		if wpart, err = j.shardUNet(be, u, weights); err != nil {
 			return nil, nil, nil, err
+		}
+	} else {
+		// Under ZeRO 2 a full fine-tune's gradients live per unit (the
+		// stepper's hooks): no whole gradient buffer, not even while building.
+		u.Params.AllocPadded(be, trainBase && c.Zero.Stage < 2, world)
+		switch {
+		case !weights:
+		case c.UNetConfig != "":
+			nn.InitDefault(be, u.Params, c.Seed, zeroLast)
+		default:
+			if err := sd.LoadFolder(be, c.PretrainedModel, "unet", u.Params, nil); err != nil {
+				return nil, nil, nil, err
+			}
 		}
 	}
 	trainable := u.Params
@@ -277,7 +284,12 @@ func (j *Job) buildModel(be tensor.Backend, weights bool) (*unet.UNet, *lora.Set
 		l.AllocPadded(be, true, world)
 		trainable = l.Params
 	}
-	s := NewStepper(be, u, trainable, j.Comm, c.Zero.Stage)
+	var s *Stepper
+	if wpart != nil {
+		s = NewStepper3(be, u, trainable, j.Comm, wpart)
+	} else {
+		s = NewStepper(be, u, trainable, j.Comm, c.Zero.Stage)
+	}
 	s.Prefetch = c.Zero.prefetch()
 	if c.UseEMA {
 		e := optim.DefaultEMA()
@@ -286,6 +298,62 @@ func (j *Job) buildModel(be tensor.Backend, weights bool) (*unet.UNet, *lora.Set
 		s.EnableEMA(e)
 	}
 	return u, l, s, nil
+}
+
+// shardUNet makes this rank's chunk of the UNet's weights for ZeRO-3 — of
+// the flat table padded to a multiple of the world size and cut in equal
+// chunks — one parameter at a time: each parameter that reaches into the
+// chunk is made in a buffer of its own (random from its stream as
+// InitDefault, read from the pretrained folder checked whole first, or left
+// unset without weights), its part inside the chunk copied there, and the
+// buffer freed. So the rank never holds more than its chunk and the largest
+// parameter, and the chunk is bit for bit that of the whole build. It leaves
+// u.Params.W and every parameter's W nil.
+func (j *Job) shardUNet(be tensor.Backend, u *unet.UNet, weights bool) (*tensor.Tensor, error) {
+	c := &j.Cfg
+	world, rank := j.Comm.World(), j.Comm.Rank()
+	tab := u.Params
+	chunk := (tab.Size + world - 1) / world
+	lo, hi := rank*chunk, min((rank+1)*chunk, tab.Size)
+	fill := func(int) error { return nil }
+	switch {
+	case !weights:
+	case c.UNetConfig != "":
+		init := nn.DefaultInit(tab, c.Seed, zeroLast)
+		fill = func(i int) error { init(be, i); return nil }
+	default:
+		l, err := sd.OpenFolder(c.PretrainedModel, "unet", tab, nil)
+		if err != nil {
+			return nil, err
+		}
+		defer l.Close()
+		fill = func(i int) error {
+			if err := l.Load(be, i); err != nil {
+				return fmt.Errorf("unet: %w", err)
+			}
+			return nil
+		}
+	}
+	wpart := be.New(tensor.F32, chunk) // (UNet chunk), zeros past Size
+	for i, p := range tab.Params {
+		a, b := max(p.Offset, lo), min(p.Offset+p.Numel(), hi) // p's part of the chunk
+		if a >= b {
+			continue
+		}
+		buf := be.New(tensor.F32, p.Numel()) // like p, flat
+		p.W = be.View(buf, 0, p.Shape...)
+		err := fill(i)
+		if err == nil {
+			be.Copy(be.View(wpart, a-lo, b-a), be.View(buf, a-p.Offset, b-a))
+		}
+		p.W = nil
+		be.Free(buf)
+		if err != nil {
+			be.Free(wpart)
+			return nil, err
+		}
+	}
+	return wpart, nil
 }
 
 // unetConfig reads the UNet's config: unet_config's file when set, else

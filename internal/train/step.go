@@ -80,14 +80,34 @@ type Stepper struct {
 }
 
 // NewStepper sets up the optimizer state of trainable — allocated with
-// gradients by AllocPadded to a multiple of comm.World() — for ZeRO stage.
+// gradients by AllocPadded to a multiple of comm.World() — for ZeRO stage 0,
+// 1 or 2. A stage-3 stepper starts from the UNet's weights already sharded
+// (NewStepper3).
 func NewStepper(be tensor.Backend, u *unet.UNet, trainable *nn.Table, comm dist.Comm, stage int) *Stepper {
+	if stage == 3 {
+		panic("train: NewStepper for ZeRO stage 3: the UNet's weights go sharded to NewStepper3")
+	}
+	return newStepper(be, u, trainable, comm, stage, nil)
+}
+
+// NewStepper3 sets up a ZeRO-3 stepper for trainable — the UNet's table, or
+// LoRA's allocated as for NewStepper — on the UNet u whose weights exist only
+// as this rank's chunk, wpart (shardUNet): u.Params.W and its views are nil.
+func NewStepper3(be tensor.Backend, u *unet.UNet, trainable *nn.Table, comm dist.Comm, wpart *tensor.Tensor) *Stepper {
+	return newStepper(be, u, trainable, comm, 3, wpart)
+}
+
+// newStepper is NewStepper, and NewStepper3 with wpart.
+func newStepper(be tensor.Backend, u *unet.UNet, trainable *nn.Table, comm dist.Comm, stage int, wpart *tensor.Tensor) *Stepper {
 	s := &Stepper{be: be, UNet: u, Trainable: trainable, Comm: comm, Stage: stage, ops: opsFor(be)}
 	world, rank := comm.World(), comm.Rank()
-	if trainable.W.Numel()%world != 0 {
-		panic(fmt.Sprintf("train: flat buffer of %d values is not padded to a multiple of %d ranks", trainable.W.Numel(), world))
+	padded := (trainable.Size + world - 1) / world * world // a sharded UNet's table has no W
+	if trainable.W != nil {
+		if padded = trainable.W.Numel(); padded%world != 0 {
+			panic(fmt.Sprintf("train: flat buffer of %d values is not padded to a multiple of %d ranks", padded, world))
+		}
 	}
-	s.chunk = trainable.W.Numel() / world
+	s.chunk = padded / world
 	s.Lo, s.Hi = min(rank*s.chunk, trainable.Size), min((rank+1)*s.chunk, trainable.Size)
 	n := trainable.Size
 	if stage > 0 {
@@ -119,18 +139,12 @@ func NewStepper(be tensor.Backend, u *unet.UNet, trainable *nn.Table, comm dist.
 		// The UNet's weights — trainable, or LoRA's frozen base — are sharded
 		// in chunks as the trainable buffers are.
 		base := u.Params
-		if base.W.Numel()%world != 0 {
-			panic(fmt.Sprintf("train: the UNet's %d weights are not padded to a multiple of %d ranks", base.W.Numel(), world))
+		if base.W != nil || wpart.Numel() != (base.Size+world-1)/world {
+			panic(fmt.Sprintf("train: ZeRO-3 needs the UNet's %d weights as this rank's chunk of %d ranks alone", base.Size, world))
 		}
 		h := s.hooks
-		h.wchunk = base.W.Numel() / world
-		h.wpart = be.New(tensor.F32, h.wchunk) // (UNet chunk)
-		be.Copy(h.wpart, be.View(base.W, rank*h.wchunk, h.wchunk))
-		be.Free(base.W)
-		base.W = nil
-		for _, p := range base.Params {
-			p.W = nil
-		}
+		h.wchunk = wpart.Numel()
+		h.wpart = wpart
 		if perUnit {
 			s.wpart = h.wpart
 		}
