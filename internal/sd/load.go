@@ -331,6 +331,22 @@ func rowBlock(file []int, row, n int) []int {
 	return append([]int{n}, file[1:]...)
 }
 
+// LoadModel builds a frozen model — place registers its parameters on a
+// fresh builder (its New) — allocates them on be without gradients and
+// loads the folder dir/sub into them, as the text encoder and VAE load.
+func LoadModel(be tensor.Backend, dir, sub string, mapping func(*Weights) Mapping, place func(*nn.Builder) error) (*nn.Table, error) {
+	b := nn.NewBuilder()
+	if err := place(b); err != nil {
+		return nil, err
+	}
+	tab := b.Table()
+	tab.Alloc(be, false)
+	if err := LoadFolder(be, dir, sub, tab, mapping); err != nil {
+		return nil, err
+	}
+	return tab, nil
+}
+
 // LoadFolder uploads into tab — allocated by the caller — the weights of
 // component sub (unet, vae, text_encoder) of the diffusers folder dir.
 // mapping picks the file keys from the opened weights; nil means the names

@@ -118,14 +118,12 @@ func Load(be tensor.Backend, dir string) (*Model, *nn.Table, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	b := nn.NewBuilder()
-	m, err := New(b, c)
+	var m *Model
+	tab, err := sd.LoadModel(be, dir, "vae", nil, func(b *nn.Builder) (err error) {
+		m, err = New(b, c)
+		return err
+	})
 	if err != nil {
-		return nil, nil, err
-	}
-	tab := b.Table()
-	tab.Alloc(be, false)
-	if err := sd.LoadFolder(be, dir, "vae", tab, nil); err != nil {
 		return nil, nil, err
 	}
 	return m, tab, nil
