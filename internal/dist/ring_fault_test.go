@@ -43,6 +43,25 @@ func crash(r *Ring) {
 	r.right.Close()
 }
 
+// crashSoon crashes r after 100 ms, while the others are in a collective,
+// and returns when it did (the zero time until then).
+func crashSoon(r *Ring) (when func() time.Time) {
+	var mu sync.Mutex
+	var at time.Time
+	go func() {
+		time.Sleep(100 * time.Millisecond)
+		mu.Lock()
+		at = time.Now()
+		mu.Unlock()
+		crash(r)
+	}()
+	return func() time.Time {
+		mu.Lock()
+		defer mu.Unlock()
+		return at
+	}
+}
+
 // allReduceAll runs an all-reduce on every rank but skip and returns each
 // rank's error and how long after `since` it came.
 func allReduceAll(rings []*Ring, skip int, since func() time.Time) ([]error, []time.Duration) {
@@ -82,16 +101,8 @@ func TestRingPeerDies(t *testing.T) {
 	for _, tc := range []struct{ world, dead int }{{2, 1}, {4, 2}, {5, 0}} {
 		t.Run(fmt.Sprintf("world%d_dead%d", tc.world, tc.dead), func(t *testing.T) {
 			rings := faultRings(t, tc.world, time.Minute)
-			var mu sync.Mutex
-			var crashed time.Time
-			go func() {
-				time.Sleep(100 * time.Millisecond)
-				mu.Lock()
-				crashed = time.Now()
-				mu.Unlock()
-				crash(rings[tc.dead])
-			}()
-			errs, took := allReduceAll(rings, tc.dead, func() time.Time { mu.Lock(); defer mu.Unlock(); return crashed })
+			crashed := crashSoon(rings[tc.dead])
+			errs, took := allReduceAll(rings, tc.dead, crashed)
 			for i, r := range rings {
 				if i == tc.dead {
 					continue
@@ -123,15 +134,7 @@ func TestRingReducePeerDies(t *testing.T) {
 	for _, tc := range []struct{ world, root, dead int }{{4, 0, 1}, {4, 0, 2}, {3, 1, 1}} {
 		t.Run(fmt.Sprintf("world%d_root%d_dead%d", tc.world, tc.root, tc.dead), func(t *testing.T) {
 			rings := faultRings(t, tc.world, time.Minute)
-			var mu sync.Mutex
-			var crashed time.Time
-			go func() {
-				time.Sleep(100 * time.Millisecond)
-				mu.Lock()
-				crashed = time.Now()
-				mu.Unlock()
-				crash(rings[tc.dead])
-			}()
+			crashed := crashSoon(rings[tc.dead])
 			errs := make([]error, tc.world)
 			took := make([]time.Duration, tc.world)
 			var wg sync.WaitGroup
@@ -146,9 +149,7 @@ func TestRingReducePeerDies(t *testing.T) {
 						dst = cpu.FromSlice(make([]float32, len(src)), len(src)) // (n)
 					}
 					errs[i] = r.Reduce(dst, cpu.FromSlice(src, len(src)), tc.root, Sum)
-					mu.Lock()
-					took[i] = time.Since(crashed)
-					mu.Unlock()
+					took[i] = time.Since(crashed())
 				})
 			}
 			wg.Wait()

@@ -47,6 +47,29 @@ func readGolden(t *testing.T, name string) []byte {
 	return b
 }
 
+// goWritten writes a fresh event file with write and compares its bytes with
+// the golden file name, which -update rewrites first; it returns the bytes.
+func goWritten(t *testing.T, name string, write func(path string)) []byte {
+	t.Helper()
+	if *update {
+		p := goldenPath(t, name)
+		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+			t.Fatal(err)
+		}
+		write(p)
+	}
+	fresh := filepath.Join(t.TempDir(), "events.tfevents")
+	write(fresh)
+	got, err := os.ReadFile(fresh)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := readGolden(t, name); !bytes.Equal(got, want) {
+		t.Fatalf("writer output (%d bytes) differs from %s (%d bytes)", len(got), name, len(want))
+	}
+	return got
+}
+
 func loadSpec(t *testing.T) scalarSpec {
 	t.Helper()
 	var s scalarSpec
@@ -121,22 +144,7 @@ func TestReadTensorBoardFile(t *testing.T) {
 // checked with TensorBoard's EventAccumulator. With -update it rewrites them.
 func TestGoWrittenGolden(t *testing.T) {
 	s := loadSpec(t)
-	if *update {
-		p := goldenPath(t, "go_written.tfevents")
-		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
-			t.Fatal(err)
-		}
-		writeSpec(t, p, s)
-	}
-	fresh := filepath.Join(t.TempDir(), "events.tfevents")
-	writeSpec(t, fresh, s)
-	got, err := os.ReadFile(fresh)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if want := readGolden(t, "go_written.tfevents"); !bytes.Equal(got, want) {
-		t.Fatalf("writer output (%d bytes) differs from go_written.tfevents (%d bytes)", len(got), len(want))
-	}
+	got := goWritten(t, "go_written.tfevents", func(p string) { writeSpec(t, p, s) })
 	evs, err := ParseEvents(got)
 	if err != nil {
 		t.Fatal(err)
@@ -380,22 +388,7 @@ func TestResumedGolden(t *testing.T) {
 	if s.PurgeStep == 0 || len(s.New.Steps) == 0 {
 		t.Fatalf("resumed.json: purge step %d, %d new steps", s.PurgeStep, len(s.New.Steps))
 	}
-	if *update {
-		p := goldenPath(t, "go_resumed.tfevents")
-		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
-			t.Fatal(err)
-		}
-		writeResumed(t, p, s)
-	}
-	fresh := filepath.Join(t.TempDir(), "events.tfevents")
-	writeResumed(t, fresh, s)
-	ours, err := os.ReadFile(fresh)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if want := readGolden(t, "go_resumed.tfevents"); !bytes.Equal(ours, want) {
-		t.Errorf("writer output (%d bytes) differs from go_resumed.tfevents (%d bytes)", len(ours), len(want))
-	}
+	ours := goWritten(t, "go_resumed.tfevents", func(p string) { writeResumed(t, p, s) })
 	evs, err := ParseEvents(ours)
 	if err != nil {
 		t.Fatal(err)
