@@ -143,7 +143,6 @@ func newStepper(be tensor.Backend, u *unet.UNet, trainable *nn.Table, comm dist.
 			panic(fmt.Sprintf("train: ZeRO-3 needs the UNet's %d weights as this rank's chunk of %d ranks alone", base.Size, world))
 		}
 		h := s.hooks
-		h.wchunk = wpart.Numel()
 		h.wpart = wpart
 		if perUnit {
 			s.wpart = h.wpart

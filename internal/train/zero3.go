@@ -49,13 +49,13 @@ type unitHooks struct {
 	ps    [][]*nn.Param // each unit's parameters
 	// grads: the UNet's table is trainable, its gradients reduced per unit
 	// into the stepper's partition. wpart (stage 3): this rank's chunk of
-	// the UNet's weights, chunks of wchunk values; nil when they are whole.
-	grads  bool
-	wpart  *tensor.Tensor
-	wchunk int
-	w, g   *tensor.Tensor // the current unit's gathered weights and gradients; nil when released
-	ahead  *fetch         // the next unit's weights, gathered in the background; nil when none
-	err    error
+	// the UNet's weights (its chunk length is every rank's); nil when they
+	// are whole.
+	grads bool
+	wpart *tensor.Tensor
+	w, g  *tensor.Tensor // the current unit's gathered weights and gradients; nil when released
+	ahead *fetch         // the next unit's weights, gathered in the background; nil when none
+	err   error
 }
 
 // fetch is one unit's weights being gathered by a goroutine that owns the
@@ -94,7 +94,7 @@ func (h *unitHooks) gather(k, next int) {
 	} else {
 		h.w = s.be.New(tensor.F32, u.Hi-u.Lo) // (unit size)
 		if h.err == nil {
-			h.err = dist.GatherRange(s.Comm, s.be, h.w, h.wpart, u.Lo, h.wchunk)
+			h.err = dist.GatherRange(s.Comm, s.be, h.w, h.wpart, u.Lo, h.wpart.Numel())
 		}
 	}
 	for _, p := range h.params(k) {
@@ -109,7 +109,7 @@ func (h *unitHooks) gather(k, next int) {
 func (h *unitHooks) fetch(k int) {
 	s, u := h.s, h.units[k]
 	f := &fetch{unit: k, w: s.be.New(tensor.F32, u.Hi-u.Lo), done: make(chan error, 1)} // w: (unit size)
-	go func() { f.done <- dist.GatherRange(s.Comm, s.be, f.w, h.wpart, u.Lo, h.wchunk) }()
+	go func() { f.done <- dist.GatherRange(s.Comm, s.be, f.w, h.wpart, u.Lo, h.wpart.Numel()) }()
 	h.ahead = f
 }
 
@@ -213,12 +213,12 @@ func (s *Stepper) gatherWeights(ema bool) (restore func(), err error) {
 	be, t, h := s.be, s.UNet.Params, s.hooks
 	src := h.wpart
 	if ema {
-		src = be.New(tensor.F32, h.wchunk) // (UNet chunk)
+		src = be.New(tensor.F32, h.wpart.Numel()) // (UNet chunk)
 		be.Copy(src, h.wpart)
 		be.Copy(be.View(src, 0, s.Hi-s.Lo), s.Shadow)
 		defer be.Free(src)
 	}
-	full := be.New(tensor.F32, h.wchunk*s.Comm.World()) // (padded size)
+	full := be.New(tensor.F32, h.wpart.Numel()*s.Comm.World()) // (padded size)
 	if err := s.Comm.AllGather(full, src); err != nil {
 		be.Free(full)
 		return nil, err
