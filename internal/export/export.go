@@ -44,15 +44,24 @@ type Model struct {
 	// Base is the diffusers folder the run started from (configs, text
 	// encoder, VAE), "" when it trained from a bare UNet config.
 	Base string
+	// UNetConfig is the UNet's config.json as the run read it (the base
+	// folder's unet/config.json, or the run's unet_config file), byte for
+	// byte: exports write it back unchanged so that diffusers reads the
+	// values, and their types, it wrote.
+	UNetConfig     []byte
+	UNetConfigPath string
 }
 
-// Open loads checkpoint dir: the weights (the EMA weights when ema is set
-// and the run kept them) and, for LoRA, the base UNet they adapt.
-func Open(dir string, ema bool) (*Model, error) {
-	c, err := ckpt.Open(dir)
+// Open loads the checkpoint dir names (ckpt.Find: a checkpoint, or the
+// newest complete one of a checkpoints or run folder, which note is told
+// about): the weights (the EMA weights when ema is set and the run kept
+// them) and, for LoRA, the base UNet they adapt.
+func Open(dir string, ema bool, note func(string)) (*Model, error) {
+	c, err := ckpt.Find(dir, note)
 	if err != nil {
 		return nil, err
 	}
+	dir = c.Dir
 	var rc runConfig
 	if err := json.Unmarshal(c.Manifest.State, &rc); err != nil {
 		return nil, fmt.Errorf("checkpoint %s: state: %w", dir, err)
@@ -71,6 +80,7 @@ func Open(dir string, ema bool) (*Model, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", cfgPath, err)
 	}
+	m.UNetConfig, m.UNetConfigPath = b, cfgPath
 	buf := ckpt.Weights
 	if ema && c.HasBuffer(ckpt.EMA) {
 		buf = ckpt.EMA

@@ -39,6 +39,9 @@ func trainTiny(t *testing.T, useLoRA bool) (*train.Job, string) {
 	return j, ckpt.StepDir(filepath.Join(c.OutputDir, "checkpoints"), 2)
 }
 
+// noteTo passes Open's notes to the test log.
+func noteTo(t *testing.T) func(string) { return func(s string) { t.Log(s) } }
+
 // TestMergeStreamsTheUNet merges a full fine-tune's checkpoint to a stream
 // and loads it back as sample --unet - does: the weights are the run's EMA
 // weights, bit for bit, and in fp16 the round-to-nearest-even of them.
@@ -52,7 +55,7 @@ func TestMergeStreamsTheUNet(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := Open(dir, true)
+	m, err := Open(dir, true, noteTo(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,7 +95,7 @@ func TestMergeStreamsTheUNet(t *testing.T) {
 // files load back into the same adapters.
 func TestLoRAExports(t *testing.T) {
 	_, dir := trainTiny(t, true)
-	m, err := Open(dir, false)
+	m, err := Open(dir, false, noteTo(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,7 +114,7 @@ func TestLoRAExports(t *testing.T) {
 
 	for _, format := range []string{"lora-diffusers", "lora-kohya"} {
 		out := filepath.Join(t.TempDir(), "lora.safetensors")
-		if err := m.Export(format, out, tensor.F32); err != nil {
+		if _, err := m.Export(format, out, Options{DType: tensor.F32}); err != nil {
 			t.Fatal(err)
 		}
 		base, err := unet.Load(be, m.Base, false)
@@ -144,12 +147,12 @@ func TestLoRAExports(t *testing.T) {
 // model folder with the trained UNet swapped in.
 func TestSingleFileExportLoads(t *testing.T) {
 	_, dir := trainTiny(t, false)
-	m, err := Open(dir, true)
+	m, err := Open(dir, true, noteTo(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	out := filepath.Join(t.TempDir(), "model.safetensors")
-	if err := m.Export("single-file", out, tensor.F32); err != nil {
+	if _, err := m.Export("single-file", out, Options{DType: tensor.F32}); err != nil {
 		t.Fatal(err)
 	}
 	be := cpu.New()

@@ -1,11 +1,8 @@
 package export
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 
 	"github.com/zerodiff/zerodiff/internal/atomicfile"
 	"github.com/zerodiff/zerodiff/internal/cpu"
@@ -21,56 +18,42 @@ import (
 // Formats are what Export writes.
 var Formats = []string{"diffusers", "single-file", "lora-diffusers", "lora-kohya"}
 
-// Export writes the model in format to out: a folder for "diffusers", a
-// .safetensors file otherwise.
-func (m *Model) Export(format, out string, dt tensor.DType) error {
+// Options are Export's choices beside the format.
+type Options struct {
+	DType tensor.DType // the stored precision of the UNet (F32, F16 or BF16)
+	// UNetOnly makes the diffusers format write the UNet alone (config.json
+	// and weights at the top of the folder) instead of a whole pipeline.
+	UNetOnly bool
+}
+
+// Export writes the model in format to out — a folder for "diffusers", a
+// .safetensors file otherwise — and returns one line that says what it wrote.
+func (m *Model) Export(format, out string, o Options) (string, error) {
+	if o.UNetOnly && format != "diffusers" {
+		return "", fmt.Errorf("export %s: --unet-only applies to the diffusers format only", format)
+	}
 	switch format {
 	case "diffusers":
-		return m.writeFolder(out, dt)
+		return m.writeDiffusers(out, o)
 	case "single-file":
-		return m.writeSingleFile(out, dt)
+		if err := m.writeSingleFile(out, o.DType); err != nil {
+			return "", err
+		}
+		return fmt.Sprintf("%s: single-file checkpoint (UNet in %s, the base model's VAE and text encoder)", out, o.DType), nil
 	case "lora-diffusers", "lora-kohya":
 		if m.LoRA == nil {
-			return fmt.Errorf("export %s: checkpoint %s is a full fine-tune, it has no LoRA adapters", format, m.Checkpoint.Dir)
+			return "", fmt.Errorf("export %s: checkpoint %s is a full fine-tune, it has no LoRA adapters", format, m.Checkpoint.Dir)
 		}
 		f := lora.Diffusers
 		if format == "lora-kohya" {
 			f = lora.Kohya
 		}
-		return lora.Save(cpu.New(), out, m.LoRA, f)
+		if err := lora.Save(cpu.New(), out, m.LoRA, f); err != nil {
+			return "", err
+		}
+		return fmt.Sprintf("%s: LoRA adapters in %s form (%d layers)", out, f, len(m.LoRA.Modules)), nil
 	}
-	return fmt.Errorf("export format %q: one of %v", format, Formats)
-}
-
-// writeFolder writes <out>/unet/{config.json, diffusion_pytorch_model.safetensors},
-// the folder UNet2DConditionModel.from_pretrained loads.
-func (m *Model) writeFolder(out string, dt tensor.DType) error {
-	dir := filepath.Join(out, "unet")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	cfg, err := json.MarshalIndent(m.UNet.Cfg, "", "  ")
-	if err != nil {
-		return err
-	}
-	var raw map[string]any
-	if err := json.Unmarshal(cfg, &raw); err != nil {
-		return err
-	}
-	raw["_class_name"] = "UNet2DConditionModel"
-	if cfg, err = json.MarshalIndent(raw, "", "  "); err != nil {
-		return err
-	}
-	if _, err := atomicfile.Write(filepath.Join(dir, "config.json"), func(w io.Writer) error {
-		_, err := w.Write(append(cfg, '\n'))
-		return err
-	}); err != nil {
-		return err
-	}
-	_, err = atomicfile.Write(filepath.Join(dir, "diffusion_pytorch_model.safetensors"), func(w io.Writer) error {
-		return m.WriteUNet(w, dt)
-	})
-	return err
+	return "", fmt.Errorf("export format %q: one of %v", format, Formats)
 }
 
 // writeSingleFile writes the original (LDM) single-file layout: the UNet

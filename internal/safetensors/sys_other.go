@@ -20,6 +20,9 @@ func mapFile(f *os.File, size int64) (data []byte, unmap func() error, err error
 	return b, func() error { return nil }, nil
 }
 
+// createMode is the mode os.Create asks for; the system applies its own defaults.
+const createMode os.FileMode = 0o666
+
 // syncDir does nothing here: folders cannot be fsynced portably outside unix
 // (Windows refuses FlushFileBuffers on a folder handle).
 func syncDir(dir string) error { return nil }

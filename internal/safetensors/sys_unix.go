@@ -21,6 +21,13 @@ func mapFile(f *os.File, size int64) (data []byte, unmap func() error, err error
 	return b, func() error { return syscall.Munmap(b) }, nil
 }
 
+// createMode is what os.Create gives a new file: 0666 less the umask.
+var createMode = func() os.FileMode {
+	u := syscall.Umask(0)
+	syscall.Umask(u)
+	return 0o666 &^ os.FileMode(u)
+}()
+
 // syncDir fsyncs a folder so that a rename inside it is durable.
 func syncDir(dir string) error {
 	d, err := os.Open(dir)

@@ -224,6 +224,9 @@ func WriteFile(path string, tensors []Tensor, meta map[string]string) (err error
 	if err := writeTensors(tmp, infos, tensors, meta); err != nil {
 		return fmt.Errorf("safetensors %s: %w", path, err)
 	}
+	if err := tmp.Chmod(createMode); err != nil { // CreateTemp made it 0600
+		return fmt.Errorf("safetensors %s: %w", path, err)
+	}
 	if err := tmp.Sync(); err != nil {
 		return fmt.Errorf("safetensors %s: sync: %w", path, err)
 	}

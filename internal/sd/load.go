@@ -34,6 +34,9 @@ func ReadConfig(dir, sub string, v any) error {
 	path := filepath.Join(dir, sub, name)
 	b, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
+		if msg := UNetOnly(dir); msg != "" {
+			return errors.New(msg)
+		}
 		return fmt.Errorf("no %s: is %s a diffusers model folder (it needs %s/%s)?", path, dir, sub, name)
 	}
 	if err != nil {
@@ -43,6 +46,25 @@ func ReadConfig(dir, sub string, v any) error {
 		return fmt.Errorf("config %s: %w", path, err)
 	}
 	return nil
+}
+
+// UNetOnly returns, when dir is a folder that holds a UNet alone — its
+// config.json names UNet2DConditionModel, as `ckpt export --unet-only` and
+// diffusers' UNet2DConditionModel.save_pretrained write it — the sentence
+// that says so and what to pass instead; "" for any other folder.
+func UNetOnly(dir string) string {
+	b, err := os.ReadFile(filepath.Join(dir, "config.json"))
+	if err != nil {
+		return ""
+	}
+	var c struct {
+		Class string `json:"_class_name"`
+	}
+	if json.Unmarshal(b, &c) != nil || c.Class != "UNet2DConditionModel" {
+		return ""
+	}
+	return fmt.Sprintf("%s holds only a UNet (config.json and its weights), not a whole model: give the base model folder as the model and this UNet's weights on their own "+
+		"(sample --model BASE --unet %s)", dir, filepath.Join(dir, "diffusion_pytorch_model.safetensors"))
 }
 
 // pickleExts are the weight files zerodiff refuses: they are Python pickles,
@@ -252,7 +274,7 @@ type Loader struct {
 // each found with a matching shape, no key under m.Prefix left over — and
 // returns the error LoadWeights would.
 func NewLoader(tab *nn.Table, w *Weights, m Mapping) (*Loader, error) {
-	var problems, missing []string
+	var problems, missing, misfit []string
 	l := &Loader{tab: tab, w: w, keys: make([]string, len(tab.Params)), rows: make([]int, len(tab.Params))}
 	used := map[string]bool{}
 	for i, p := range tab.Params {
@@ -277,9 +299,9 @@ func NewLoader(tab *nn.Table, w *Weights, m Mapping) (*Loader, error) {
 		}
 		switch {
 		case info.DType == tensor.I64:
-			problems = append(problems, fmt.Sprintf("tensor %s is I64, parameter %s needs floats", key, p.Name))
+			misfit = append(misfit, fmt.Sprintf("tensor %s is I64, parameter %s needs floats", key, p.Name))
 		case !sameUpToTrailingOnes(shape, p.Shape):
-			problems = append(problems, fmt.Sprintf("tensor %s has shape %v in the file, parameter %s has %v", key, info.Shape, p.Name, p.Shape))
+			misfit = append(misfit, fmt.Sprintf("tensor %s has shape %v in the file, parameter %s has %v", key, info.Shape, p.Name, p.Shape))
 		}
 		l.keys[i] = key
 	}
@@ -288,6 +310,11 @@ func NewLoader(tab *nn.Table, w *Weights, m Mapping) (*Loader, error) {
 		if strings.HasPrefix(k, m.Prefix) && !used[k] && !harmless(k) && (m.Ignore == nil || !m.Ignore(k)) {
 			extra = append(extra, k)
 		}
+	}
+	if len(misfit) > 0 {
+		// One line per tensor would make a wrong-architecture file's error
+		// tens of kilobytes long: count them and show the first few.
+		problems = append(problems, fmt.Sprintf("%d tensors of another shape or dtype: %s", len(misfit), firstFew(misfit)))
 	}
 	if len(missing) > 0 {
 		problems = append(problems, fmt.Sprintf("%d tensors missing: %s", len(missing), firstFew(missing)))

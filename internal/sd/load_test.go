@@ -1,6 +1,7 @@
 package sd
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -88,6 +89,28 @@ func TestReadConfig(t *testing.T) {
 	}
 }
 
+// TestReadConfigNamesAUNetOnlyFolder: a folder holding a UNet alone (what
+// UNet2DConditionModel.save_pretrained writes) given as a whole model says
+// so and names the flags that take it, not "is it a diffusers folder?".
+func TestReadConfigNamesAUNetOnlyFolder(t *testing.T) {
+	dir := t.TempDir()
+	cfg, err := os.ReadFile(filepath.Join(modelDir(t, "tiny"), "unet", "config.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "config.json"), cfg, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var v struct{}
+	err = ReadConfig(dir, "text_encoder", &v)
+	if err == nil || !strings.Contains(err.Error(), dir+" holds only a UNet") || !strings.Contains(err.Error(), "--model BASE --unet "+filepath.Join(dir, "diffusion_pytorch_model.safetensors")) {
+		t.Errorf("text encoder config of a UNet-only folder: got %v", err)
+	}
+	if UNetOnly(modelDir(t, "tiny")) != "" {
+		t.Error("a whole model folder was taken for a UNet-only one")
+	}
+}
+
 // writeWeights writes a safetensors file of the given tensors into a temp folder.
 func writeWeights(t *testing.T, tensors ...safetensors.Tensor) *Weights {
 	t.Helper()
@@ -169,6 +192,34 @@ func TestLoadWeightsListsFirstFewMissing(t *testing.T) {
 	}
 	if got := cpu.Data(tab.W)[0]; got != 0 {
 		t.Errorf("a failed load uploaded p0.w = %g; nothing should be uploaded", got)
+	}
+}
+
+// TestLoadWeightsSummarizesAWrongArchitecture: a file made for another
+// config mis-shapes nearly every tensor; the error counts them and names the
+// first few instead of one clause per tensor (30 KB for an SD UNet).
+func TestLoadWeightsSummarizesAWrongArchitecture(t *testing.T) {
+	b := nn.NewBuilder()
+	var file []safetensors.Tensor
+	for i := range 40 {
+		b.Subf("p%d", i).Param("w", 2, 3)
+		file = append(file, safetensors.Tensor{Name: fmt.Sprintf("p%d.w", i), DType: tensor.F32, Shape: []int{3, 2}, F32: make([]float32, 6)})
+	}
+	tab := b.Table()
+	be := cpu.New()
+	tab.Alloc(be, false)
+	err := LoadWeights(be, tab, writeWeights(t, file...), Diffusers)
+	if err == nil {
+		t.Fatal("loaded 40 tensors of the wrong shape")
+	}
+	for _, want := range []string{"40 tensors of another shape or dtype: tensor p0.w has shape [3 2] in the file, parameter p0.w has [2 3]", "… (35 more)"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not say %q", err, want)
+		}
+	}
+	// 5 named tensors of ~70 bytes each, the count and the file name.
+	if n := len(err.Error()); n > 800 {
+		t.Errorf("the error is %d bytes long; want a summary under 800", n)
 	}
 }
 

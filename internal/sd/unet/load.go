@@ -1,6 +1,7 @@
 package unet
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -14,6 +15,9 @@ func ReadConfig(dir string) (Config, error) {
 	p := filepath.Join(dir, "unet", "config.json")
 	b, err := os.ReadFile(p)
 	if err != nil {
+		if msg := sd.UNetOnly(dir); msg != "" {
+			return Config{}, errors.New(msg)
+		}
 		return Config{}, fmt.Errorf("unet config: %w", err)
 	}
 	c, err := ParseConfig(b)
