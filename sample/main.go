@@ -30,12 +30,14 @@ type cli struct {
 	Width          int      `help:"Width in pixels (default: the model's native size)."`
 	Height         int      `help:"Height in pixels (default: the model's native size)."`
 	Batch          int      `default:"1" help:"Images per prompt."`
+	Latents        string   `help:"Initial noise instead of the seed's: a safetensors file with one tensor (N, C, H/f, W/f) of standard-normal latents, N the job's image count or 1 for the same noise in every image." type:"path"`
 	ClipSkip       int      `help:"Text-encoder layers to skip from the top (diffusers' clip_skip)."`
 	Output         string   `short:"o" default:"." help:"Output: a .png file (one image, or the grid), or a folder."`
 	Grid           bool     `help:"Also write all images as one grid (grid.png, or the -o file)."`
 	Compare        []string `help:"Comparison grid: UNet weight files (rows), each sampled for one prompt and seed at every --compare-steps count (columns)." type:"path"`
 	CompareSteps   []int    `help:"Step counts of the comparison grid's columns." default:"10,20,30"`
 	Score          string   `enum:",demo" default:"" help:"Score prompt adherence: demo classifies demo-set images by color and shape and prints the share that match their prompts beside chance. Without prompts it samples the demo's held-out combinations."`
+	MaxMemory      float64  `name:"max-memory" help:"Refuse jobs whose activations are estimated above this many GiB (default: the GPU's free memory, or the machine's available memory on the CPU)."`
 	Threads        int      `help:"CPU threads (default: all)."`
 	Device         string   `default:"cpu" help:"Backend: cpu, cuda (GPU 0, or this rank's under launch) or cuda:N (binaries built with make build-cuda)."`
 	Math           string   `default:"bf16" enum:"f32,tf32,bf16" help:"GPU GEMM precision: ${enum} (bf16: bfloat16 inputs, float32 accumulation, as PyTorch's autocast)."`

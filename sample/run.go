@@ -2,14 +2,17 @@ package main
 
 import (
 	"bufio"
-	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"image"
+	"io"
 	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
 
+	"github.com/zerodiff/zerodiff/internal/atomicfile"
 	"github.com/zerodiff/zerodiff/internal/demo"
 	"github.com/zerodiff/zerodiff/internal/device"
 	"github.com/zerodiff/zerodiff/internal/imageio"
@@ -48,15 +51,26 @@ func run(c *cli) error {
 	if err != nil {
 		return err
 	}
+	pv := provenance{model: modelName(c.Model)}
 	if c.UNet != "" {
-		if err := loadUNet(p, c.UNet); err != nil {
+		if pv.modelHash, err = loadUNet(p, c.UNet); err != nil {
 			return err
 		}
+		pv.unet = filepath.Base(c.UNet)
+		if c.UNet == "-" {
+			pv.unet = "stdin"
+		}
+	} else if pv.modelHash, err = modelHash(c.Model, isDir(c.Model)); err != nil {
+		return fmt.Errorf("--model: %w", err)
 	}
 	if c.LoRA != "" {
 		if err := mergeLoRA(p, c.LoRA, c.LoRAScale); err != nil {
 			return err
 		}
+		if pv.loraHash, err = loraHash(c.LoRA); err != nil {
+			return fmt.Errorf("--lora: %w", err)
+		}
+		pv.lora = modelName(c.LoRA)
 	}
 	f := p.Factor()
 	if c.Width == 0 {
@@ -65,10 +79,48 @@ func run(c *cli) error {
 	if c.Height == 0 {
 		c.Height = p.UNet.Cfg.SampleSize * f
 	}
-	if len(c.Compare) > 0 {
-		return compare(c, p, prompts[0])
+	if err := p.CheckSize(c.Width, c.Height); err != nil {
+		return fmt.Errorf("--width/--height: %w", err)
 	}
-	return generate(c, p, prompts)
+	if err := checkMemory(c, p, be); err != nil {
+		return err
+	}
+	for _, n := range promptNotices(p, prompts, c.NegativePrompt) {
+		fmt.Fprintf(os.Stderr, "sample: %s\n", n)
+	}
+	var lat *latents
+	if c.Latents != "" {
+		n := len(prompts) * c.Batch
+		if len(c.Compare) > 0 {
+			n = 1
+		}
+		if lat, err = readLatents(c.Latents, []int{n, p.UNet.Cfg.InChannels, c.Height / f, c.Width / f}); err != nil {
+			return err
+		}
+	}
+	if len(c.Compare) > 0 {
+		pv.modelHash, pv.unet = "", ""
+		return compare(c, p, prompts[0], pv, lat)
+	}
+	return generate(c, p, prompts, pv, lat)
+}
+
+// promptNotices names each prompt (and the negative prompt) that is longer
+// than the text encoder reads, with the number of tokens dropped: the same
+// truncation diffusers warns about, once per prompt.
+func promptNotices(p *pipeline.Pipeline, prompts []string, negative string) []string {
+	var out []string
+	note := func(what, text string) {
+		if kept, dropped, tail := p.PromptTokens(text); len(dropped) > 0 {
+			out = append(out, fmt.Sprintf("%s has %d tokens and the text encoder reads %d: %d dropped from the end: %q",
+				what, kept+len(dropped), kept, len(dropped), tail))
+		}
+	}
+	for i, t := range prompts {
+		note(fmt.Sprintf("prompt %d", i+1), t)
+	}
+	note("the negative prompt", negative)
+	return out
 }
 
 func readPrompts(c *cli) ([]string, error) {
@@ -121,27 +173,39 @@ func loadModel(c *cli, be tensor.Backend) (*pipeline.Pipeline, error) {
 	return pipeline.LoadSingleFile(be, c.Model, c.Config)
 }
 
-// loadUNet replaces the UNet's weights by a safetensors file, or standard input for "-".
-func loadUNet(p *pipeline.Pipeline, path string) error {
+// isDir reports whether path is a folder (loadModel has checked it exists).
+func isDir(path string) bool {
+	st, err := os.Stat(path)
+	return err == nil && st.IsDir()
+}
+
+// loadUNet replaces the UNet's weights by a safetensors file, or standard
+// input for "-", and returns the SHA-256 of the bytes it read, hex.
+func loadUNet(p *pipeline.Pipeline, path string) (string, error) {
 	var w *sd.Weights
+	h := sha256.New()
 	if path == "-" {
-		f, err := safetensors.ReadAll(bufio.NewReaderSize(os.Stdin, 1<<20), maxStdinWeights)
+		f, err := safetensors.ReadAll(io.TeeReader(bufio.NewReaderSize(os.Stdin, 1<<20), h), maxStdinWeights)
 		if err != nil {
-			return fmt.Errorf("--unet -: standard input: %w", err)
+			return "", fmt.Errorf("--unet -: standard input: %w", err)
 		}
 		w = sd.WeightsOf("standard input", f)
 	} else {
 		var err error
 		if w, err = sd.OpenWeights(path); err != nil {
-			return fmt.Errorf("--unet: %w", err)
+			return "", fmt.Errorf("--unet: %w", err)
+		}
+		if err := hashFile(h, path, 0); err != nil {
+			w.Close()
+			return "", fmt.Errorf("--unet: %w", err)
 		}
 	}
 	defer w.Close()
-	return p.UNet.LoadFile(p.Backend(), w)
+	return hex.EncodeToString(h.Sum(nil)), p.UNet.LoadFile(p.Backend(), w)
 }
 
 // generate writes one PNG per image, and the grid when asked.
-func generate(c *cli, p *pipeline.Pipeline, prompts []string) error {
+func generate(c *cli, p *pipeline.Pipeline, prompts []string, pv provenance, lat *latents) error {
 	total := len(prompts) * c.Batch
 	single := strings.HasSuffix(strings.ToLower(c.Output), ".png")
 	if single && total > 1 && !c.Grid {
@@ -158,6 +222,9 @@ func generate(c *cli, p *pipeline.Pipeline, prompts []string) error {
 	var want []demo.Labels
 	for i, prompt := range prompts {
 		req := c.request(prompt, i*c.Batch)
+		if lat != nil {
+			req.Latents = lat.images(i*c.Batch, c.Batch)
+		}
 		imgs, err := images(p, req, func(step, steps int) { bar.step(i*c.Batch, step) })
 		if err != nil {
 			return err
@@ -183,7 +250,7 @@ func generate(c *cli, p *pipeline.Pipeline, prompts []string) error {
 			if !single {
 				path = filepath.Join(c.Output, fmt.Sprintf("%05d-%d.png", idx, c.Seed))
 			}
-			if err := writePNG(path, img, c.parameters(prompt, c.Steps)); err != nil {
+			if err := writePNG(path, img, c.parameters(prompt, c.Steps, pv)); err != nil {
 				return err
 			}
 			bar.done(path)
@@ -204,7 +271,7 @@ func generate(c *cli, p *pipeline.Pipeline, prompts []string) error {
 	if cols == 1 {
 		cols = min(total, 4)
 	}
-	if err := writePNG(path, imageio.Grid(cells, cols, nil, nil), c.parameters(strings.Join(prompts, " | "), c.Steps)); err != nil {
+	if err := writePNG(path, imageio.Grid(cells, cols, nil, nil), c.parameters(strings.Join(prompts, " | "), c.Steps, pv)); err != nil {
 		return err
 	}
 	bar.done(path)
@@ -223,19 +290,23 @@ func images(p *pipeline.Pipeline, req pipeline.Request, progress func(step, step
 }
 
 // compare samples one prompt and seed with every UNet of --compare (rows)
-// at every step count of --compare-steps (columns) into one labelled grid.
-func compare(c *cli, p *pipeline.Pipeline, prompt string) error {
+// at every step count of --compare-steps (columns) into one labelled grid;
+// the rows name the UNets, so the text names the base model only.
+func compare(c *cli, p *pipeline.Pipeline, prompt string, pv provenance, lat *latents) error {
 	var cells []image.Image
 	var rows []string
 	bar := newProgress(len(c.Compare)*len(c.CompareSteps), 0)
 	for r, file := range c.Compare {
-		if err := loadUNet(p, file); err != nil {
+		if _, err := loadUNet(p, file); err != nil {
 			return err
 		}
 		rows = append(rows, filepath.Base(file))
 		for k, steps := range c.CompareSteps {
 			req := c.request(prompt, 0)
 			req.Steps = steps
+			if lat != nil {
+				req.Latents = lat.images(0, len(req.Prompts))
+			}
 			bar.steps = steps
 			imgs, err := images(p, req, func(step, _ int) { bar.step(r*len(c.CompareSteps)+k, step) })
 			if err != nil {
@@ -255,7 +326,7 @@ func compare(c *cli, p *pipeline.Pipeline, prompt string) error {
 		}
 		path = filepath.Join(path, "compare.png")
 	}
-	if err := writePNG(path, imageio.Grid(cells, len(c.CompareSteps), rows, cols), c.parameters(prompt, 0)); err != nil {
+	if err := writePNG(path, imageio.Grid(cells, len(c.CompareSteps), rows, cols), c.parameters(prompt, 0, pv)); err != nil {
 		return err
 	}
 	bar.done(path)
@@ -280,7 +351,7 @@ var samplerNames = map[string]string{
 
 // parameters is the A1111-style "parameters" text: prompt, negative prompt,
 // then the settings on one line.
-func (c *cli) parameters(prompt string, steps int) string {
+func (c *cli) parameters(prompt string, steps int, pv provenance) string {
 	var b strings.Builder
 	b.WriteString(prompt)
 	if c.NegativePrompt != "" {
@@ -294,7 +365,7 @@ func (c *cli) parameters(prompt string, steps int) string {
 	if steps > 0 {
 		fmt.Fprintf(&b, "Steps: %d, ", steps)
 	}
-	fmt.Fprintf(&b, "Sampler: %s, CFG scale: %g, Seed: %d, Size: %dx%d, Model: %s", name, c.Guidance, c.Seed, c.Width, c.Height, filepath.Base(c.Model))
+	fmt.Fprintf(&b, "Sampler: %s, CFG scale: %g, Seed: %d, Size: %dx%d%s", name, c.Guidance, c.Seed, c.Width, c.Height, pv.settings())
 	if c.ClipSkip > 0 {
 		fmt.Fprintf(&b, ", Clip skip: %d", c.ClipSkip+1)
 	}
@@ -304,14 +375,12 @@ func (c *cli) parameters(prompt string, steps int) string {
 	return b.String()
 }
 
+// writePNG writes the image through atomicfile: an exclusive temporary
+// file renamed over path, so a planted symbolic link at a temporary name
+// or at path redirects nothing, and a crash leaves no torn image.
 func writePNG(path string, img image.Image, params string) error {
-	var buf bytes.Buffer
-	if err := imageio.WritePNG(&buf, img, [][2]string{{"parameters", params}}); err != nil {
-		return err
-	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, buf.Bytes(), 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+	_, err := atomicfile.Write(path, func(w io.Writer) error {
+		return imageio.WritePNG(w, img, [][2]string{{"parameters", params}})
+	})
+	return err
 }

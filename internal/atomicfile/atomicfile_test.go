@@ -61,3 +61,34 @@ func TestWriteMode(t *testing.T) {
 		t.Errorf("mode %v, want %v as os.Create makes", got.Mode().Perm(), want.Mode().Perm())
 	}
 }
+
+// TestWriteReplacesPlantedLink: a symbolic link planted at the target is
+// replaced by the new file, its own target left alone; the temporary file is
+// created exclusively under a random name, so no link planted beside it is
+// followed either.
+func TestWriteReplacesPlantedLink(t *testing.T) {
+	dir := t.TempDir()
+	victim := filepath.Join(dir, "victim")
+	if err := os.WriteFile(victim, []byte("precious"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(dir, "f")
+	for _, link := range []string{p, p + ".tmp", filepath.Join(dir, ".f.tmp")} {
+		if err := os.Symlink(victim, link); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := Write(p, func(w io.Writer) error { _, err := io.WriteString(w, "new"); return err }); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(victim); string(b) != "precious" {
+		t.Fatalf("the link's target was overwritten: %q", b)
+	}
+	st, err := os.Lstat(p)
+	if err != nil || !st.Mode().IsRegular() {
+		t.Fatalf("%s is not a regular file: %v", p, err)
+	}
+	if b, _ := os.ReadFile(p); string(b) != "new" {
+		t.Fatalf("%s holds %q", p, b)
+	}
+}

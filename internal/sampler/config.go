@@ -40,7 +40,9 @@ type Config struct {
 	ClipSampleRange float64 `json:"clip_sample_range"`
 	// VarianceType is ddpm's step noise: fixed_small ("" too) or fixed_large.
 	VarianceType string `json:"variance_type"`
-	// SkipPRKSteps must be true for pndm: only its PLMS steps are implemented.
+	// SkipPRKSteps makes pndm start with PLMS steps, as SD's configs ask;
+	// false (PNDMScheduler's default) starts with three Runge–Kutta steps of
+	// four model calls each.
 	SkipPRKSteps bool `json:"skip_prk_steps"`
 
 	// UseKarrasSigmas spaces euler's and dpmpp_2m's sigmas as Karras et al.
@@ -52,12 +54,21 @@ type Config struct {
 	// below it; nil is −∞, no clipping.
 	LambdaMinClipped *float64 `json:"lambda_min_clipped"`
 
+	// FinalSigmasType is σ after dpmpp_2m's last step: "zero" (a clean
+	// image) or "sigma_min" (σ of timestep 0, which keeps the last step's
+	// log-SNR finite); euler supports "zero" only.
+	FinalSigmasType string `json:"final_sigmas_type"`
+	// LowerOrderFinal makes dpmpp_2m's last step first order in runs of
+	// fewer than 15 steps, EulerAtFinal in every run (diffusers: "improve
+	// numerical stability for small number of steps").
+	LowerOrderFinal bool `json:"lower_order_final"`
+	EulerAtFinal    bool `json:"euler_at_final"`
+
 	// Settings of dpmpp_2m and euler with a single supported value, checked
 	// by New so that a config asking for another fails loudly.
 	SolverOrder       int    `json:"solver_order"`
 	AlgorithmType     string `json:"algorithm_type"`
 	SolverType        string `json:"solver_type"`
-	FinalSigmasType   string `json:"final_sigmas_type"`
 	InterpolationType string `json:"interpolation_type"`
 	TimestepType      string `json:"timestep_type"`
 
@@ -85,6 +96,7 @@ func DefaultConfig() Config {
 		AlgorithmType:     "dpmsolver++",
 		SolverType:        "midpoint",
 		FinalSigmasType:   "zero",
+		LowerOrderFinal:   true,
 		InterpolationType: "linear",
 		TimestepType:      "discrete",
 	}

@@ -56,6 +56,11 @@ func (s *ddim) Timesteps() []float64                         { return append([]f
 func (s *ddim) InitNoiseSigma() float64                      { return 1 }
 func (s *ddim) ScaleModelInput(x []float32, i int) []float32 { return x }
 
+// AddNoise noises x0 to ᾱ of timestep ts[i].
+func (s *ddim) AddNoise(x0, noise []float32, i int) []float32 {
+	return addNoiseAt(s.ac[s.ts[i]], x0, noise)
+}
+
 // Step draws noise only when η > 0, as the pipeline passes none otherwise.
 func (s *ddim) Step(m []float32, i int, x []float32, noise NoiseSource) []float32 {
 	mustSameLen("ddim Step", m, x)

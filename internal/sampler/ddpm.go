@@ -53,6 +53,11 @@ func (s *ddpm) Timesteps() []float64                         { return append([]f
 func (s *ddpm) InitNoiseSigma() float64                      { return 1 }
 func (s *ddpm) ScaleModelInput(x []float32, i int) []float32 { return x }
 
+// AddNoise noises x0 to ᾱ of timestep ts[i].
+func (s *ddpm) AddNoise(x0, noise []float32, i int) []float32 {
+	return addNoiseAt(s.ac[s.ts[i]], x0, noise)
+}
+
 // Step goes from ts[i] to ts[i+1] (−1 after the last, where ᾱ = 1) and draws
 // noise whenever ts[i] > 0, as diffusers does.
 func (s *ddpm) Step(m []float32, i int, x []float32, noise NoiseSource) []float32 {

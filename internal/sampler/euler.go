@@ -88,6 +88,17 @@ func (s *euler) ScaleModelInput(x []float32, i int) []float32 {
 	return out
 }
 
+// AddNoise is x0 + noise·σ_i, in EulerDiscreteScheduler.add_noise's order.
+func (s *euler) AddNoise(x0, noise []float32, i int) []float32 {
+	mustSameLen("AddNoise", x0, noise)
+	sigma := s.sigmas[i]
+	out := make([]float32, len(x0)) // like x0
+	for j := range out {
+		out[j] = x0[j] + float32(noise[j]*sigma)
+	}
+	return out
+}
+
 // Step: x0 from the model's output, d = (x − x0)/σ, then x + d·(σ' − σ);
 // the ancestral step goes to σ_down and adds σ_up·z, drawing z every step.
 func (s *euler) Step(m []float32, i int, x []float32, noise NoiseSource) []float32 {

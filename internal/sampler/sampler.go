@@ -23,10 +23,11 @@ const (
 	VPrediction = "v_prediction" // v = √ᾱ·ε − √(1−ᾱ)·x0
 )
 
-// Sampler runs the reverse diffusion: for i = 0..len(Timesteps())−1, call the
+// Sampler runs the reverse diffusion: for i = b..len(Timesteps())−1, call the
 // model on ScaleModelInput(x, i) at Timesteps()[i] and set x to
-// Step(output, i, x, noise). Start from standard-normal latents times
-// InitNoiseSigma().
+// Step(output, i, x, noise), where b is Options.Begin (0 for a whole run).
+// A whole run starts from standard-normal latents times InitNoiseSigma(); a
+// run begun part-way (img2img) starts from AddNoise(x0, noise, b).
 type Sampler interface {
 	// Timesteps are the model's timestep arguments, in calling order (a
 	// new slice).
@@ -37,9 +38,16 @@ type Sampler interface {
 	// samplers that do not scale it, a new slice for those that do.
 	ScaleModelInput(x []float32, i int) []float32
 	// Step returns the latents after step i given the model's output for
-	// step i. Steps run in order from 0 (step 0 starts a new run). Samplers
-	// that add noise fill a slice from noise; the others ignore it.
+	// step i. Steps run in order from Options.Begin (which starts a new
+	// run). Samplers that add noise fill a slice from noise; the others
+	// ignore it.
 	Step(modelOut []float32, i int, x []float32, noise NoiseSource) []float32
+	// AddNoise returns clean latents x0 noised to the level step i starts
+	// from, as the diffusers scheduler's add_noise after set_begin_index(i):
+	// √ᾱ_t·x0 + √(1−ᾱ_t)·noise at t = Timesteps()[i] for ddpm, ddim and
+	// pndm, x0 + σ_i·noise for euler and euler_a, α_i·x0 + σ_iα_i·noise for
+	// dpmpp_2m.
+	AddNoise(x0, noise []float32, i int) []float32
 }
 
 // NoiseSource fills dst with standard-normal values, for example
@@ -54,6 +62,11 @@ type Options struct {
 	Karras bool
 	// Eta is DDIM's η: 0 is deterministic DDIM, 1 has DDPM's variance.
 	Eta float64
+	// Begin is the index of the run's first step, as diffusers'
+	// set_begin_index: img2img at strength s begins at steps − ⌊steps·s⌋
+	// from latents that AddNoise made. Multistep samplers start their
+	// history there, as diffusers does.
+	Begin int
 }
 
 // Names are the samplers New builds, after the diffusers scheduler each
@@ -90,14 +103,17 @@ func New(name string, cfg Config, steps int, opts Options) (Sampler, error) {
 	case "euler_a":
 		s, err = newEuler(cfg, steps, false, true)
 	case "dpmpp_2m":
-		s, err = newDPMSolver(cfg, steps, opts.Karras || cfg.UseKarrasSigmas)
+		s, err = newDPMSolver(cfg, steps, opts.Karras || cfg.UseKarrasSigmas, opts.Begin)
 	case "pndm":
-		s, err = newPNDM(cfg, steps)
+		s, err = newPNDM(cfg, steps, opts.Begin)
 	default:
 		return nil, fmt.Errorf("unknown sampler %q (have %v)", name, Names())
 	}
 	if err != nil {
 		return nil, fmt.Errorf("sampler %s: %w", name, err)
+	}
+	if n := len(s.Timesteps()); opts.Begin < 0 || opts.Begin >= n {
+		return nil, fmt.Errorf("sampler %s: begin at step %d: need 0 to %d (the run has %d model calls)", name, opts.Begin, n-1, n)
 	}
 	return s, nil
 }
@@ -133,10 +149,11 @@ func clamp32(v, r float32) float32 {
 	return min(max(v, -r), r)
 }
 
-// stepOrder panics when a stateful sampler's steps come out of order.
-func stepOrder(name string, i, next, n int) {
-	if i != 0 && i != next {
-		panic(fmt.Sprintf("sampler %s: step %d out of order, expected %d (steps run in order from 0)", name, i, next))
+// stepOrder panics when a stateful sampler's steps come out of order: a run
+// goes from begin to n−1, and a step at begin starts a new one.
+func stepOrder(name string, i, next, begin, n int) {
+	if i != begin && i != next {
+		panic(fmt.Sprintf("sampler %s: step %d out of order, expected %d (steps run in order from %d)", name, i, next, begin))
 	}
 	if i >= n {
 		panic(fmt.Sprintf("sampler %s: step %d of %d", name, i, n))

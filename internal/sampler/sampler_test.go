@@ -23,7 +23,8 @@ func fakeModel(x []float32, t float64) []float32 {
 
 // trajectoryCases are the golden runs of gen_sampler.py's cases(): every
 // sampler with SD1.5's config (leading, epsilon), trailing spacing with
-// v-prediction, linspace spacing, and some further options.
+// v-prediction, linspace spacing, some further options, and runs begun
+// part-way from add_noise (img2img; the files with a "begin" tensor).
 var trajectoryCases = []string{
 	"ddpm_sd15", "ddim_sd15", "euler_sd15", "euler_a_sd15", "dpmpp_2m_sd15", "pndm_sd15",
 	"dpmpp_2m_karras_sd15", "euler_karras_sd15",
@@ -31,6 +32,11 @@ var trajectoryCases = []string{
 	"ddpm_linspace", "ddim_linspace", "euler_linspace", "euler_a_linspace", "dpmpp_2m_linspace", "pndm_linspace",
 	"ddim_trailing_v_zsnr", "euler_trailing_v_zsnr", "dpmpp_2m_trailing_v_zsnr",
 	"ddim_eta1", "ddim_clip", "ddpm_clip_large", "ddpm_linear_v", "dpmpp_2m_cosine", "euler_a_linear",
+	"dpmpp_2m_sigma_min", "dpmpp_2m_sigma_min_20", "dpmpp_2m_sigma_min_no_lower", "dpmpp_2m_euler_at_final_20",
+	"dpmpp_2m_karras_sigma_min_trailing_v",
+	"pndm_prk", "pndm_prk_linspace_v",
+	"ddpm_begin4", "ddim_begin4", "euler_begin4", "euler_a_begin4", "dpmpp_2m_begin4", "pndm_begin4",
+	"dpmpp_2m_karras_begin4", "euler_trailing_v_zsnr_begin3",
 }
 
 // eps32 is the float32 roundoff unit, 2⁻²³ (one ulp of 1).
@@ -93,7 +99,12 @@ func checkTrajectory(t *testing.T, name string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := New(c.Meta(t, "sampler"), cfg, steps, Options{Eta: eta})
+	begin := 0
+	if c.Has("begin") {
+		b, _ := c.I64(t, "begin")
+		begin = int(b[0])
+	}
+	s, err := New(c.Meta(t, "sampler"), cfg, steps, Options{Eta: eta, Begin: begin})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,18 +140,26 @@ func checkTrajectory(t *testing.T, name string) {
 	n := len(init)
 	// replay hands step i the noise diffusers drew at step i, and checks
 	// that the sampler draws exactly where diffusers did.
+	// The golden tensors hold the steps from begin on: row r is step begin+r.
 	replay := func(i int, step func(NoiseSource) []float32) []float32 {
-		calls := 0
+		calls, r := 0, i-begin
 		x := step(func(dst []float32) {
 			calls++
-			copy(dst, noise[i*n:(i+1)*n])
+			copy(dst, noise[r*n:(r+1)*n])
 		})
-		if calls != int(drew[i]) {
-			t.Fatalf("step %d drew noise %d times, diffusers %d", i, calls, drew[i])
+		if calls != int(drew[r]) {
+			t.Fatalf("step %d drew noise %d times, diffusers %d", i, calls, drew[r])
 		}
 		return x
 	}
-	scaled := func(sigma float64) []float32 {
+	// start is the latents before the run's first step: the initial noise
+	// times init_noise_sigma, or for a run begun part-way add_noise of the
+	// clean latents x0 with the initial noise.
+	start := func(sigma float64) []float32 {
+		if begin > 0 {
+			x0, _ := c.F32(t, "x0")
+			return s.AddNoise(x0, init, begin)
+		}
 		x := make([]float32, n) // (1, 4, 8, 8)
 		for j, v := range init {
 			x[j] = float32(float64(v) * sigma)
@@ -149,13 +168,19 @@ func checkTrajectory(t *testing.T, name string) {
 	}
 
 	// Step by step, each step from diffusers' latents.
-	prev := scaled(float64(wantSigma[0])) // (1, 4, 8, 8), diffusers' latents before step i
+	prev := start(float64(wantSigma[0])) // (1, 4, 8, 8), diffusers' latents before step i
+	if begin > 0 {
+		want, _ := c.F32(t, "noised")
+		golden.Compare(t, name, "add_noise", prev, want, shape, ulpTol(maxAbs(want), stepUlps, stepWhy))
+		prev = want
+	}
 	runScale, worstStep := maxAbs(prev), 0.0
-	for i, ts := range gotTs {
-		want := latents[i*n : (i+1)*n]
+	for i := begin; i < len(gotTs); i++ {
+		ts, r := gotTs[i], i-begin
+		want := latents[r*n : (r+1)*n]
 		in := s.ScaleModelInput(prev, i)
 		if modelIn != nil {
-			wantIn := modelIn[i*n : (i+1)*n]
+			wantIn := modelIn[r*n : (r+1)*n]
 			golden.Compare(t, name, "model_in/"+strconv.Itoa(i), in, wantIn, shape, ulpTol(maxAbs(wantIn), stepUlps, stepWhy))
 		}
 		x := replay(i, func(z NoiseSource) []float32 { return s.Step(fakeModel(in, ts), i, prev, z) })
@@ -168,8 +193,9 @@ func checkTrajectory(t *testing.T, name string) {
 
 	// The whole run from Go's own initial latents.
 	run := func() []float32 {
-		x := scaled(s.InitNoiseSigma())
-		for i, ts := range gotTs {
+		x := start(s.InitNoiseSigma())
+		for i := begin; i < len(gotTs); i++ {
+			ts := gotTs[i]
 			in := s.ScaleModelInput(x, i)
 			x = replay(i, func(z NoiseSource) []float32 { return s.Step(fakeModel(in, ts), i, x, z) })
 		}
@@ -181,8 +207,8 @@ func checkTrajectory(t *testing.T, name string) {
 	t.Logf("%s: worst step %.2f ulps; final %.2f ulps of the run's max |x| %.3g; final latents PSNR %.1f dB vs diffusers",
 		name, worstStep, row.MaxAbs/(eps32*runScale), runScale, psnr(got, want))
 
-	// A second run from step 0 on the same sampler restarts its multistep
-	// state: the same bits.
+	// A second run from its first step on the same sampler restarts its
+	// multistep state: the same bits.
 	again := run()
 	for j := range got {
 		if math.Float32bits(again[j]) != math.Float32bits(got[j]) {

@@ -121,8 +121,13 @@ func rescaleZeroTerminalSNR(betas []float32) []float32 {
 // x_t = √ᾱ_t·x0 + √(1−ᾱ_t)·noise.
 func (s *Schedule) AddNoise(x0, noise []float32, t int) []float32 {
 	s.checkT(t)
+	return addNoiseAt(s.AlphasCumprod[t], x0, noise)
+}
+
+// addNoiseAt is √a·x0 + √(1−a)·noise, the add_noise of the samplers that
+// step in ᾱ (DDPMScheduler, DDIMScheduler, PNDMScheduler), a being ᾱ_t.
+func addNoiseAt(a float32, x0, noise []float32) []float32 {
 	mustSameLen("AddNoise", x0, noise)
-	a := s.AlphasCumprod[t]
 	ca, cn := sqrt32(a), sqrt32(1-a)
 	out := make([]float32, len(x0)) // like x0
 	for i := range out {

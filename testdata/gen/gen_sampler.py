@@ -15,6 +15,9 @@ before the step) so Go can replay it.
 Files (testdata/golden/sampler/):
   <case>.safetensors   one trajectory: timesteps, sigmas, init noise, model
                        inputs, drawn noise, latents after every step, final.
+                       Runs begun part-way (img2img) also hold begin, the
+                       clean latents x0 and noised = add_noise(x0, init
+                       noise); their per-step tensors start at step begin.
   schedule.safetensors betas/alphas_cumprod of several configs, add_noise,
                        get_velocity and compute_snr at a few t, and CFG.
   timesteps.safetensors set_timesteps of every scheduler × spacing for many
@@ -96,19 +99,60 @@ def cases():
                                      "prediction_type": "v_prediction"}, {})
     out["dpmpp_2m_cosine"] = ("dpmpp_2m", {"beta_schedule": "squaredcos_cap_v2"}, {})
     out["euler_a_linear"] = ("euler_a", {"beta_schedule": "linear", "beta_start": 0.0001, "beta_end": 0.02}, {})
+    # final_sigmas_type "sigma_min" keeps the last step's σ at σ_min: its last
+    # step is first order under 15 steps (lower_order_final), second order
+    # from 15 on or without lower_order_final, first order again with
+    # euler_at_final.
+    out["dpmpp_2m_sigma_min"] = ("dpmpp_2m", {"final_sigmas_type": "sigma_min"}, {})
+    out["dpmpp_2m_sigma_min_20"] = ("dpmpp_2m", {"final_sigmas_type": "sigma_min"}, {"steps": 20})
+    out["dpmpp_2m_sigma_min_no_lower"] = ("dpmpp_2m", {"final_sigmas_type": "sigma_min", "lower_order_final": False}, {})
+    out["dpmpp_2m_euler_at_final_20"] = (
+        "dpmpp_2m", {"final_sigmas_type": "sigma_min", "euler_at_final": True}, {"steps": 20})
+    out["dpmpp_2m_karras_sigma_min_trailing_v"] = (
+        "dpmpp_2m",
+        {"final_sigmas_type": "sigma_min", "use_karras_sigmas": True, "timestep_spacing": "trailing",
+         "prediction_type": "v_prediction"},
+        {},
+    )
+    # PNDM with its Runge-Kutta warm-up (skip_prk_steps false, the class
+    # default); linspace spacing has gaps other than T//steps, where the
+    # half-step timesteps are t' + δ//2 rather than t − δ//2.
+    out["pndm_prk"] = ("pndm", {"skip_prk_steps": False}, {})
+    out["pndm_prk_linspace_v"] = (
+        "pndm", {"skip_prk_steps": False, "timestep_spacing": "linspace", "prediction_type": "v_prediction"}, {})
+    # img2img: a run begun part-way (set_begin_index) from add_noise of
+    # clean latents, as StableDiffusionImg2ImgPipeline at strength 0.6.
+    for name in CLASSES:
+        out[f"{name}_begin4"] = (name, {}, {"begin": 4})
+    out["dpmpp_2m_karras_begin4"] = ("dpmpp_2m", {"use_karras_sigmas": True}, {"begin": 4})
+    out["euler_trailing_v_zsnr_begin3"] = (
+        "euler", {"timestep_spacing": "trailing", "prediction_type": "v_prediction", "rescale_betas_zero_snr": True},
+        {"begin": 3})
     return out
 
 
 def run_case(sampler, overrides, kwargs, seed):
     cfg = dict(SD15, **overrides)
     sched = CLASSES[sampler].from_config(cfg)
-    sched.set_timesteps(STEPS)
+    num_steps = kwargs.get("steps", STEPS)
+    begin = kwargs.get("begin", 0)
+    sched.set_timesteps(num_steps)
     g = common.seeded(seed)
     init = torch.randn(*SHAPE, generator=g, dtype=torch.float32)
-    latents = init * sched.init_noise_sigma
+    extra = {}
+    if begin:
+        # StableDiffusionImg2ImgPipeline: set_begin_index where the scheduler
+        # has it, then add_noise at the first timestep of the shortened run.
+        x0 = torch.randn(*SHAPE, generator=g, dtype=torch.float32)
+        if hasattr(sched, "set_begin_index"):
+            sched.set_begin_index(begin)
+        latents = sched.add_noise(x0, init, sched.timesteps[begin:begin + 1])
+        extra = {"begin": torch.tensor([begin], dtype=torch.int64), "x0": x0, "noised": latents}
+    else:
+        latents = init * sched.init_noise_sigma
     model_in, noise, drew, steps = [], [], [], []
     eta = kwargs.get("eta", 0.0)
-    for t in sched.timesteps:
+    for t in sched.timesteps[begin:]:
         inp = sched.scale_model_input(latents, t)
         eps = fake_model(inp, t)
         model_in.append(inp)
@@ -145,6 +189,7 @@ def run_case(sampler, overrides, kwargs, seed):
         "drew": torch.tensor(drew, dtype=torch.int64),
         "latents": torch.stack(steps),
         "final": latents,
+        **extra,
     }
     # Kept small: the model inputs only where scale_model_input changes them,
     # the noise only where the scheduler drew some.
@@ -154,7 +199,7 @@ def run_case(sampler, overrides, kwargs, seed):
         out["noise"] = torch.stack(noise)
     if sigmas is not None and sampler in ("euler", "euler_a", "dpmpp_2m"):
         out["sigmas"] = sigmas.to(torch.float32)
-    meta = {"sampler": sampler, "config": json.dumps(cfg), "steps": STEPS, "eta": eta}
+    meta = {"sampler": sampler, "config": json.dumps(cfg), "steps": num_steps, "eta": eta}
     return out, meta
 
 

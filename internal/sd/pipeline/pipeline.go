@@ -102,6 +102,48 @@ func (p *Pipeline) Factor() int {
 	return 1 << (len(p.VAE.Cfg.BlockOutChannels) - 1)
 }
 
+// SizeMultiple is what image widths and heights must be multiples of: the
+// VAE's pixels per latent times the UNet's total downsampling, 2 per down
+// block but the last (SD: 8·8 = 64). diffusers' UNet2DConditionModel
+// forwards an upsample size for other latent sizes; this UNet concatenates
+// skip connections of equal size only.
+func (p *Pipeline) SizeMultiple() int {
+	return p.Factor() << (len(p.UNet.Cfg.BlockOutChannels) - 1)
+}
+
+// CheckSize refuses an image size the model cannot denoise, naming the
+// nearest sizes it can.
+func (p *Pipeline) CheckSize(width, height int) error {
+	m := p.SizeMultiple()
+	if width <= 0 || height <= 0 {
+		return fmt.Errorf("size %dx%d: width and height must be positive multiples of %d for this model", width, height, m)
+	}
+	if width%m == 0 && height%m == 0 {
+		return nil
+	}
+	down := func(v int) int { return max(v/m*m, m) }
+	up := func(v int) int { return (v + m - 1) / m * m }
+	near := fmt.Sprintf("%dx%d", up(width), up(height))
+	if lo := fmt.Sprintf("%dx%d", down(width), down(height)); lo != near {
+		near = lo + " or " + near
+	}
+	return fmt.Errorf("size %dx%d: width and height must be multiples of %d for this model (%d pixels per latent times %d from the UNet's downsampling): try %s",
+		width, height, m, p.Factor(), m/p.Factor(), near)
+}
+
+// PromptTokens returns how many tokens of text the text encoder reads, and
+// the tokens past its 77 positions less the start and end tokens as text:
+// diffusers truncates such prompts too and logs a warning with the dropped
+// part (StableDiffusionPipeline.encode_prompt).
+func (p *Pipeline) PromptTokens(text string) (kept int, dropped []int, tail string) {
+	ids := p.Tok.Encode(text)
+	kept = min(len(ids), p.Text.Cfg.MaxPositionEmbeddings-2)
+	if dropped = ids[kept:]; len(dropped) > 0 {
+		tail = p.Tok.Decode(dropped)
+	}
+	return kept, dropped, tail
+}
+
 // Encode turns texts into the text encoder's hidden states (N, 77, D).
 func (p *Pipeline) Encode(texts []string, clipSkip int) (*tensor.Tensor, error) {
 	maxLen := p.Text.Cfg.MaxPositionEmbeddings
@@ -126,10 +168,10 @@ type weightFreezer interface {
 // Generate runs req and returns one image (3, H, W), values in [-1, 1], per
 // prompt. progress, if not nil, is called after every sampler step.
 func (p *Pipeline) Generate(req Request, progress func(step, total int)) ([][]float32, error) {
-	f := p.Factor()
-	if req.Width%f != 0 || req.Height%f != 0 {
-		return nil, fmt.Errorf("size %dx%d: width and height must be multiples of %d for this model", req.Width, req.Height, f)
+	if err := p.CheckSize(req.Width, req.Height); err != nil {
+		return nil, err
 	}
+	f := p.Factor()
 	s, err := sampler.New(req.Sampler, p.Sched, req.Steps, sampler.Options{Karras: req.Karras, Eta: req.Eta})
 	if err != nil {
 		return nil, err

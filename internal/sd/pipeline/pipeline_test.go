@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/zerodiff/zerodiff/internal/cpu"
@@ -193,5 +194,29 @@ func TestSD2SingleFileGivesSameImage(t *testing.T) {
 	}
 	if !slices.Equal(a[0], b[0]) {
 		t.Fatal("the SD2 single file samples another image than its folder")
+	}
+}
+
+// TestSizeNotMultipleIsAnError: the tiny model (2 pixels per latent, one
+// UNet downsampling) needs multiples of 4; 30 pixels passes the VAE's
+// factor but gives a 15-latent side that the UNet's skip connections cannot
+// concatenate. Generate refuses it with the sizes nearby instead of panicking.
+func TestSizeNotMultipleIsAnError(t *testing.T) {
+	p, err := Load(cpu.New(), filepath.Join(golden.Root(t), "models", "tiny"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		w, h int
+		want string
+	}{
+		{30, 32, "size 30x32: width and height must be multiples of 4 for this model (2 pixels per latent times 2 from the UNet's downsampling): try 28x32 or 32x32"},
+		{2, 2, "try 4x4"},
+		{0, 32, "size 0x32: width and height must be positive multiples of 4"},
+	} {
+		_, err := p.Generate(Request{Prompts: []string{"a red circle"}, Steps: 2, Sampler: "ddim", Width: c.w, Height: c.h}, nil)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%dx%d: error %v, want one containing %q", c.w, c.h, err, c.want)
+		}
 	}
 }
