@@ -5,7 +5,7 @@
 // classifier, and writes the tiny CLIP tokenizer of its vocabulary.
 //
 // The recipe (16x16 RGB, three shapes in six colors on a light or dark background, radius 0.28–0.40
-// of the image, 2x2 antialiasing) is the one that learned on a 2-core CPU in REFERENCE.md §9.
+// of the image, 2x2 antialiasing) is one that a PyTorch model of the same size learned on a 2-core CPU.
 package demo
 
 import "fmt"

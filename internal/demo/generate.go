@@ -22,7 +22,7 @@ var palette = [numColors][3]float64{
 
 const (
 	colorJitter = 0.05 // per channel, uniform
-	// Radii as a share of the cell side: smaller shapes learned much worse (REFERENCE.md §9).
+	// Radii as a share of the cell side: smaller shapes learned much worse in trials with PyTorch.
 	minRadius, maxRadius = 0.28, 0.40
 	// Background gray levels; each channel is tinted by up to ±bgTint.
 	lightLo, lightHi = 0.80, 0.95

@@ -11,8 +11,9 @@ import (
 	"github.com/zerodiff/zerodiff/internal/sd/unet"
 )
 
-// TestInjectSD15Count is REFERENCE.md §4's count: the diffusers examples'
-// targets on the SD1.5 UNet are 128 layers, 256 tensors. Only the table is
+// TestInjectSD15Count checks the count PEFT gives for the diffusers
+// examples' targets (train_text_to_image_lora.py: to_k, to_q, to_v, to_out.0)
+// on the SD1.5 UNet: 128 layers, 256 tensors. Only the table is
 // built; the 3.4 GB of weights are never allocated.
 func TestInjectSD15Count(t *testing.T) {
 	cfg := unet.DefaultConfig()

@@ -7,8 +7,8 @@ Prints one JSON object: {"torch": version, "results": [{"name", "threads",
 "flops", "seconds", "gflops", "best_gflops"}, ...]}, with seconds the median
 of --runs timed runs after warmup and best_gflops from the fastest run (the
 better estimate on a machine that other jobs share). Each thread count runs in a fresh process whose
-OMP/MKL/OPENBLAS thread variables are set before torch loads (REFERENCE.md §9:
-a BLAS pool sized for the whole machine slows a one-thread run), so the
+OMP/MKL/OPENBLAS thread variables are set before torch loads (a BLAS pool
+sized for the whole machine slowed a one-thread run 1.5x on a 2-core machine), so the
 reference is configured as fairly as the Go side.
 """
 import argparse
