@@ -8,7 +8,9 @@
 //	prep --dataset pokemon --data train.parquet --model ./sd15 --out shards/
 //	prep --dataset demo --out demo-shards/     # built-in colored shapes, pixel space, no download
 //
-// A killed run resumes: rerun the same command.
+// A killed run resumes: rerun the same command. A rerun on a finished
+// output checks every shard and rebuilds only the damaged ones;
+// prep --verify --out DIR checks without writing.
 package main
 
 import (
@@ -31,7 +33,7 @@ type cli struct {
 	TextColumn  string `help:"Caption column or field." default:"text"`
 	TxtExt      string `name:"caption-ext" default:".txt" help:"Caption file extension of image + text pairs."`
 
-	Resolution int    `help:"Output size in pixels (default 512; 16 for the demo)."`
+	Resolution int    `help:"Output size in pixels (default: the model's native size from its configs, as diffusers' pipelines; 512 when they do not say; 16 for the demo)."`
 	RandomCrop bool   `help:"Random crop instead of a center crop."`
 	Flip       bool   `help:"Flip horizontally with probability 1/2."`
 	Filter     string `default:"bilinear" enum:"bilinear,bicubic" help:"Resize filter (PIL's, antialiased): ${enum}."`
@@ -44,6 +46,7 @@ type cli struct {
 	Batch           int  `default:"8" help:"Images and captions encoded at once."`
 	RecordsPerShard int  `help:"Records per shard (a multiple of --batch; default: about 256 MiB per shard)."`
 	Overwrite       bool `help:"Discard an existing output in --out instead of resuming it."`
+	Verify          bool `help:"Check the output in --out (each shard's size and SHA-256) and report, writing nothing; exit status 1 names each bad shard."`
 
 	DemoSamples int `default:"4096" help:"Demo: number of generated images."`
 	DemoGrid    int `default:"0" help:"Demo: place shapes on a 2x2 or 3x3 grid and name the position in captions (0: off)."`

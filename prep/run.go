@@ -4,12 +4,14 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/zerodiff/zerodiff/internal/data"
@@ -21,15 +23,19 @@ import (
 	"github.com/zerodiff/zerodiff/internal/sd"
 	"github.com/zerodiff/zerodiff/internal/sd/pipeline"
 	"github.com/zerodiff/zerodiff/internal/sd/vae"
+	"github.com/zerodiff/zerodiff/internal/shard"
 	"github.com/zerodiff/zerodiff/internal/tensor"
 	"github.com/zerodiff/zerodiff/internal/train"
 )
 
 func run(ctx context.Context, c *cli) error {
+	if c.Verify {
+		return verify(c.Out)
+	}
 	if c.Threads > 0 {
 		runtime.GOMAXPROCS(c.Threads)
 	}
-	if err := os.MkdirAll(c.Out, 0o755); err != nil {
+	if err := os.MkdirAll(c.Out, 0o777); err != nil {
 		return err
 	}
 	reader, err := openSource(c)
@@ -93,16 +99,53 @@ func run(ctx context.Context, c *cli) error {
 	if err != nil {
 		return err
 	}
-	if err := writeUncond(c.Out, clipEnc, img.HasStd(), scale); err != nil {
-		return err
+	// A finished output that verified is left as it is, uncond.safetensors
+	// included unless it is missing.
+	if _, err := os.Stat(filepath.Join(c.Out, train.UncondFile)); !res.AlreadyComplete || err != nil {
+		if err := writeUncond(c.Out, clipEnc, img.HasStd(), scale); err != nil {
+			return err
+		}
 	}
 	x := res.Index
-	fmt.Fprintf(os.Stderr, "prep: %d records in %d shards in %s (%d skipped, resumed %d)", x.Records, len(x.Shards), c.Out, x.Skipped, res.Resumed)
+	switch {
+	case res.AlreadyComplete:
+		fmt.Fprintf(os.Stderr, "prep: %s already complete: %d records in %d shards (%d skipped), every shard's size and SHA-256 verified; nothing to do",
+			c.Out, x.Records, len(x.Shards), x.Skipped)
+	case len(res.Repaired) > 0:
+		fmt.Fprintf(os.Stderr, "prep: rebuilt %d damaged shards of %d in %s (%s); %d records in all", len(res.Repaired), len(x.Shards), c.Out, problems(res.Repaired), x.Records)
+	default:
+		fmt.Fprintf(os.Stderr, "prep: %d records in %d shards in %s (%d skipped, resumed %d)", x.Records, len(x.Shards), c.Out, x.Skipped, res.Resumed)
+	}
 	if x.Report != "" && x.Skipped > 0 {
 		fmt.Fprintf(os.Stderr, "; skipped items listed in %s", filepath.Join(c.Out, x.Report))
 	}
 	fmt.Fprintln(os.Stderr)
 	return nil
+}
+
+// verify checks the output in out without writing: each shard's size and
+// SHA-256 against the index. A bad shard is an error naming each one.
+func verify(out string) error {
+	start := time.Now()
+	x, probs, err := shard.Check(out, true)
+	if err != nil {
+		return err
+	}
+	if len(probs) > 0 {
+		return fmt.Errorf("%d of %d shards in %s are bad (%s): rerun prep with the same --out to rebuild them", len(probs), len(x.Shards), out, problems(probs))
+	}
+	fmt.Fprintf(os.Stderr, "prep: %s is sound: %d records in %d shards, sizes and SHA-256 checked in %s\n",
+		out, x.Records, len(x.Shards), time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// problems lists damaged shards with their reasons.
+func problems(ps []shard.Problem) string {
+	s := make([]string, len(ps))
+	for i, p := range ps {
+		s[i] = p.String()
+	}
+	return strings.Join(s, "; ")
 }
 
 // synced and syncedText wait for the backend after each batch, so that a
@@ -154,11 +197,14 @@ func openSource(c *cli) (data.Reader, error) {
 		}
 		return demo.NewReader(c.Seed, c.DemoSamples, opts)
 	}
-	if c.Resolution == 0 {
-		c.Resolution = 512
-	}
 	if c.Model == "" {
 		return nil, fmt.Errorf("--model: give the diffusers model folder whose VAE and text encoder encode the data")
+	}
+	if c.Resolution == 0 {
+		_, err := os.Stat(filepath.Join(c.Model, "vae"))
+		res, from := nativeResolution(c.Model, c.VAE == "none" || err != nil)
+		c.Resolution = res
+		fmt.Fprintf(os.Stderr, "prep: resolution %d (%s)\n", res, from)
 	}
 	switch c.Dataset {
 	case "pokemon":
@@ -174,6 +220,44 @@ func openSource(c *cli) (data.Reader, error) {
 		return nil, fmt.Errorf("--data: give the images (parquet, imagefolder or image + .txt folder), or --dataset demo")
 	}
 	return data.Open(c.Data, cols)
+}
+
+// nativeResolution is the image size the model was made for, picked as
+// diffusers' StableDiffusionPipeline picks its default height and width
+// (pipeline_stable_diffusion.py, __call__: unet.config.sample_size *
+// vae_scale_factor, where vae_scale_factor is 2^(len(vae.config.
+// block_out_channels)-1), or 8 without a VAE config); else the VAE's
+// sample_size; else 512. For pixel records (--vae none, or no VAE) the
+// UNet's sample_size is the size itself. from says where it came from.
+func nativeResolution(model string, pixels bool) (res int, from string) {
+	type config struct {
+		SampleSize       int   `json:"sample_size"`
+		BlockOutChannels []int `json:"block_out_channels"`
+	}
+	read := func(sub string) (config, string) {
+		var c config
+		p := filepath.Join(model, sub, "config.json")
+		b, err := os.ReadFile(p)
+		if err != nil || json.Unmarshal(b, &c) != nil {
+			return config{}, p // absent, or a sample_size that is not one number
+		}
+		return c, p
+	}
+	u, up := read("unet")
+	v, vp := read("vae")
+	switch {
+	case u.SampleSize > 0 && pixels:
+		return u.SampleSize, fmt.Sprintf("the UNet's sample_size in %s", up)
+	case u.SampleSize > 0:
+		f := 8
+		if n := len(v.BlockOutChannels); n > 0 && n < 8 {
+			f = 1 << (n - 1)
+		}
+		return u.SampleSize * f, fmt.Sprintf("the UNet's sample_size %d in %s times the VAE's scale factor %d", u.SampleSize, up, f)
+	case v.SampleSize > 0 && !pixels:
+		return v.SampleSize, fmt.Sprintf("the VAE's sample_size in %s", vp)
+	}
+	return 512, fmt.Sprintf("the model's configs in %s do not give a sample_size; --resolution sets another", model)
 }
 
 // writeUncond writes the empty caption's text states, and the VAE's scaling

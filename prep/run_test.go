@@ -1,9 +1,14 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"maps"
+	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/zerodiff/zerodiff/internal/data/datatest"
 	"github.com/zerodiff/zerodiff/internal/golden"
@@ -69,5 +74,135 @@ func TestEncoderID(t *testing.T) {
 			t.Errorf("cuda %s: id %q is not distinct", m, id)
 		}
 		ids[id] = true
+	}
+}
+
+// demoCLI is the flags of a small demo run into out, as kong fills them.
+func demoCLI(out string) *cli {
+	return &cli{Dataset: "demo", Out: out, Filter: "bilinear", VAE: "auto", DType: "fp16", Batch: 8, RecordsPerShard: 16,
+		DemoSamples: 40, TextColumn: "text", TxtExt: ".txt", Device: "cpu", Math: "bf16"}
+}
+
+// listFiles returns the names and modification times in dir.
+func listFiles(t *testing.T, dir string) map[string]time.Time {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]time.Time{}
+	for _, e := range ents {
+		st, err := e.Info()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[e.Name()] = st.ModTime()
+	}
+	return out
+}
+
+// TestVerifyAndRepair: prep --verify passes a sound output, names each
+// damaged shard with its reason without writing anything, and a rerun of
+// the same command rebuilds those shards (before, a rerun declared the
+// damaged folder complete and changed nothing).
+func TestVerifyAndRepair(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "shards")
+	if err := run(context.Background(), demoCLI(out)); err != nil {
+		t.Fatal(err)
+	}
+	v := &cli{Out: out, Verify: true}
+	if err := run(context.Background(), v); err != nil {
+		t.Fatalf("verify on a sound output: %v", err)
+	}
+	good, err := os.ReadFile(filepath.Join(out, shard.ShardName(1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := bytes.Clone(good)
+	bad[len(bad)/2] ^= 0x40
+	must(t, os.WriteFile(filepath.Join(out, shard.ShardName(1)), bad, 0o644))
+	must(t, os.Remove(filepath.Join(out, shard.ShardName(2))))
+	before := listFiles(t, out)
+	err = run(context.Background(), v)
+	if err == nil || !strings.Contains(err.Error(), shard.ShardName(1)+": SHA-256") || !strings.Contains(err.Error(), shard.ShardName(2)+": missing") {
+		t.Fatalf("verify on a damaged output: %v, want both shards named with their reasons", err)
+	}
+	if after := listFiles(t, out); !maps.Equal(before, after) {
+		t.Errorf("verify wrote: %v, then %v", before, after)
+	}
+
+	if err := run(context.Background(), demoCLI(out)); err != nil {
+		t.Fatalf("rerun on a damaged output: %v", err)
+	}
+	if err := run(context.Background(), v); err != nil {
+		t.Fatalf("verify after the rerun: %v", err)
+	}
+	if got, _ := os.ReadFile(filepath.Join(out, shard.ShardName(1))); !bytes.Equal(got, good) {
+		t.Error("the rebuilt shard differs from the original")
+	}
+	// A rerun on the sound output is a no-op: no file is written again.
+	before = listFiles(t, out)
+	if err := run(context.Background(), demoCLI(out)); err != nil {
+		t.Fatal(err)
+	}
+	if after := listFiles(t, out); !maps.Equal(before, after) {
+		t.Errorf("a rerun on a complete output wrote: %v, then %v", before, after)
+	}
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestOutputModes: prep's outputs get the mode os.Create gives (0666 less
+// the umask), not os.CreateTemp's 0600.
+func TestOutputModes(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "shards")
+	if err := run(context.Background(), demoCLI(out)); err != nil {
+		t.Fatal(err)
+	}
+	ref := filepath.Join(t.TempDir(), "ref")
+	f, err := os.Create(ref)
+	must(t, err)
+	f.Close()
+	want, err := os.Stat(ref)
+	must(t, err)
+	for _, name := range []string{shard.IndexFile, shard.ReportFile, shard.ShardName(0), train.UncondFile} {
+		st, err := os.Stat(filepath.Join(out, name))
+		must(t, err)
+		if st.Mode().Perm() != want.Mode().Perm() {
+			t.Errorf("%s: mode %v, want %v as os.Create makes", name, st.Mode().Perm(), want.Mode().Perm())
+		}
+	}
+}
+
+// TestDefaultResolution: without --resolution, prep makes images of the
+// model's native size (the tiny model: UNet sample_size 16 times its VAE's
+// factor 2 = 32; its UNet's 16 for pixel records), and 512 where the model
+// folder does not say.
+func TestDefaultResolution(t *testing.T) {
+	src := t.TempDir()
+	datatest.WriteImageFolder(t, src, datatest.Items(t))
+	tiny := filepath.Join(golden.Root(t), "models", "tiny")
+	for _, tc := range []struct {
+		model, vae string
+		want       int
+	}{
+		{tiny, "auto", 32},
+		{tiny, "none", 16},
+		{t.TempDir(), "auto", 512},
+	} {
+		c := &cli{Dataset: "imagefolder", Data: src, Model: tc.model, VAE: tc.vae, TextColumn: "text"}
+		r, err := openSource(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Close()
+		if c.Resolution != tc.want {
+			t.Errorf("model %s, --vae %s: resolution %d, want %d", tc.model, tc.vae, c.Resolution, tc.want)
+		}
 	}
 }

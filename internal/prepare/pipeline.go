@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -56,22 +58,39 @@ type Progress struct {
 // Result is what a run made.
 type Result struct {
 	Index   *shard.Index
-	Resumed int // records kept from an interrupted earlier run
+	Resumed int // records kept from an interrupted earlier run (or, for a repair, the sound shards)
 	// AlreadyComplete is set when Out held a finished output with the same
-	// fingerprint; nothing was done.
+	// fingerprint whose shards all verify (sizes and SHA-256); nothing was
+	// done.
 	AlreadyComplete bool
+	// Repaired lists the damaged shards of a finished output that were
+	// rebuilt, and what was wrong with each.
+	Repaired []shard.Problem
 }
 
-// Fingerprint is the string that identifies the output: model, data set,
-// encoders and every setting that changes a record's bytes.
-func Fingerprint(r data.Reader, o Options) string {
+// Settings are the named values that identify the output: model, data
+// set, encoders and every setting that changes a record's bytes. The index
+// keeps them so that a mismatch names what differs.
+func Settings(r data.Reader, o Options) map[string]string {
 	t := o.Transform
 	crop := "random"
 	if t.CenterCrop {
 		crop = "center"
 	}
-	return fmt.Sprintf("model=%s data=%q image=%s text=%s resolution=%d crop=%s flip=%t filter=%s seed=%d dtype=%s batch=%d",
-		o.Model, r.Describe(), o.Image.Name(), o.Text.Name(), t.Resolution, crop, t.Flip, t.Filter, t.Seed, o.DType, o.BatchSize)
+	return map[string]string{
+		"model": o.Model, "data": r.Describe(), "image": o.Image.Name(), "text": o.Text.Name(),
+		"resolution": strconv.Itoa(t.Resolution), "crop": crop, "flip": strconv.FormatBool(t.Flip),
+		"filter": t.Filter.String(), "seed": strconv.FormatUint(t.Seed, 10), "dtype": o.DType.String(),
+		"batch": strconv.Itoa(o.BatchSize),
+	}
+}
+
+// Fingerprint is the string of Settings that identifies the output; its
+// form is that of earlier versions, so their outputs still resume.
+func Fingerprint(r data.Reader, o Options) string {
+	s := Settings(r, o)
+	return fmt.Sprintf("model=%s data=%q image=%s text=%s resolution=%s crop=%s flip=%s filter=%s seed=%s dtype=%s batch=%s",
+		s["model"], s["data"], s["image"], s["text"], s["resolution"], s["crop"], s["flip"], s["filter"], s["seed"], s["dtype"], s["batch"])
 }
 
 // Fields are the tensors of every record for these encoders.
@@ -150,7 +169,7 @@ func Run(ctx context.Context, r data.Reader, o Options) (*Result, error) {
 	t := o.Transform
 	fp := Fingerprint(r, o)
 	w, err := shard.Create(o.Out, shard.Options{
-		Fingerprint: fp, Fields: Fields(o), RecordsPerShard: o.RecordsPerShard, Overwrite: o.Overwrite, Now: o.Now,
+		Fingerprint: fp, Settings: Settings(r, o), Fields: Fields(o), RecordsPerShard: o.RecordsPerShard, Overwrite: o.Overwrite, Now: o.Now,
 		Meta: map[string]string{
 			"dataset": r.Describe(), "image_encoder": o.Image.Name(), "text_encoder": o.Text.Name(),
 			"resolution": strconv.Itoa(t.Resolution), "center_crop": strconv.FormatBool(t.CenterCrop),
@@ -169,6 +188,17 @@ func Run(ctx context.Context, r data.Reader, o Options) (*Result, error) {
 		return nil, err
 	}
 	resumed, fromItem := w.Resume()
+	repairs := w.Repairs()
+	// want selects the input items this run makes records of: those after
+	// the kept shards, or for a repair those of the damaged shards; end is
+	// the item reading can stop at.
+	want, end := func(item int) bool { return item >= fromItem }, math.MaxInt
+	if len(repairs) > 0 {
+		want = func(item int) bool {
+			return slices.ContainsFunc(repairs, func(r shard.Repair) bool { return item >= r.From && item < r.To })
+		}
+		end = repairs[len(repairs)-1].To
+	}
 
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
@@ -188,9 +218,12 @@ func Run(ctx context.Context, r data.Reader, o Options) (*Result, error) {
 		seen, seq := 0, 0
 		for {
 			rec, err := r.Next()
+			if err == nil && rec.Item >= end {
+				err = io.EOF
+			}
 			var skips []data.Skip
 			for _, s := range r.Skipped()[seen:] {
-				if s.Item >= fromItem {
+				if want(s.Item) && s.Item < end {
 					skips = append(skips, s)
 				}
 			}
@@ -202,7 +235,7 @@ func Run(ctx context.Context, r data.Reader, o Options) (*Result, error) {
 				}
 				return
 			}
-			j := job{seq: seq, rec: rec, ok: err == nil && rec.Item >= fromItem, skips: skips}
+			j := job{seq: seq, rec: rec, ok: err == nil && want(rec.Item), skips: skips}
 			if !j.ok && len(skips) == 0 && err == nil {
 				continue
 			}
@@ -267,15 +300,13 @@ func Run(ctx context.Context, r data.Reader, o Options) (*Result, error) {
 					return nil, err
 				}
 				if err := ctx.Err(); err != nil {
-					w.Abort()
-					return nil, err
+					return nil, interrupted(w, o.Out, err)
 				}
 			}
 		}
 	}
 	if err := ctx.Err(); err != nil {
-		w.Abort()
-		return nil, err
+		return nil, interrupted(w, o.Out, err)
 	}
 	if err := c.flush(); err != nil {
 		w.Abort()
@@ -286,7 +317,20 @@ func Run(ctx context.Context, r data.Reader, o Options) (*Result, error) {
 		return nil, err
 	}
 	c.progress(true)
-	return &Result{Index: idx, Resumed: resumed}, nil
+	res := &Result{Index: idx, Resumed: resumed}
+	for _, r := range repairs {
+		res.Repaired = append(res.Repaired, r.Problem)
+	}
+	return res, nil
+}
+
+// interrupted stops the writer of a cancelled run (a signal) and says what
+// was kept and how to go on: the finished shards stay, and the same command
+// resumes after them.
+func interrupted(w *shard.Writer, out string, err error) error {
+	w.Abort()
+	shards, records := w.Finished()
+	return fmt.Errorf("interrupted (%w): the %d finished shards (%d records) in %s are kept; rerun the same command to resume", err, shards, records, out)
 }
 
 func skipEvents(skips []data.Skip) []event {

@@ -260,8 +260,13 @@ func TestResumeAfterKill(t *testing.T) {
 			cancel()
 		}
 	}
-	if _, err := Run(ctx, open(), o); !errors.Is(err, context.Canceled) {
+	_, err := Run(ctx, open(), o)
+	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("cancelled run: %v, want context.Canceled", err)
+	}
+	// The message says what was kept and how to go on, not only "context canceled".
+	if msg := err.Error(); !strings.Contains(msg, "1 finished shards (4 records)") || !strings.Contains(msg, "rerun the same command") {
+		t.Errorf("cancelled run says %q", msg)
 	}
 	if _, err := os.Stat(filepath.Join(o.Out, shard.PartialFile)); err != nil {
 		t.Fatalf("cancelled run left no partial index: %v", err)
@@ -284,8 +289,65 @@ func TestResumeAfterKill(t *testing.T) {
 		t.Errorf("rerun of a finished output: %+v, %v", again, err)
 	}
 	o.Transform.Resolution = 8
-	if _, err := Run(context.Background(), open(), o); err == nil || !strings.Contains(err.Error(), "--overwrite") {
-		t.Errorf("other settings into the same folder: %v", err)
+	if _, err := Run(context.Background(), open(), o); err == nil || !strings.Contains(err.Error(), "--overwrite") ||
+		!strings.Contains(err.Error(), `resolution "16" in the folder, "8" now`) {
+		t.Errorf("other settings into the same folder: %v, want the differing setting named", err)
+	}
+}
+
+// TestRepairRebuildsOnlyBad damages two shards of a finished output (one
+// deleted, one with a flipped byte): a rerun reports them, encodes only
+// their images and restores the output byte for byte; the next rerun finds
+// it complete.
+func TestRepairRebuildsOnlyBad(t *testing.T) {
+	root := t.TempDir()
+	dir := filepath.Join(root, "pairs")
+	datatest.WriteTxtPairs(t, dir, manyItems(t))
+	open := func() data.Reader {
+		r, err := data.Open(dir, data.Columns{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { r.Close() })
+		return r
+	}
+	clean := options(filepath.Join(root, "clean"), 2)
+	if _, err := Run(context.Background(), open(), clean); err != nil {
+		t.Fatal(err)
+	}
+	o := options(filepath.Join(root, "damaged"), 2)
+	if _, err := Run(context.Background(), open(), o); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(o.Out, shard.ShardName(1))); err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(o.Out, shard.ShardName(2))
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[len(b)/2] ^= 1
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	var encoded atomic.Int64
+	o.Image = countingPixels{n: &encoded}
+	res, err := Run(context.Background(), open(), o)
+	if err != nil {
+		t.Fatalf("rerun on a damaged output: %v", err)
+	}
+	if res.AlreadyComplete || len(res.Repaired) != 2 || res.Repaired[0].Shard != 1 || res.Repaired[1].Shard != 2 {
+		t.Fatalf("rerun: complete %t, repaired %v; want shards 1 and 2 rebuilt", res.AlreadyComplete, res.Repaired)
+	}
+	if encoded.Load() != 8 || res.Resumed != 4 {
+		t.Errorf("repair encoded %d images and kept %d records, want 8 and 4", encoded.Load(), res.Resumed)
+	}
+	sameFiles(t, clean.Out, o.Out)
+	again, err := Run(context.Background(), open(), o)
+	if err != nil || !again.AlreadyComplete {
+		t.Errorf("rerun of the repaired output: %+v, %v", again, err)
 	}
 }
 

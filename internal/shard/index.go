@@ -6,16 +6,28 @@
 // either complete or absent. Each shard's SHA-256 is in the index and is
 // checked before the shard is used. While a run is in progress,
 // index.partial.json lists the shards finished so far, which lets a killed
-// run resume where it stopped.
+// run resume where it stopped; a damaged shard of a finished output is
+// rebuilt alone (Create, Check).
+//
+// Readers trust neither file: the index's shapes, counts and sizes are
+// checked against each other and the shard files before anything is
+// allocated by them, shard names that leave the folder are refused, and a
+// shard never decompresses past the size its index entry gives.
 package shard
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/zerodiff/zerodiff/internal/tensor"
@@ -76,14 +88,21 @@ func (f *Field) UnmarshalJSON(b []byte) error {
 	return f.check()
 }
 
+// maxFieldBytes bounds one field of one record (1 GiB; a 8192² RGB image
+// in F32 is 805 MB), so a hostile shape cannot overflow the size
+// arithmetic or ask for an allocation no real record needs.
+const maxFieldBytes = 1 << 30
+
 func (f Field) check() error {
 	if f.DType != tensor.F32 && f.DType != tensor.F16 && f.DType != tensor.BF16 {
 		return fmt.Errorf("field %q: dtype %s, want F32, F16 or BF16", f.Name, f.DType)
 	}
+	n := f.DType.Size()
 	for _, d := range f.Shape {
-		if d <= 0 {
-			return fmt.Errorf("field %q: shape %v", f.Name, f.Shape)
+		if d <= 0 || d > maxFieldBytes/n {
+			return fmt.Errorf("field %q: shape %v: each size must be at least 1 and the field at most %d bytes", f.Name, f.Shape, maxFieldBytes)
 		}
+		n *= d
 	}
 	return nil
 }
@@ -109,6 +128,9 @@ type Info struct {
 	Records int    `json:"records"`
 	Bytes   int64  `json:"bytes"`
 	SHA256  string `json:"sha256"`
+	// RawBytes is the shard's decompressed size, which bounds what reading
+	// it may allocate (0 in outputs of earlier versions).
+	RawBytes int64 `json:"raw_bytes,omitempty"`
 	// NextItem is the input position just after the shard's last record:
 	// a resumed run reads the input from there.
 	NextItem int `json:"next_item"`
@@ -122,7 +144,10 @@ type Index struct {
 	Version int `json:"version"`
 	// Fingerprint names the model and settings the records were made with;
 	// a resumed run must have the same.
-	Fingerprint     string            `json:"fingerprint"`
+	Fingerprint string `json:"fingerprint"`
+	// Settings are the named values the fingerprint is made of, so that a
+	// mismatch can name what differs (absent in earlier versions' outputs).
+	Settings        map[string]string `json:"settings,omitempty"`
 	Created         time.Time         `json:"created"`
 	Fields          []Field           `json:"fields"`
 	RecordsPerShard int               `json:"records_per_shard"`
@@ -149,12 +174,17 @@ func (x *Index) Field(name string) int {
 	return slices.IndexFunc(x.Fields, func(f Field) bool { return f.Name == name })
 }
 
-// readIndex reads an index file.
+// readIndex reads an index file and checks it (see validate).
 func readIndex(path string) (*Index, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
+	return parseIndex(path, b)
+}
+
+// parseIndex decodes and validates the index b read from path.
+func parseIndex(path string, b []byte) (*Index, error) {
 	var x Index
 	if err := json.Unmarshal(b, &x); err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
@@ -162,7 +192,106 @@ func readIndex(path string) (*Index, error) {
 	if x.Version != Version {
 		return nil, fmt.Errorf("%s: format version %d, this build reads %d", path, x.Version, Version)
 	}
+	if err := x.validate(path); err != nil {
+		return nil, err
+	}
 	return &x, nil
+}
+
+// maxRatio bounds how far a zstd stream can expand: a block decodes to at
+// most 128 KiB and takes at least 4 bytes, a 3-byte header and one RLE byte
+// (RFC 8878, section 3.1.1.2).
+const maxRatio = (128 << 10) / 4
+
+// minRecordBytes is the smallest a record's header can be: three one-byte
+// varints (item, key length, caption length).
+const minRecordBytes = 3
+
+// validate checks the counts, sizes and names of an index before anything
+// is allocated by what it says: each shard's records against records per
+// shard and the total, its stated decompressed size against its file size
+// (no zstd stream expands more than maxRatio) and against what its records
+// need, and its file name (a plain name inside the folder).
+func (x *Index) validate(path string) error {
+	bad := func(format string, a ...any) error {
+		return fmt.Errorf("%s: %s", path, fmt.Sprintf(format, a...))
+	}
+	if len(x.Fields) == 0 {
+		return bad("fields: none listed")
+	}
+	for i, f := range x.Fields {
+		if err := f.check(); err != nil {
+			return bad("fields[%d]: %v", i, err)
+		}
+	}
+	if x.RecordsPerShard < 1 {
+		return bad("records_per_shard is %d, want at least 1", x.RecordsPerShard)
+	}
+	if x.Records < 0 {
+		return bad("records is %d, want at least 0", x.Records)
+	}
+	if x.Skipped < 0 {
+		return bad("skipped is %d, want at least 0", x.Skipped)
+	}
+	rec := int64(x.RecordBytes()) + minRecordBytes
+	total := 0
+	for i, s := range x.Shards {
+		if err := plainName(s.File); err != nil {
+			return bad("shards[%d].file %q refused: %v", i, s.File, err)
+		}
+		if s.Records < 1 || s.Records > x.RecordsPerShard {
+			return bad("shards[%d].records is %d, want 1 to %d (records_per_shard)", i, s.Records, x.RecordsPerShard)
+		}
+		if s.Records > x.Records-total {
+			return bad("shards[%d].records: the shards hold more than the %d records the index says", i, x.Records)
+		}
+		total += s.Records
+		if s.Bytes < 1 {
+			return bad("shards[%d].bytes is %d, want at least 1", i, s.Bytes)
+		}
+		need := addSat(len(magic), mulSat(int64(s.Records), rec))
+		most := mulSat(s.Bytes, maxRatio)
+		raw := s.RawBytes
+		if raw == 0 {
+			raw = most // written before raw_bytes: the format's own bound
+		}
+		if raw < need || raw > most {
+			return bad("shards[%d]: %d records of at least %d bytes in %d bytes decompressed (raw_bytes) from %d compressed bytes is impossible",
+				i, s.Records, rec, raw, s.Bytes)
+		}
+		if _, err := hex.DecodeString(s.SHA256); err != nil || len(s.SHA256) != 2*sha256.Size {
+			return bad("shards[%d].sha256 %q is not a SHA-256", i, s.SHA256)
+		}
+	}
+	if total != x.Records {
+		return bad("records is %d, the shards hold %d", x.Records, total)
+	}
+	return nil
+}
+
+// plainName accepts a file name that stays inside the folder it is joined
+// to: no separators, not "." or "..", not empty.
+func plainName(name string) error {
+	if name == "" || name == "." || name == ".." || strings.ContainsAny(name, `/\`) || filepath.Base(name) != name || strings.ContainsRune(name, 0) {
+		return errors.New("not a plain file name inside the folder")
+	}
+	return nil
+}
+
+// mulSat and addSat are a*b and a+b for non-negative operands, saturating
+// at the largest int64 instead of overflowing.
+func mulSat(a, b int64) int64 {
+	if a != 0 && b > math.MaxInt64/a {
+		return math.MaxInt64
+	}
+	return a * b
+}
+
+func addSat(a int, b int64) int64 {
+	if b > math.MaxInt64-int64(a) {
+		return math.MaxInt64
+	}
+	return int64(a) + b
 }
 
 // Report lists what a prep run left out.
@@ -189,7 +318,7 @@ func ReadReport(dir string) (*Report, error) {
 // writeAtomic writes a file under a temporary name, syncs it, renames it
 // into place and syncs the folder, so the file is whole or absent.
 func writeAtomic(dir, name string, b []byte) error {
-	f, err := os.CreateTemp(dir, name+".tmp-*")
+	f, err := createTemp(dir, name)
 	if err != nil {
 		return err
 	}
@@ -208,6 +337,20 @@ func writeAtomic(dir, name string, b []byte) error {
 		return fmt.Errorf("write %s: %w", filepath.Join(dir, name), err)
 	}
 	return syncDir(dir)
+}
+
+// createTemp creates a new file for name in dir under a temporary name,
+// with the mode os.Create gives (0666 less the umask: os.CreateTemp's 0600
+// would hide the output from the rest of a shared group). O_EXCL never
+// follows a link planted at the temporary name.
+func createTemp(dir, name string) (*os.File, error) {
+	for {
+		p := filepath.Join(dir, name+".tmp-"+strconv.FormatUint(rand.Uint64(), 36))
+		f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o666)
+		if !errors.Is(err, os.ErrExist) {
+			return f, err
+		}
+	}
 }
 
 // syncDir makes a rename inside dir durable.

@@ -1,9 +1,12 @@
 package shard
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"sort"
@@ -42,14 +45,9 @@ func Open(dir string, keep int) (*Reader, error) {
 		return nil, fmt.Errorf("%s: no %s: run prep to make it", dir, IndexFile)
 	}
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w: rerun prep with the same --out and --overwrite to rebuild the output", err)
 	}
-	for _, f := range x.Fields {
-		if err := f.check(); err != nil {
-			return nil, fmt.Errorf("%s: %w", dir, err)
-		}
-	}
-	dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1))
+	dec, err := newDecoder()
 	if err != nil {
 		return nil, err
 	}
@@ -60,10 +58,16 @@ func Open(dir string, keep int) (*Reader, error) {
 		n += s.Records
 	}
 	r.starts = append(r.starts, n)
-	if n != x.Records {
-		return nil, fmt.Errorf("%s: shards hold %d records, the index says %d: rerun prep", dir, n, x.Records)
-	}
 	return r, nil
+}
+
+// window is the zstd window the writer uses (the encoder's default at its
+// default level) and the most the reader accepts, so a hostile frame header
+// cannot make the decoder allocate a larger history.
+const window = 8 << 20
+
+func newDecoder() (*zstd.Decoder, error) {
+	return zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(window))
 }
 
 // Close releases the decoder and the cached shards.
@@ -94,12 +98,10 @@ func (r *Reader) Record(i int) (Record, error) {
 	return sh.Record(off)
 }
 
-// Verify checks every shard's checksum.
+// Verify checks every shard's size and checksum.
 func (r *Reader) Verify() error {
-	for _, s := range r.Index.Shards {
-		if err := verifyFile(filepath.Join(r.Dir, s.File), s); err != nil {
-			return err
-		}
+	if p := checkShards(r.Dir, r.Index, true); len(p) > 0 {
+		return fmt.Errorf("shard %s: %s: rerun prep with the same --out to rebuild it", filepath.Join(r.Dir, p[0].File), p[0].Reason)
 	}
 	return nil
 }
@@ -145,18 +147,20 @@ func (r *Reader) load(i int) (*Shard, error) {
 	}
 	info := r.Index.Shards[i]
 	path := filepath.Join(r.Dir, info.File)
-	b, err := os.ReadFile(path)
+	f, err := openShardFile(r.Dir, info)
+	if err != nil {
+		return nil, fmt.Errorf("shard %s: %w: rerun prep with the same --out to rebuild it", path, err)
+	}
+	b := make([]byte, info.Bytes) // the file's size, checked against the index
+	_, err = io.ReadFull(f, b)
+	f.Close()
 	if err != nil {
 		return nil, fmt.Errorf("shard %s: %w: rerun prep with the same --out to rebuild it", path, err)
 	}
 	if err := verifyBytes(path, b, info); err != nil {
 		return nil, err
 	}
-	raw, err := r.dec.DecodeAll(b, nil)
-	if err != nil {
-		return nil, fmt.Errorf("shard %s: %w", path, err)
-	}
-	s, err := parseShard(raw, r.Index, info.Records)
+	s, err := decodeShard(r.dec, b, r.Index, info)
 	if err != nil {
 		return nil, fmt.Errorf("shard %s: %w", path, err)
 	}
@@ -164,17 +168,70 @@ func (r *Reader) load(i int) (*Shard, error) {
 	return s, nil
 }
 
-// parseShard splits a decompressed shard into records.
+// decodeShard decompresses and splits a shard file's bytes b, allocating no
+// more than the index entry's decompressed size (or, for outputs without
+// one, what the file could hold).
+func decodeShard(dec *zstd.Decoder, b []byte, x *Index, info Info) (*Shard, error) {
+	limit := info.RawBytes
+	if limit == 0 {
+		limit = mulSat(int64(len(b)), maxRatio)
+	}
+	if err := dec.Reset(bytes.NewReader(b)); err != nil {
+		return nil, err
+	}
+	var raw bytes.Buffer
+	if info.RawBytes > 0 {
+		// An honest entry's size is allocated once, exactly (shards stay
+		// cached whole); a lying one gets at most 64 times the file up
+		// front (records compress 1 to 15 times) and grows only with what
+		// really decompresses.
+		raw.Grow(int(min(info.RawBytes, 64*int64(len(b)))) + bytes.MinRead)
+	}
+	n, err := raw.ReadFrom(io.LimitReader(dec, limit+1))
+	if err != nil {
+		return nil, fmt.Errorf("record %d: %w", recordsIn(raw.Bytes(), x), err)
+	}
+	if n > limit {
+		return nil, fmt.Errorf("decompresses to more than the %d bytes its index entry allows", limit)
+	}
+	if info.RawBytes > 0 && n != info.RawBytes {
+		return nil, fmt.Errorf("decompresses to %d bytes, the index says %d", n, info.RawBytes)
+	}
+	return parseShard(raw.Bytes(), x, info.Records)
+}
+
+// recordsIn counts the whole records at the start of a decompressed shard,
+// to name the record where decoding failed.
+func recordsIn(b []byte, x *Index) int {
+	s, _ := parseRecords(b, x)
+	return len(s)
+}
+
+// parseShard splits a decompressed shard into its n records.
 func parseShard(b []byte, x *Index, n int) (*Shard, error) {
+	recs, err := parseRecords(b, x)
+	if err != nil {
+		return nil, err
+	}
+	if len(recs) != n {
+		return nil, fmt.Errorf("%d records, the index says %d", len(recs), n)
+	}
+	return &Shard{idx: x, recs: recs}, nil
+}
+
+// parseRecords splits a decompressed shard into records; on an error it
+// returns the whole records before it.
+func parseRecords(b []byte, x *Index) ([]rawRecord, error) {
 	if len(b) < len(magic) || string(b[:len(magic)]) != magic {
 		return nil, fmt.Errorf("not a shard (no %q header)", magic)
 	}
 	b = b[len(magic):]
-	s := &Shard{idx: x, recs: make([]rawRecord, 0, n)}
+	// Each record takes at least minRecordBytes besides its tensors.
+	recs := make([]rawRecord, 0, len(b)/(x.RecordBytes()+minRecordBytes))
 	str := func() (string, error) {
 		l, k := binary.Uvarint(b)
 		if k <= 0 || uint64(len(b)-k) < l {
-			return "", errors.New("truncated record")
+			return "", errors.New("truncated")
 		}
 		v := string(b[k : k+int(l)])
 		b = b[k+int(l):]
@@ -182,31 +239,28 @@ func parseShard(b []byte, x *Index, n int) (*Shard, error) {
 	}
 	for len(b) > 0 {
 		item, k := binary.Uvarint(b)
-		if k <= 0 {
-			return nil, fmt.Errorf("record %d: truncated", len(s.recs))
+		if k <= 0 || item > math.MaxInt {
+			return recs, fmt.Errorf("record %d: bad item number", len(recs))
 		}
 		b = b[k:]
 		rec := rawRecord{item: int(item)}
 		var err error
 		if rec.key, err = str(); err != nil {
-			return nil, fmt.Errorf("record %d: %w", len(s.recs), err)
+			return recs, fmt.Errorf("record %d: key %w", len(recs), err)
 		}
 		if rec.caption, err = str(); err != nil {
-			return nil, fmt.Errorf("record %d: %w", len(s.recs), err)
+			return recs, fmt.Errorf("record %d: caption %w", len(recs), err)
 		}
 		for _, f := range x.Fields {
 			if len(b) < f.Bytes() {
-				return nil, fmt.Errorf("record %d: field %s truncated", len(s.recs), f.Name)
+				return recs, fmt.Errorf("record %d: field %s truncated", len(recs), f.Name)
 			}
 			rec.fields = append(rec.fields, b[:f.Bytes():f.Bytes()])
 			b = b[f.Bytes():]
 		}
-		s.recs = append(s.recs, rec)
+		recs = append(recs, rec)
 	}
-	if len(s.recs) != n {
-		return nil, fmt.Errorf("%d records, the index says %d", len(s.recs), n)
-	}
-	return s, nil
+	return recs, nil
 }
 
 // Len is the number of records in the shard.

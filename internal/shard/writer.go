@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -37,7 +38,10 @@ var ErrComplete = errors.New("output already complete")
 
 // Options configure a Writer.
 type Options struct {
-	Fingerprint     string            // model and settings; must match to resume
+	Fingerprint string // model and settings; must match to resume
+	// Settings are the named values the fingerprint is made of; stored in
+	// the index so that a mismatch names the fields that differ.
+	Settings        map[string]string
 	Fields          []Field           // the tensors of every record
 	RecordsPerShard int               // records in each shard but the last
 	Meta            map[string]string // free-form settings for readers
@@ -58,12 +62,18 @@ type Writer struct {
 	idx  Index  // shards finished so far
 	skip []Skip // skipped since the last finished shard
 
+	// repair is set when the Writer rebuilds damaged shards of a finished
+	// output; redo lists those not yet rebuilt, in order (see Repairs).
+	repair bool
+	redo   []Repair
+
 	// The shard being written.
 	tmp   *os.File
 	enc   *zstd.Encoder
 	sum   hashCounter
-	n     int // records in it
-	last  int // item of its last record
+	raw   int64 // its decompressed bytes so far
+	n     int   // records in it
+	last  int   // item of its last record
 	buf   []byte
 	bytes []byte // one record's tensors, reused
 }
@@ -84,9 +94,12 @@ func (c *hashCounter) Write(p []byte) (int, error) {
 
 // Create opens dir for writing. A folder with an unfinished run of the same
 // fingerprint is resumed: finished shards whose checksums verify are kept
-// (Resume says where they end), the others are redone. A different
-// fingerprint is an error unless Overwrite is set; a finished output with
-// the same fingerprint returns ErrComplete.
+// (Resume says where they end), the others are redone. A finished output
+// with the same fingerprint is checked (sizes and checksums): when every
+// shard is sound Create returns an error wrapping ErrComplete, otherwise a
+// Writer that rebuilds only the damaged shards (see Repairs). A different
+// fingerprint is an error naming the settings that differ, unless
+// Overwrite is set.
 func Create(dir string, opt Options) (*Writer, error) {
 	if opt.RecordsPerShard <= 0 {
 		return nil, fmt.Errorf("shard writer: %d records per shard", opt.RecordsPerShard)
@@ -102,7 +115,7 @@ func Create(dir string, opt Options) (*Writer, error) {
 	if opt.Now == nil {
 		opt.Now = time.Now
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(dir, 0o777); err != nil {
 		return nil, fmt.Errorf("shard writer: %w", err)
 	}
 	w := &Writer{dir: dir, opt: opt}
@@ -112,14 +125,31 @@ func Create(dir string, opt Options) (*Writer, error) {
 		}
 	}
 	if x, err := readIndex(filepath.Join(dir, IndexFile)); err == nil {
-		if x.Fingerprint == opt.Fingerprint {
-			return nil, fmt.Errorf("%s: %w with these settings; use --overwrite to redo it", dir, ErrComplete)
+		if x.Fingerprint != opt.Fingerprint {
+			return nil, mismatch(dir, x, opt)
 		}
-		return nil, mismatch(dir, x.Fingerprint, opt.Fingerprint)
+		probs := checkShards(dir, x, true)
+		if len(probs) == 0 {
+			return nil, fmt.Errorf("%s: %w with these settings (%d records in %d shards, sizes and checksums verified); use --overwrite to redo it",
+				dir, ErrComplete, x.Records, len(x.Shards))
+		}
+		w.idx, w.repair = *x, true
+		from := 0
+		for i, s := range x.Shards {
+			if len(probs) > 0 && probs[0].Shard == i {
+				w.redo = append(w.redo, Repair{Problem: probs[0], From: from, To: s.NextItem})
+				probs = probs[1:]
+			}
+			from = s.NextItem
+		}
+		if err := removeOutput(dir, len(x.Shards)); err != nil {
+			return nil, err
+		}
+		return w, nil
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("%w; use --overwrite to replace it", err)
 	}
-	w.idx = Index{Version: Version, Fingerprint: opt.Fingerprint, Created: opt.Now().UTC(), Fields: opt.Fields,
+	w.idx = Index{Version: Version, Fingerprint: opt.Fingerprint, Settings: opt.Settings, Created: opt.Now().UTC(), Fields: opt.Fields,
 		RecordsPerShard: opt.RecordsPerShard, Meta: opt.Meta}
 	x, err := readIndex(filepath.Join(dir, PartialFile))
 	switch {
@@ -127,11 +157,11 @@ func Create(dir string, opt Options) (*Writer, error) {
 	case err != nil:
 		return nil, fmt.Errorf("%w; use --overwrite to start over", err)
 	case x.Fingerprint != opt.Fingerprint || !fieldsEqual(x.Fields, opt.Fields) || x.RecordsPerShard != opt.RecordsPerShard:
-		return nil, mismatch(dir, x.Fingerprint, opt.Fingerprint)
+		return nil, mismatch(dir, x, opt)
 	default:
 		w.idx.Created = x.Created
 		for _, s := range x.Shards {
-			if s.Records != opt.RecordsPerShard || verifyFile(filepath.Join(dir, s.File), s) != nil {
+			if s.Records != opt.RecordsPerShard || checkShard(dir, s, true) != "" {
 				break
 			}
 			w.idx.Shards = append(w.idx.Shards, s)
@@ -144,8 +174,52 @@ func Create(dir string, opt Options) (*Writer, error) {
 	return w, nil
 }
 
-func mismatch(dir, have, want string) error {
-	return fmt.Errorf("%s holds prep output made with other settings (fingerprint %q, now %q): use a new --out or --overwrite", dir, have, want)
+// Repair is a damaged shard of a finished output that the Writer rebuilds:
+// the records of input items [From, To), which the index says it holds.
+type Repair struct {
+	Problem
+	From, To int
+}
+
+// Repairs lists the shards this Writer rebuilds, in order; a caller feeds
+// Add exactly the records of their item ranges. Empty unless Create found
+// a finished output with damaged shards.
+func (w *Writer) Repairs() []Repair { return slices.Clone(w.redo) }
+
+// mismatch says how the output in dir differs from opt: each differing
+// setting with both values (the fingerprint alone, for outputs of earlier
+// versions that did not store their settings).
+func mismatch(dir string, x *Index, opt Options) error {
+	var diffs []string
+	if x.Settings != nil {
+		keys := slices.Sorted(maps.Keys(x.Settings))
+		for k := range opt.Settings {
+			if _, ok := x.Settings[k]; !ok {
+				keys = append(keys, k)
+			}
+		}
+		for _, k := range keys {
+			have, ok1 := x.Settings[k]
+			now, ok2 := opt.Settings[k]
+			if have != now || ok1 != ok2 {
+				diffs = append(diffs, fmt.Sprintf("%s %s in the folder, %s now", k, settingValue(have, ok1), settingValue(now, ok2)))
+			}
+		}
+	}
+	if x.RecordsPerShard != opt.RecordsPerShard {
+		diffs = append(diffs, fmt.Sprintf("records_per_shard %d in the folder, %d now", x.RecordsPerShard, opt.RecordsPerShard))
+	}
+	if len(diffs) == 0 {
+		diffs = append(diffs, fmt.Sprintf("fingerprint %q in the folder, %q now", x.Fingerprint, opt.Fingerprint))
+	}
+	return fmt.Errorf("%s holds prep output made with other settings (%s): use a new --out or --overwrite", dir, strings.Join(diffs, "; "))
+}
+
+func settingValue(v string, ok bool) string {
+	if !ok {
+		return "unset"
+	}
+	return strconv.Quote(v)
 }
 
 // removeOutput deletes this package's files in dir other than the first
@@ -176,12 +250,29 @@ func removeOutput(dir string, keep int) error {
 }
 
 // Resume reports how many records the kept shards hold and the input item
-// to continue from (0, 0 for a fresh start).
+// to continue from (0, 0 for a fresh start; for a repair, the first
+// damaged shard's first item).
 func (w *Writer) Resume() (records, nextItem int) {
+	if w.repair {
+		_, records = w.Finished()
+		return records, w.redo[0].From
+	}
 	if len(w.idx.Shards) == 0 {
 		return 0, 0
 	}
 	return w.idx.Records, w.idx.Shards[len(w.idx.Shards)-1].NextItem
+}
+
+// Finished reports the shards complete so far and their records: those
+// kept and those this Writer finished (for a repair, the sound shards and
+// those rebuilt).
+func (w *Writer) Finished() (shards, records int) {
+	shards, records = len(w.idx.Shards), w.idx.Records
+	for _, r := range w.redo {
+		shards--
+		records -= w.idx.Shards[r.Shard].Records
+	}
+	return shards, records
 }
 
 // Skipped returns the items skipped in the kept shards' range, for a
@@ -194,13 +285,38 @@ func (w *Writer) Skipped() []Skip {
 	return out
 }
 
-// Skip records an input item that produced no record.
-func (w *Writer) Skip(s Skip) { w.skip = append(w.skip, s) }
+// Skip records an input item that produced no record. A repair keeps the
+// finished output's report and ignores skips.
+func (w *Writer) Skip(s Skip) {
+	if !w.repair {
+		w.skip = append(w.skip, s)
+	}
+}
+
+// target is the number of records the open shard gets.
+func (w *Writer) target() int {
+	if w.repair {
+		return w.idx.Shards[w.redo[0].Shard].Records
+	}
+	return w.opt.RecordsPerShard
+}
+
+// current is the position of the shard being written.
+func (w *Writer) current() int {
+	if w.repair {
+		return w.redo[0].Shard
+	}
+	return len(w.idx.Shards)
+}
 
 // Add appends a record, finishing the shard when it is full.
 func (w *Writer) Add(r Record) error {
 	if len(r.Data) != len(w.opt.Fields) {
 		return fmt.Errorf("record %q: %d tensors, index has %d fields", r.Key, len(r.Data), len(w.opt.Fields))
+	}
+	if w.repair && len(w.redo) == 0 {
+		return fmt.Errorf("record %q (item %d): the data set yields more records than %s lists for the shards being rebuilt: it changed since prep made them; rerun prep with --overwrite",
+			r.Key, r.Item, IndexFile)
 	}
 	if w.enc == nil {
 		if err := w.openShard(); err != nil {
@@ -225,38 +341,54 @@ func (w *Writer) Add(r Record) error {
 	}
 	w.buf = b
 	if _, err := w.enc.Write(b); err != nil {
-		return fmt.Errorf("shard %s: %w", ShardName(len(w.idx.Shards)), err)
+		return fmt.Errorf("shard %s: %w", w.shardName(), err)
 	}
+	w.raw += int64(len(b))
 	w.n++
 	w.last = r.Item
-	if w.n == w.opt.RecordsPerShard {
+	if w.n == w.target() {
 		return w.finishShard()
 	}
 	return nil
 }
 
+// shardName is the file name of the shard being written.
+func (w *Writer) shardName() string {
+	if w.repair {
+		return w.idx.Shards[w.current()].File
+	}
+	return ShardName(w.current())
+}
+
 func (w *Writer) openShard() error {
-	name := ShardName(len(w.idx.Shards))
-	f, err := os.CreateTemp(w.dir, name+".tmp-*")
+	name := w.shardName()
+	f, err := createTemp(w.dir, name)
 	if err != nil {
 		return fmt.Errorf("shard %s: %w", name, err)
 	}
 	w.sum = hashCounter{h: sha256.New()}
-	enc, err := zstd.NewWriter(io.MultiWriter(f, &w.sum), zstd.WithEncoderConcurrency(1))
+	enc, err := zstd.NewWriter(io.MultiWriter(f, &w.sum), zstd.WithEncoderConcurrency(1), zstd.WithWindowSize(window))
 	if err != nil {
 		f.Close()
 		os.Remove(f.Name())
 		return err
 	}
-	w.tmp, w.enc, w.n = f, enc, 0
+	w.tmp, w.enc, w.n, w.raw = f, enc, 0, int64(len(magic))
 	_, err = enc.Write([]byte(magic))
 	return err
 }
 
 // finishShard closes the open shard, moves it into place and records it in
-// the partial index.
+// the partial index (in index.json, for a repair).
 func (w *Writer) finishShard() error {
-	name := ShardName(len(w.idx.Shards))
+	name := w.shardName()
+	if w.repair {
+		if want := w.idx.Shards[w.current()]; w.n != want.Records || w.last+1 != want.NextItem {
+			w.Abort()
+			return fmt.Errorf("shard %s: rebuilt with %d records up to item %d, %s lists %d up to item %d: the data set changed since prep made it; rerun prep with --overwrite",
+				name, w.n, w.last, IndexFile, want.Records, want.NextItem-1)
+		}
+	}
 	err := w.enc.Close()
 	if err == nil {
 		err = w.tmp.Sync()
@@ -274,10 +406,16 @@ func (w *Writer) finishShard() error {
 		os.Remove(w.tmp.Name())
 		return fmt.Errorf("shard %s: %w", name, err)
 	}
-	w.idx.Shards = append(w.idx.Shards, Info{File: name, Records: w.n, Bytes: w.sum.n,
-		SHA256: hex.EncodeToString(w.sum.h.Sum(nil)), NextItem: w.last + 1, Skipped: w.skip})
-	w.idx.Records += w.n
+	info := Info{File: name, Records: w.n, Bytes: w.sum.n, SHA256: hex.EncodeToString(w.sum.h.Sum(nil)),
+		RawBytes: w.raw, NextItem: w.last + 1, Skipped: w.skip}
 	w.tmp, w.enc, w.n, w.skip = nil, nil, 0, nil
+	if w.repair {
+		w.idx.Shards[w.redo[0].Shard] = info
+		w.redo = w.redo[1:]
+		return w.writeIndex(IndexFile, &w.idx)
+	}
+	w.idx.Shards = append(w.idx.Shards, info)
+	w.idx.Records += info.Records
 	return w.writeIndex(PartialFile, &w.idx)
 }
 
@@ -296,6 +434,14 @@ func (w *Writer) Close(items int) (*Index, error) {
 		if err := w.finishShard(); err != nil {
 			return nil, err
 		}
+	}
+	if w.repair {
+		if len(w.redo) > 0 {
+			return nil, fmt.Errorf("shard %s: the data set yields no records for items %d to %d, which %s lists: it changed since prep made them; rerun prep with --overwrite",
+				w.redo[0].File, w.redo[0].From, w.redo[0].To-1, IndexFile)
+		}
+		x := w.idx
+		return &x, nil
 	}
 	rep := Report{Items: items, Records: w.idx.Records, Counts: map[string]int{}, Skipped: []Skip{}}
 	for _, s := range w.idx.Shards {
@@ -338,15 +484,6 @@ func (w *Writer) Abort() error {
 	w.tmp.Close()
 	w.enc = nil
 	return os.Remove(w.tmp.Name())
-}
-
-// verifyFile checks a shard file's size and SHA-256 against its entry.
-func verifyFile(path string, s Info) error {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return err
-	}
-	return verifyBytes(path, b, s)
 }
 
 func verifyBytes(path string, b []byte, s Info) error {
