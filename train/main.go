@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"strings"
 	"syscall"
 
 	"github.com/alecthomas/kong"
@@ -44,25 +45,12 @@ type cli struct {
 }
 
 func main() {
-	var c cli
-	parser := kong.Must(&c, kong.Name("train"), kong.Description("Train a Stable Diffusion UNet on prep's shards."), kong.UsageOnError())
-	kctx, err := parser.Parse(os.Args[1:])
-	parser.FatalIfErrorf(err)
-	cfg := train.DefaultConfig()
-	if c.File != "" {
-		if cfg, err = train.LoadConfig(c.File); err != nil {
-			fail(err)
-		}
+	c, cfg, err := parseArgs(os.Args[1:], kong.Exit(os.Exit))
+	if perr := (*kong.ParseError)(nil); errors.As(err, &perr) {
+		perr.Context.Kong.FatalIfErrorf(err) // the usage, then the error
 	}
-	var set []string
-	for _, f := range kctx.Flags() {
-		if f.Set {
-			set = append(set, f.Name)
-		}
-	}
-	train.Overlay(&cfg, &c.Config, set)
-	if c.Scheduler != "" {
-		cfg.Scheduler = []byte(c.Scheduler)
+	if err != nil {
+		fail(err)
 	}
 	setThreads(c.Threads)
 
@@ -101,6 +89,56 @@ func main() {
 	}
 	if err != nil {
 		fail(err)
+	}
+}
+
+// parseArgs reads the command line: the config is the defaults, the config
+// file's keys over them, and the flags given over both. --help shows each
+// flag's default.
+func parseArgs(args []string, opts ...kong.Option) (cli, train.Config, error) {
+	var c cli
+	opts = append([]kong.Option{kong.Name("train"), kong.Description("Train a Stable Diffusion UNet on prep's shards."),
+		kong.UsageOnError(), kong.ValueFormatter(helpWithDefault(train.FlagDefaults()))}, opts...)
+	parser, err := kong.New(&c, opts...)
+	if err != nil {
+		return c, train.Config{}, err
+	}
+	kctx, err := parser.Parse(args)
+	if err != nil {
+		return c, train.Config{}, err
+	}
+	cfg := train.DefaultConfig()
+	if c.File != "" {
+		if cfg, err = train.LoadConfig(c.File); err != nil {
+			return c, cfg, err
+		}
+	}
+	var set []string
+	for _, f := range kctx.Flags() {
+		if f.Set {
+			set = append(set, f.Name)
+		}
+	}
+	train.Overlay(&cfg, &c.Config, set)
+	if c.Scheduler != "" {
+		cfg.Scheduler = []byte(c.Scheduler)
+	}
+	return c, cfg, nil
+}
+
+// helpWithDefault adds to each config flag's help its default (defaults,
+// by flag name).
+func helpWithDefault(defaults map[string]string) kong.HelpValueFormatter {
+	return func(v *kong.Value) string {
+		help := kong.DefaultHelpValueFormatter(v)
+		d, ok := defaults[v.Name]
+		if !ok || v.Default != "" { // kong shows a default tag itself
+			return help
+		}
+		if rest, ok := strings.CutSuffix(help, "."); ok {
+			return rest + " (default: " + d + ")."
+		}
+		return help + " (default: " + d + ")"
 	}
 }
 

@@ -59,10 +59,14 @@ type Manifest struct {
 	Format string `json:"format"`
 	// RunID names the training run (a UUID made when it started), the same in
 	// every checkpoint of the run, resumes included.
-	RunID     string   `json:"run_id"`
-	Step      int      `json:"step"`       // optimizer steps done
-	Epoch     int      `json:"epoch"`      // epoch of the next sample
-	Sample    int      `json:"sample"`     // position of the next sample in that epoch's order
+	RunID string `json:"run_id"`
+	Step  int    `json:"step"` // optimizer steps done
+	// Epoch and Sample are the data position after Step: the epoch whose
+	// shuffled order was being read and how many samples of that order the
+	// steps consumed. A run resumed on any world size and batch continues
+	// there (at the next epoch when the rest fills no global batch).
+	Epoch     int      `json:"epoch"`
+	Sample    int      `json:"sample"`
 	WorldSize int      `json:"world_size"` // ranks that wrote it
 	Size      int      `json:"size"`       // elements of each flat buffer
 	Buffers   []string `json:"buffers"`

@@ -6,6 +6,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"path/filepath"
+	"slices"
+	"strings"
 
 	"github.com/zerodiff/zerodiff/internal/ckpt"
 	"github.com/zerodiff/zerodiff/internal/tensor"
@@ -79,7 +82,7 @@ func (j *Job) commit(dir string, names []string, parts []ckpt.Part) error {
 		return err
 	}
 	m := ckpt.Manifest{
-		RunID: j.runID, Step: s.Steps, Epoch: s.Steps / j.perEpoch, Sample: (s.Steps % j.perEpoch) * j.Cfg.MicroBatch * j.Cfg.GradAccum * j.Comm.World(),
+		RunID: j.runID, Step: s.Steps, Epoch: j.epoch, Sample: j.sample,
 		WorldSize: j.Comm.World(), Size: s.Trainable.Size, Buffers: names, Trainable: "unet", Parts: parts, State: st,
 	}
 	for _, p := range s.Trainable.Params {
@@ -151,15 +154,27 @@ func (j *Job) resume() error {
 	case "", "none":
 		return nil
 	case "latest":
+		var damaged []string
 		c, err = ckpt.Latest(j.Cfg.CheckpointDir, func(dir string, err error) {
 			fmt.Fprintf(j.Out, "resume: passing over %s: %v\n", dir, err)
+			damaged = append(damaged, filepath.Base(dir))
 		})
+		if err == nil && c == nil && len(damaged) > 0 {
+			// Starting from step 0 would write over them (and prune them).
+			slices.Sort(damaged)
+			return fmt.Errorf("resume latest: every checkpoint in %s is damaged (%s); they are kept for inspection: to start from step 0, move them out of that folder or set another output_dir or checkpoint_dir",
+				j.Cfg.CheckpointDir, strings.Join(damaged, ", "))
+		}
 	default:
 		c, err = ckpt.Open(j.Cfg.Resume)
 	}
 	if err != nil || c == nil {
 		return err
 	}
+	if err := j.checkChanges(c); err != nil {
+		return err
+	}
+	j.resumedFrom = c.Dir
 	s := j.step
 	if c.Manifest.Size != s.Trainable.Size || len(c.Manifest.Table) != len(s.Trainable.Params) {
 		return fmt.Errorf("resume from %s: it holds %d values in %d tensors, this run trains %d in %d (a different model or LoRA setting?)",
@@ -195,10 +210,58 @@ func (j *Job) resume() error {
 		j.be.Upload(b, v)
 	}
 	s.Steps = c.Manifest.Step
+	j.epoch, j.sample = c.Manifest.Epoch, c.Manifest.Sample
 	if err := j.resumeState(c.Manifest.State); err != nil {
 		return fmt.Errorf("resume from %s: %w", c.Dir, err)
 	}
 	j.runID = c.Manifest.RunID
 	fmt.Fprintf(j.Out, "resumed from %s at step %d (written by %d rank(s), read by %d)\n", c.Dir, s.Steps, c.Manifest.WorldSize, j.Comm.World())
+	fmt.Fprintf(j.Out, "resume: the data go on at epoch %d after sample %d of its order\n", j.epoch, j.sample)
+	return nil
+}
+
+// checkChanges compares the settings that define the run's sample stream
+// and its optimization — seed, data set, batch — with those of the run that
+// wrote c. A change is refused, naming each key with its old and new value,
+// unless resume_allow_changes is set; then it is announced. The world size
+// may change: with the same batch keys the global batch follows it, and
+// batch keys that keep the global batch only split it anew.
+func (j *Job) checkChanges(c *ckpt.Checkpoint) error {
+	if len(c.Manifest.State) == 0 {
+		return nil // an older checkpoint without the run's settings
+	}
+	var st state
+	if err := json.Unmarshal(c.Manifest.State, &st); err != nil {
+		return fmt.Errorf("resume from %s: manifest.json state: %w", c.Dir, err)
+	}
+	old, cur := &st.Config, &j.Cfg
+	var changes []string
+	if old.Seed != cur.Seed {
+		changes = append(changes, fmt.Sprintf("seed %d → %d", old.Seed, cur.Seed))
+	}
+	if old.DatasetDir != cur.DatasetDir {
+		changes = append(changes, fmt.Sprintf("dataset_dir %s → %s", old.DatasetDir, cur.DatasetDir))
+	}
+	if st.Records != 0 && st.Records != j.Data.Len() {
+		changes = append(changes, fmt.Sprintf("records of the data set %d → %d", st.Records, j.Data.Len()))
+	}
+	oldWorld := c.Manifest.WorldSize
+	g, oldG := j.globalBatch(), old.MicroBatch*old.GradAccum*oldWorld
+	switch {
+	case g == oldG:
+	case old.MicroBatch != cur.MicroBatch || old.GradAccum != cur.GradAccum:
+		changes = append(changes, fmt.Sprintf("train_micro_batch_size_per_gpu %d → %d and gradient_accumulation_steps %d → %d (global batch %d → %d on %d → %d ranks)",
+			old.MicroBatch, cur.MicroBatch, old.GradAccum, cur.GradAccum, oldG, g, oldWorld, j.Comm.World()))
+	default:
+		fmt.Fprintf(j.Out, "resume: %d rank(s) instead of %d: the global batch goes from %d to %d samples a step\n", j.Comm.World(), oldWorld, oldG, g)
+	}
+	if len(changes) == 0 {
+		return nil
+	}
+	if !cur.ResumeAllowChanges {
+		return fmt.Errorf("resume from %s: this run changes %s; resume with the checkpoint's values, start a new output_dir, or pass --resume-allow-changes to go on with the new ones",
+			c.Dir, strings.Join(changes, "; "))
+	}
+	fmt.Fprintf(j.Out, "resume: going on with changed settings (resume_allow_changes): %s\n", strings.Join(changes, "; "))
 	return nil
 }

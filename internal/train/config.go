@@ -4,7 +4,11 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
+	"math"
 	"os"
+	"reflect"
+	"strings"
 
 	"github.com/zerodiff/zerodiff/internal/optim"
 )
@@ -20,6 +24,10 @@ type Config struct {
 	OutputDir       string `json:"output_dir" name:"output-dir" help:"Run folder: logs, validation images, checkpoints."`
 	CheckpointDir   string `json:"checkpoint_dir" name:"checkpoint-dir" help:"Checkpoints (default: <output_dir>/checkpoints)."`
 	Resume          string `json:"resume_from_checkpoint" name:"resume-from-checkpoint" help:"latest (newest complete checkpoint, if any), none, or a step-* folder."`
+	// ResumeAllowChanges lets a resumed run change what defines its sample
+	// stream and optimization (seed, data set, global batch), which is
+	// otherwise refused.
+	ResumeAllowChanges bool `json:"resume_allow_changes" name:"resume-allow-changes" help:"Resume even if the seed, the data set or the global batch differ from the checkpoint's run."`
 
 	NumEpochs       int    `json:"num_epochs" name:"num-epochs" help:"Epochs over the data set (max_train_steps wins when set)."`
 	MaxTrainSteps   int    `json:"max_train_steps" name:"max-train-steps" help:"Optimizer steps to run (0: num_epochs decides)."`
@@ -66,6 +74,36 @@ type LoRAConfig struct {
 	Alpha   float64  `json:"alpha" help:"LoRA alpha (scale alpha/rank)."`
 	Targets []string `json:"target_modules" name:"target-modules" help:"Linear layers to adapt (PEFT matching)."`
 	Init    string   `json:"init" help:"gaussian or kaiming (PEFT's init_lora_weights)."`
+}
+
+// UnmarshalJSON reads use_lora in three forms: true or false (the action
+// alone, the other keys keeping their values), an object with "action", and
+// an object without it, which asks for LoRA: {"rank": 8} means
+// {"action": true, "rank": 8}. Unknown keys are errors, as everywhere in
+// the config.
+func (l *LoRAConfig) UnmarshalJSON(b []byte) error {
+	b = bytes.TrimSpace(b)
+	switch string(b) {
+	case "null":
+		return nil
+	case "true", "false":
+		l.Action = string(b) == "true"
+		return nil
+	}
+	var keys map[string]json.RawMessage
+	if err := json.Unmarshal(b, &keys); err != nil {
+		return fmt.Errorf("use_lora: want true, false or an object like {\"rank\": 8}: %w", err)
+	}
+	type useLoRA LoRAConfig // without this method
+	d := json.NewDecoder(bytes.NewReader(b))
+	d.DisallowUnknownFields()
+	if err := d.Decode((*useLoRA)(l)); err != nil {
+		return fmt.Errorf("use_lora: %w", err)
+	}
+	if _, ok := keys["action"]; !ok {
+		l.Action = true
+	}
+	return nil
 }
 
 // EMAConfig is diffusers' EMAModel's settings.
@@ -146,21 +184,39 @@ func DefaultConfig() Config {
 
 // LoadConfig reads path over the defaults; unknown keys are errors.
 func LoadConfig(path string) (Config, error) {
-	c := DefaultConfig()
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return c, fmt.Errorf("config: %w", err)
+		return DefaultConfig(), fmt.Errorf("config: %w", err)
 	}
+	return ParseConfig(path, b)
+}
+
+// ParseConfig reads the JSON config b (from the file name, for messages)
+// over the defaults; unknown keys and anything after the object are errors.
+func ParseConfig(name string, b []byte) (Config, error) {
+	c := DefaultConfig()
 	d := json.NewDecoder(bytes.NewReader(b))
 	d.DisallowUnknownFields()
 	if err := d.Decode(&c); err != nil {
-		return c, fmt.Errorf("config %s: %w (see `train --help` for the keys)", path, err)
+		return c, fmt.Errorf("config %s: %w (see `train --help` for the keys)", name, err)
+	}
+	if _, err := d.Token(); err != io.EOF {
+		return c, fmt.Errorf("config %s: more after the JSON object: one object is the whole config", name)
 	}
 	return c, nil
 }
 
-// Check checks the settings against each other.
+// Check checks each setting and the settings against each other, so that a
+// bad value stops the run before any work with a sentence naming its key.
+// The optimizer's bounds are torch.optim.AdamW's (its __init__ refuses a
+// negative lr, eps or weight_decay and betas outside [0, 1)); the EMA's
+// decay is a share kept of the old weights, in [0, 1) as diffusers' EMAModel
+// uses it (training_utils.py, get_decay).
 func (c *Config) Check() error {
+	if err := checkFinite(reflect.ValueOf(c).Elem(), ""); err != nil {
+		return err
+	}
+	p := c.Optimizer.Params
 	switch {
 	case c.PretrainedModel == "" && c.UNetConfig == "":
 		return fmt.Errorf("config: set pretrained_model_name_or_path (fine-tune) or unet_config (train from scratch)")
@@ -170,12 +226,48 @@ func (c *Config) Check() error {
 		return fmt.Errorf("config: output_dir is empty")
 	case c.MicroBatch < 1 || c.GradAccum < 1:
 		return fmt.Errorf("config: train_micro_batch_size_per_gpu and gradient_accumulation_steps must be ≥ 1")
+	case c.MaxTrainSteps < 0:
+		return fmt.Errorf("config: max_train_steps %d is negative: give the number of optimizer steps, or 0 to let num_epochs decide", c.MaxTrainSteps)
+	case c.NumEpochs < 0:
+		return fmt.Errorf("config: num_epochs %d is negative", c.NumEpochs)
 	case c.NumEpochs < 1 && c.MaxTrainSteps < 1:
 		return fmt.Errorf("config: set num_epochs or max_train_steps")
+	case c.LRWarmupSteps < 0:
+		return fmt.Errorf("config: lr_warmup_steps %d is negative", c.LRWarmupSteps)
+	case c.SaveInterval < 0:
+		return fmt.Errorf("config: save_interval %d is negative: give a number of steps, or 0 to save only at the end", c.SaveInterval)
+	case c.KeepCheckpoints < 0:
+		return fmt.Errorf("config: checkpoints_total_limit %d is negative: give how many to keep, or 0 to keep all", c.KeepCheckpoints)
+	case c.LogInterval < 0:
+		return fmt.Errorf("config: log_interval %d is negative", c.LogInterval)
+	case c.ValidationEpochs < 0 || c.ValidationSteps < 0:
+		return fmt.Errorf("config: validation_epochs %d and validation_steps %d must be ≥ 0 (0: never)", c.ValidationEpochs, c.ValidationSteps)
+	case len(c.ValidationPrompts) > 0 && c.ValidationNumSteps < 1:
+		return fmt.Errorf("config: validation_num_inference_steps %d: validation needs at least 1 sampler step", c.ValidationNumSteps)
+	case c.Resolution < 1:
+		return fmt.Errorf("config: resolution %d: give the image size the shards were made at", c.Resolution)
 	case c.Optimizer.Type != "AdamW" && c.Optimizer.Type != "Adam":
 		return fmt.Errorf("config: optimizer.type %q: zerodiff implements AdamW", c.Optimizer.Type)
-	case len(c.Optimizer.Params.Betas) != 2:
+	case p.LR < 0:
+		return fmt.Errorf("config: optimizer.params.lr %g is negative", p.LR)
+	case len(p.Betas) != 2:
 		return fmt.Errorf("config: optimizer.params.betas needs two values")
+	case p.Betas[0] < 0 || p.Betas[0] >= 1 || p.Betas[1] < 0 || p.Betas[1] >= 1:
+		return fmt.Errorf("config: optimizer.params.betas %v: each must be in [0, 1)", p.Betas)
+	case p.Eps < 0:
+		return fmt.Errorf("config: optimizer.params.eps %g is negative", p.Eps)
+	case p.WeightDecay < 0:
+		return fmt.Errorf("config: optimizer.params.weight_decay %g is negative", p.WeightDecay)
+	case c.GradClip < 0:
+		return fmt.Errorf("config: gradient_clipping %g is negative: give the largest gradient norm, or 0 for no clipping", c.GradClip)
+	case c.EMA.Decay < 0 || c.EMA.Decay >= 1:
+		return fmt.Errorf("config: ema.decay %g: the share of the old EMA weights kept at each step must be in [0, 1)", c.EMA.Decay)
+	case c.EMA.MinDecay < 0 || c.EMA.MinDecay > c.EMA.Decay:
+		return fmt.Errorf("config: ema.min_decay %g: it must be in [0, ema.decay = %g]", c.EMA.MinDecay, c.EMA.Decay)
+	case c.EMA.UpdateAfterStep < 0:
+		return fmt.Errorf("config: ema.update_after_step %d is negative", c.EMA.UpdateAfterStep)
+	case c.EMA.UseWarmup && (c.EMA.InvGamma <= 0 || c.EMA.Power <= 0):
+		return fmt.Errorf("config: ema.inv_gamma %g and ema.power %g: the EMA warmup needs both positive", c.EMA.InvGamma, c.EMA.Power)
 	case c.UseFP16.Enabled && c.UseFP16.LossScale < 0:
 		return fmt.Errorf("config: use_fp16.loss_scale %g: 0 (dynamic) or a positive static scale", c.UseFP16.LossScale)
 	case c.Zero.Stage < 0 || c.Zero.Stage > 3:
@@ -186,8 +278,51 @@ func (c *Config) Check() error {
 		return fmt.Errorf("config: use_lora needs rank ≥ 1 and target_modules")
 	case c.PredictionType != "" && c.PredictionType != "epsilon" && c.PredictionType != "v_prediction":
 		return fmt.Errorf("config: prediction_type %q: epsilon or v_prediction", c.PredictionType)
+	case c.SNRGamma < 0:
+		return fmt.Errorf("config: snr_gamma %g is negative: give γ, or 0 for no Min-SNR weighting", c.SNRGamma)
 	case c.CaptionDropout < 0 || c.CaptionDropout > 1:
 		return fmt.Errorf("config: caption_dropout %g: a share in [0, 1]", c.CaptionDropout)
+	}
+	if c.UseFP16.Enabled {
+		if _, err := c.UseFP16.scaler(); err != nil {
+			return fmt.Errorf("config use_fp16: %w", err)
+		}
+	}
+	if len(c.Scheduler) > 0 {
+		if _, err := optim.ParseSchedule(c.Scheduler, p.LR); err != nil {
+			return fmt.Errorf("config scheduler: %w", err)
+		}
+	}
+	return nil
+}
+
+// checkFinite refuses NaN and ±Inf in any float setting of v (a struct),
+// naming its key: a flag such as --optimizer-params-lr NaN parses, and
+// would make every weight NaN at the first step.
+func checkFinite(v reflect.Value, prefix string) error {
+	t := v.Type()
+	for i := range t.NumField() {
+		key := prefix + strings.Split(t.Field(i).Tag.Get("json"), ",")[0]
+		f := v.Field(i)
+		switch f.Kind() {
+		case reflect.Struct:
+			if err := checkFinite(f, key+"."); err != nil {
+				return err
+			}
+		case reflect.Float64:
+			if x := f.Float(); math.IsNaN(x) || math.IsInf(x, 0) {
+				return fmt.Errorf("config: %s is %g: give a finite number", key, x)
+			}
+		case reflect.Slice:
+			if f.Type().Elem().Kind() != reflect.Float64 {
+				continue
+			}
+			for k := range f.Len() {
+				if x := f.Index(k).Float(); math.IsNaN(x) || math.IsInf(x, 0) {
+					return fmt.Errorf("config: %s[%d] is %g: give a finite number", key, k, x)
+				}
+			}
+		}
 	}
 	return nil
 }

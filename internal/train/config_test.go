@@ -61,3 +61,37 @@ func TestFlagsOverrideFile(t *testing.T) {
 		t.Fatalf("file values lost: %+v", file)
 	}
 }
+
+// TestUseLoRAForms: use_lora is true/false, an object with "action", or an
+// object without it (LoRA on); the keys left out keep their defaults.
+func TestUseLoRAForms(t *testing.T) {
+	def := DefaultConfig().UseLoRA
+	for _, tc := range []struct {
+		body   string
+		action bool
+		rank   int
+		alpha  float64
+	}{
+		{`{"use_lora": true}`, true, def.Rank, def.Alpha},
+		{`{"use_lora": false}`, false, def.Rank, def.Alpha},
+		{`{"use_lora": {"rank": 8}}`, true, 8, def.Alpha},
+		{`{"use_lora": {"action": false, "rank": 8}}`, false, 8, def.Alpha},
+		{`{"use_lora": {"action": true, "rank": 16, "alpha": 32}}`, true, 16, 32},
+		{`{"use_lora": null}`, false, def.Rank, def.Alpha},
+	} {
+		c, err := LoadConfig(writeConfig(t, tc.body))
+		if err != nil {
+			t.Errorf("%s: %v", tc.body, err)
+			continue
+		}
+		l := c.UseLoRA
+		if l.Action != tc.action || l.Rank != tc.rank || l.Alpha != tc.alpha || !slices.Equal(l.Targets, def.Targets) || l.Init != def.Init {
+			t.Errorf("%s: use_lora %+v, want action %t rank %d alpha %g and the default targets and init", tc.body, l, tc.action, tc.rank, tc.alpha)
+		}
+	}
+	for _, body := range []string{`{"use_lora": 1}`, `{"use_lora": "yes"}`, `{"use_lora": {"rank": "8"}}`} {
+		if _, err := LoadConfig(writeConfig(t, body)); err == nil || !strings.Contains(err.Error(), "use_lora") {
+			t.Errorf("%s: error %v, want one naming use_lora", body, err)
+		}
+	}
+}

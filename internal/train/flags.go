@@ -1,7 +1,9 @@
 package train
 
 import (
+	"fmt"
 	"reflect"
+	"strconv"
 	"strings"
 )
 
@@ -35,6 +37,51 @@ func overlay(dst, src reflect.Value, prefix string, want map[string]bool) {
 		}
 		if want[prefix+name] {
 			dst.Field(i).Set(src.Field(i))
+		}
+	}
+}
+
+// FlagDefaults is the default of each config flag as --help shows it, by
+// flag name: DefaultConfig's value, so the help and the run never disagree.
+// Flags whose default is empty are left out.
+func FlagDefaults() map[string]string {
+	out := map[string]string{}
+	def := DefaultConfig()
+	defaults(reflect.ValueOf(&def).Elem(), "", out)
+	return out
+}
+
+func defaults(v reflect.Value, prefix string, out map[string]string) {
+	t := v.Type()
+	for i := range t.NumField() {
+		f := t.Field(i)
+		if f.Tag.Get("kong") == "-" {
+			continue
+		}
+		if _, ok := f.Tag.Lookup("embed"); ok {
+			defaults(v.Field(i), prefix+f.Tag.Get("prefix"), out)
+			continue
+		}
+		name := f.Tag.Get("name")
+		if name == "" {
+			name = strings.ToLower(f.Name)
+		}
+		x := v.Field(i)
+		var s string
+		switch x.Kind() {
+		case reflect.Slice:
+			parts := make([]string, x.Len())
+			for k := range parts {
+				parts[k] = fmt.Sprint(x.Index(k).Interface())
+			}
+			s = strings.Join(parts, ",")
+		case reflect.Float64:
+			s = strconv.FormatFloat(x.Float(), 'g', -1, 64)
+		default:
+			s = fmt.Sprint(x.Interface())
+		}
+		if s != "" {
+			out[prefix+name] = s
 		}
 	}
 }

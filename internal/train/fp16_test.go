@@ -96,6 +96,10 @@ func TestLossScalingSkipsOverflowsThenMatchesUnscaled(t *testing.T) {
 		refJobs := startRanks(t, ref, 2, data)
 		eachRank(t, refJobs, func(j *Job) error {
 			j.step.Steps, j.step.Skipped = skipped, skipped
+			for range skipped { // past the samples the skipped steps read
+				j.nextBatch()
+				j.sample += j.globalBatch()
+			}
 			for j.step.Steps < steps {
 				if err := j.trainStep(); err != nil {
 					return err

@@ -59,9 +59,18 @@ type Job struct {
 	orderOf  int
 	jsonl    *logx.JSONL
 	events   *logx.EventWriter
-	perEpoch int  // optimizer steps per epoch
-	total    int  // optimizer steps of the run
-	gpuLog   bool // log the ranks' GPUs: some rank's query worked at the pre-flight
+	perEpoch int // optimizer steps per epoch
+	total    int // optimizer steps of the run
+	// epoch and sample are the data position: the epoch whose order is being
+	// read and how many samples of that order the steps so far consumed. A
+	// checkpoint keeps them, so a resumed run continues the same sample
+	// stream whatever its world size and batch (nextBatch).
+	epoch, sample int
+	// resumedFrom is the checkpoint the run resumed from ("" for a new run).
+	resumedFrom string
+	done        bool        // the checkpoint resumed from is at the run's last step
+	lock        *outputLock // rank 0's lock of the output folder
+	gpuLog      bool        // log the ranks' GPUs: some rank's query worked at the pre-flight
 }
 
 // state is the small part of the training state a checkpoint keeps beside the buffers.
@@ -71,14 +80,21 @@ type state struct {
 	// scaler's state (absent without it).
 	Skipped   int                   `json:"skipped_steps"`
 	LossScale *optim.LossScaleState `json:"loss_scale,omitempty"`
+	// Records is the size of the data set the run read (absent in older
+	// checkpoints): another one would reshuffle every epoch.
+	Records int `json:"records,omitempty"`
 }
 
 // Run trains until the configured number of steps, checkpointing and
 // validating on the way. A cancelled ctx (SIGTERM, SIGUSR1) saves a
 // checkpoint at the next step boundary and returns ErrStopped.
 func (j *Job) Run(ctx context.Context) error {
+	defer func() { j.lock.release() }() // on every return, ErrStopped after a signal included
 	if err := j.start(); err != nil {
 		return err
+	}
+	if j.done {
+		return nil
 	}
 	defer j.closeLogs()
 	c := &j.Cfg
@@ -102,9 +118,9 @@ func (j *Job) Run(ctx context.Context) error {
 				return err
 			}
 		}
-		epochEnd := s%j.perEpoch == 0
+		epochEnd := j.sample+j.globalBatch() > j.Data.Len() // no further step fits in this epoch
 		if len(c.ValidationPrompts) > 0 && ((c.ValidationSteps > 0 && s%c.ValidationSteps == 0) ||
-			(epochEnd && c.ValidationEpochs > 0 && (s/j.perEpoch)%c.ValidationEpochs == 0)) {
+			(epochEnd && c.ValidationEpochs > 0 && (j.epoch+1)%c.ValidationEpochs == 0)) {
 			if err := j.validate(); err != nil {
 				return err
 			}
@@ -118,6 +134,9 @@ func (j *Job) Run(ctx context.Context) error {
 func (j *Job) start() error {
 	c := &j.Cfg
 	if err := c.Check(); err != nil {
+		return err
+	}
+	if err := c.checkMadeWith(j.Data); err != nil {
 		return err
 	}
 	if c.CheckpointDir == "" {
@@ -149,6 +168,11 @@ func (j *Job) start() error {
 	}
 	if j.Comm.Rank() != 0 {
 		j.Out = io.Discard
+	} else { // rank 0 holds the output folder for the run
+		var err error
+		if j.lock, err = lockOutput(c.OutputDir, j.Out); err != nil {
+			return err
+		}
 	}
 	if err := j.preflight(); err != nil {
 		return err
@@ -156,17 +180,23 @@ func (j *Job) start() error {
 	if err := j.setup(); err != nil {
 		return err
 	}
-	g := c.MicroBatch * c.GradAccum * j.Comm.World()
+	g := j.globalBatch()
 	j.perEpoch = j.Data.Len() / g
 	if j.perEpoch == 0 {
 		return fmt.Errorf("data set %s has %d records, fewer than one global batch (%d = micro batch %d × accumulation %d × %d ranks)", c.DatasetDir, j.Data.Len(), g, c.MicroBatch, c.GradAccum, j.Comm.World())
 	}
-	j.total = c.MaxTrainSteps
-	if j.total == 0 {
-		j.total = c.NumEpochs * j.perEpoch
-	}
 	if err := j.resume(); err != nil {
 		return err
+	}
+	j.total = c.MaxTrainSteps
+	if j.total == 0 {
+		j.total = j.step.Steps + j.stepsLeft(c.NumEpochs)
+	}
+	if j.step.Steps >= j.total { // only a resumed run starts there
+		j.done = true
+		fmt.Fprintf(j.Out, "train: run %s is finished: checkpoint %s is at step %d of %d; nothing to train (raise max_train_steps or num_epochs to go on)\n",
+			j.runID, j.resumedFrom, j.step.Steps, j.total)
+		return nil
 	}
 	// A checkpoint resumed from gives its run id; without one the run is new.
 	resumed := j.runID != ""
@@ -381,25 +411,52 @@ func zeroLast(module string) bool {
 	return module == "conv_out" || strings.HasSuffix(module, ".conv2") || strings.HasSuffix(module, ".proj_out")
 }
 
+// globalBatch is the samples of one optimizer step over all ranks.
+func (j *Job) globalBatch() int {
+	return j.Cfg.MicroBatch * j.Cfg.GradAccum * j.Comm.World()
+}
+
+// stepsLeft is the number of optimizer steps from the data position to the
+// end of epoch epochs−1 (epochs counted from 0): the rest of the current
+// epoch, then whole epochs. Each epoch's last samples that fill no global
+// batch are left out, as a PyTorch DataLoader with drop_last=True does.
+func (j *Job) stepsLeft(epochs int) int {
+	if j.epoch >= epochs {
+		return 0
+	}
+	return max(0, j.Data.Len()-j.sample)/j.globalBatch() + (epochs-1-j.epoch)*j.perEpoch
+}
+
+// nextBatch moves the data position to the start of the next step's samples
+// and returns where they begin in the epoch's order: the next epoch's start
+// when the rest of this one fills no global batch.
+func (j *Job) nextBatch() int {
+	if j.sample+j.globalBatch() > j.Data.Len() {
+		j.epoch, j.sample = j.epoch+1, 0
+	}
+	return j.sample
+}
+
 // trainStep runs one optimizer step: GradAccum micro-batches of the epoch's
 // order, then the update, then the log line.
 func (j *Job) trainStep() error {
 	c := &j.Cfg
 	start := time.Now()
-	epoch, k := j.step.Steps/j.perEpoch, j.step.Steps%j.perEpoch
+	first := j.nextBatch()
+	epoch := j.epoch
 	if j.order == nil || j.orderOf != epoch {
 		j.order, j.orderOf = epochOrder(c.Seed, epoch, j.Data.Len()), epoch // once per epoch, not per step
 	}
 	order := j.order
 	world, rank := j.Comm.World(), j.Comm.Rank()
-	g := c.MicroBatch * c.GradAccum * world
+	g := j.globalBatch()
 	d := draws{noiseOffset: c.NoiseOffset, captionDropout: c.CaptionDropout, timesteps: len(j.step.Noise.AlphasCumprod)}
 	var loss float64
 	for a := range c.GradAccum {
 		// Micro-batch a of the step takes the next micro·world samples of the
 		// epoch's order; rank r the r-th micro of them. The samples a step
 		// sees do not depend on the world size, only their split.
-		lo := k*g + (a*world+rank)*c.MicroBatch
+		lo := first + (a*world+rank)*c.MicroBatch
 		m, err := makeMicro(j.Data, c.Seed, epoch, order[lo:lo+c.MicroBatch], d)
 		if err != nil {
 			return err
@@ -414,6 +471,7 @@ func (j *Job) trainStep() error {
 	if err != nil {
 		return err
 	}
+	j.sample += g
 	if loss, err = j.mean(loss); err != nil {
 		return err
 	}
@@ -426,8 +484,11 @@ func (j *Job) trainStep() error {
 		return err
 	}
 	if rank == 0 {
+		// "sample" beside "epoch": the samples of that epoch's order consumed
+		// after this step, the position a checkpoint of it keeps.
 		rec := logx.Record{Step: int64(s), Epoch: epoch, Loss: loss, LR: r.LR, GradNorm: r.GradNorm, LossScale: r.LossScale,
-			ImgPerS: float64(g) / time.Since(start).Seconds(), MemBytes: rss(), GPUs: gpus, Skipped: r.Skipped}
+			ImgPerS: float64(g) / time.Since(start).Seconds(), MemBytes: rss(), GPUs: gpus, Skipped: r.Skipped,
+			Extra: map[string]float64{"sample": float64(j.sample)}}
 		if err := j.jsonl.Write(rec); err != nil {
 			return err
 		}
@@ -574,7 +635,7 @@ func formatBytes(n int64) string {
 
 // marshalState is the JSON a checkpoint keeps of the run's settings.
 func (j *Job) marshalState() (json.RawMessage, error) {
-	st := state{Config: j.Cfg, Skipped: j.step.Skipped}
+	st := state{Config: j.Cfg, Skipped: j.step.Skipped, Records: j.Data.Len()}
 	if j.step.Scaler != nil {
 		ls := j.step.Scaler.State()
 		st.LossScale = &ls
