@@ -2,6 +2,7 @@ package data
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"image"
 	"image/color"
@@ -25,12 +26,57 @@ func NewRGB(w, h int) *RGB {
 	return &RGB{W: w, H: h, Pix: make([]uint8, w*h*3)} // (H, W, 3)
 }
 
-// DecodeRGB decodes a PNG, JPEG, WebP, BMP, TIFF or GIF (its first frame) and converts
-// it to RGB the way PIL's Image.convert("RGB") does: alpha is dropped, not
-// composited, gray is copied to the three channels. JPEG colour follows
-// libjpeg (fancy chroma upsampling, its YCbCr tables), which PIL decodes with.
+// DefaultMaxPixels is the largest image decoded unless told otherwise: PIL's
+// Image.MAX_IMAGE_PIXELS (PIL/Image.py: 1024 * 1024 * 1024 // 4 // 3 =
+// 89,478,485, about 8.9k × 10k). PIL warns above it and refuses above twice
+// it; here an image above it is refused: a file that small on disk and that
+// large decoded is a decompression bomb more often than a photo, and it
+// would cost 4 bytes a pixel and more before any resize.
+const DefaultMaxPixels = 1024 * 1024 * 1024 / 4 / 3
+
+// ErrTooManyPixels marks an image refused because its header declares more
+// pixels than the limit.
+var ErrTooManyPixels = errors.New("image has too many pixels")
+
+// DecodeRGB decodes an image with the DefaultMaxPixels limit; see
+// DecodeRGBLimit.
 func DecodeRGB(b []byte) (*RGB, error) {
-	img, format, err := image.Decode(bytes.NewReader(b))
+	return DecodeRGBLimit(b, DefaultMaxPixels)
+}
+
+// DecodeRGBLimit decodes a PNG, JPEG, WebP, BMP, TIFF or GIF (its first
+// frame) and converts it to RGB the way PIL's Image.convert("RGB") does:
+// alpha is dropped, not composited, gray is copied to the three channels.
+// JPEG colour follows libjpeg (fancy chroma upsampling, its YCbCr tables),
+// which PIL decodes with. An image whose header declares more than
+// maxPixels pixels (maxPixels <= 0: DefaultMaxPixels) is refused with an
+// error wrapping ErrTooManyPixels before any pixel is decoded. A damaged
+// file is an error, also when it makes a decoder panic.
+func DecodeRGBLimit(b []byte, maxPixels int) (*RGB, error) {
+	if maxPixels <= 0 {
+		maxPixels = DefaultMaxPixels
+	}
+	var cfg image.Config
+	var format string
+	err := recovered(func() (err error) {
+		cfg, format, err = image.DecodeConfig(bytes.NewReader(b))
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("decode image: %w", err)
+	}
+	if cfg.Width <= 0 || cfg.Height <= 0 {
+		return nil, fmt.Errorf("decode %s: empty image (%d×%d)", format, cfg.Width, cfg.Height)
+	}
+	if n := int64(cfg.Width) * int64(cfg.Height); n > int64(maxPixels) {
+		return nil, fmt.Errorf("decode %s: %w: %d×%d = %d, over the limit of %d; raise the limit if the image is meant to be that large",
+			format, ErrTooManyPixels, cfg.Width, cfg.Height, n, maxPixels)
+	}
+	var img image.Image
+	err = recovered(func() (err error) {
+		img, format, err = image.Decode(bytes.NewReader(b))
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("decode image: %w", err)
 	}
@@ -39,6 +85,17 @@ func DecodeRGB(b []byte) (*RGB, error) {
 		return nil, fmt.Errorf("decode %s: empty image", format)
 	}
 	return toRGB(img), nil
+}
+
+// recovered runs a call into an image decoder, turning a panic on a damaged
+// file into an error.
+func recovered(call func() error) (err error) {
+	defer func() {
+		if e := recover(); e != nil {
+			err = fmt.Errorf("damaged file (decoder: %v)", e)
+		}
+	}()
+	return call()
 }
 
 // toRGB converts any decoded image to RGB, with fast paths for the types the

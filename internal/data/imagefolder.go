@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"path/filepath"
 )
@@ -25,6 +24,7 @@ type entry struct {
 // listReader reads the items of a listing in order, loading each image file
 // as it goes; the imagefolder and image+.txt readers share it.
 type listReader struct {
+	root     folder // item files must lie in it
 	describe string
 	entries  []entry
 	next     int
@@ -53,13 +53,9 @@ func (r *listReader) Next() (Record, error) {
 			skip(ReasonEmptyCaption, "")
 			continue
 		}
-		b, err := os.ReadFile(e.path)
-		if errors.Is(err, fs.ErrNotExist) {
-			skip(ReasonMissingFile, "")
-			continue
-		}
-		if err != nil {
-			skip(ReasonUnreadableImage, err.Error())
+		b, reason, detail := r.root.readFile(e.path)
+		if reason != "" {
+			skip(reason, detail)
 			continue
 		}
 		return Record{Item: item, Key: e.key, Source: e.path, Image: b, Captions: caps}, nil
@@ -71,31 +67,31 @@ func (r *listReader) Next() (Record, error) {
 // metadata.jsonl (one JSON object a line) or metadata.csv (a header row)
 // whose file-name field (cols.Image, default "file_name") names an image
 // relative to the folder and whose caption field (cols.Text, default
-// "text") holds a string or, in JSON, a list of strings.
+// "text") holds a string or, in JSON, a list of strings. A name that leads
+// out of the folder (symlinks resolved) is a skipped item, never read.
 func OpenImageFolder(dir string, cols Columns) (Reader, error) {
 	cols = cols.withDefaults("file_name")
-	if abs, err := filepath.Abs(dir); err == nil {
-		dir = abs // Describe names the data set the same from any folder
-	}
+	root := newFolder(dir)
+	dir = root.dir // absolute: Describe names the data set the same from any folder
 	var entries []entry
 	var err error
 	meta := filepath.Join(dir, "metadata.jsonl")
 	if _, statErr := os.Stat(meta); statErr == nil {
-		entries, err = readJSONL(meta, dir, cols)
+		entries, err = readJSONL(meta, root, cols)
 	} else {
 		meta = filepath.Join(dir, "metadata.csv")
 		if _, statErr := os.Stat(meta); statErr != nil {
 			return nil, fmt.Errorf("imagefolder %s: no metadata.jsonl or metadata.csv", dir)
 		}
-		entries, err = readCSV(meta, dir, cols)
+		entries, err = readCSV(meta, root, cols)
 	}
 	if err != nil {
 		return nil, err
 	}
-	return &listReader{describe: fmt.Sprintf("imagefolder %s image=%s text=%s", meta, cols.Image, cols.Text), entries: entries}, nil
+	return &listReader{root: root, describe: fmt.Sprintf("imagefolder %s image=%s text=%s", meta, cols.Image, cols.Text), entries: entries}, nil
 }
 
-func readJSONL(meta, dir string, cols Columns) ([]entry, error) {
+func readJSONL(meta string, root folder, cols Columns) ([]entry, error) {
 	f, err := os.Open(meta)
 	if err != nil {
 		return nil, fmt.Errorf("imagefolder: %w", err)
@@ -119,7 +115,7 @@ func readJSONL(meta, dir string, cols Columns) ([]entry, error) {
 			out = append(out, entry{key: key, reason: ReasonUnreadableRecord, detail: fmt.Sprintf("no %q string", cols.Image)})
 			continue
 		}
-		e := entry{key: name, path: filepath.Join(dir, filepath.FromSlash(name))}
+		e := entry{key: name, path: root.path(root.dir, name)}
 		var one string
 		if raw, ok := obj[cols.Text]; !ok || string(raw) == "null" {
 			e.reason = ReasonEmptyCaption
@@ -136,7 +132,7 @@ func readJSONL(meta, dir string, cols Columns) ([]entry, error) {
 	return out, nil
 }
 
-func readCSV(meta, dir string, cols Columns) ([]entry, error) {
+func readCSV(meta string, root folder, cols Columns) ([]entry, error) {
 	f, err := os.Open(meta)
 	if err != nil {
 		return nil, fmt.Errorf("imagefolder: %w", err)
@@ -181,7 +177,7 @@ func readCSV(meta, dir string, cols Columns) ([]entry, error) {
 			out = append(out, entry{key: key, reason: ReasonUnreadableRecord, detail: fmt.Sprintf("no %q", cols.Image)})
 			continue
 		}
-		e := entry{key: rec[fi], path: filepath.Join(dir, filepath.FromSlash(rec[fi]))}
+		e := entry{key: rec[fi], path: root.path(root.dir, rec[fi])}
 		if ti < len(rec) {
 			e.captions = []string{rec[ti]}
 		}

@@ -1,6 +1,7 @@
 package data
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -51,16 +52,19 @@ func OpenPokemon(path string) (Reader, error) {
 // parquetFile is one opened file and the leaf columns read from it.
 type parquetFile struct {
 	path              string
+	root              folder // images read by path must lie in it
 	f                 *os.File
 	pf                *parquet.File
 	image, name, text parquet.LeafColumn
 	hasName           bool
+	numRows           int64
 }
 
 // parquetReader reads rows of one or more parquet files in order, one
 // row group at a time, column by column (only the needed columns). An image
 // with null bytes and a path is read from that path, relative to the
-// parquet file, as Hugging Face datasets does.
+// parquet file, as Hugging Face datasets does, if it lies inside the data
+// set's folder (the folder given, or the parquet file's own).
 type parquetReader struct {
 	cols    Columns
 	files   []*parquetFile
@@ -70,6 +74,7 @@ type parquetReader struct {
 	file, group, row int // next row: files[file], row group, row within the file
 	img, name, text  *columnCursor
 	item             int
+	err              error // the first error Next met; it repeats it
 }
 
 // OpenParquet opens parquet files (a folder stands for the .parquet files
@@ -78,6 +83,7 @@ type parquetReader struct {
 func OpenParquet(paths []string, cols Columns) (Reader, error) {
 	cols = cols.withDefaults("image")
 	var files []string
+	var roots []folder // of each file
 	for _, p := range paths {
 		st, err := os.Stat(p)
 		if err != nil {
@@ -85,6 +91,7 @@ func OpenParquet(paths []string, cols Columns) (Reader, error) {
 		}
 		if !st.IsDir() {
 			files = append(files, p)
+			roots = append(roots, newFolder(filepath.Dir(p)))
 			continue
 		}
 		var found []string
@@ -102,9 +109,12 @@ func OpenParquet(paths []string, cols Columns) (Reader, error) {
 		}
 		slices.Sort(found)
 		files = append(files, found...)
+		for range found {
+			roots = append(roots, newFolder(p))
+		}
 	}
 	r := &parquetReader{cols: cols}
-	for _, p := range files {
+	for i, p := range files {
 		if abs, err := filepath.Abs(p); err == nil {
 			p = abs // Describe names the data set the same from any folder
 		}
@@ -113,8 +123,9 @@ func OpenParquet(paths []string, cols Columns) (Reader, error) {
 			r.Close()
 			return nil, err
 		}
+		pf.root = roots[i]
 		r.files = append(r.files, pf)
-		r.total += int(pf.pf.NumRows())
+		r.total += int(pf.numRows)
 	}
 	return r, nil
 }
@@ -129,17 +140,65 @@ func openParquetFile(path string, cols Columns) (*parquetFile, error) {
 		f.Close()
 		return nil, fmt.Errorf("parquet: %w", err)
 	}
-	pf, err := parquet.OpenFile(f, st.Size())
+	if err := checkFooterSize(f, st.Size()); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("parquet %s: %w", path, err)
+	}
+	var pf *parquet.File
+	err = guard(func() (err error) {
+		// The page index and bloom filters serve lookups; rows are read in
+		// order here, so they are not read (nor can their damage stop a run).
+		pf, err = parquet.OpenFile(f, st.Size(), parquet.SkipPageIndex(true), parquet.SkipBloomFilters(true))
+		return err
+	})
 	if err != nil {
 		f.Close()
 		return nil, fmt.Errorf("parquet %s: %w", path, err)
 	}
 	out := &parquetFile{path: path, f: f, pf: pf}
-	if err := out.findColumns(cols); err != nil {
+	if err := guard(func() error { return out.findColumns(cols) }); err != nil {
 		f.Close()
+		if errors.Is(err, errDamaged) {
+			return nil, fmt.Errorf("parquet %s: schema: %w", path, err)
+		}
 		return nil, err
 	}
 	return out, nil
+}
+
+// checkFooterSize checks the footer length a parquet file ends with (4 bytes
+// little endian, then the magic) against the file's size. The parquet
+// library allocates that length before it reads, so 8 damaged bytes could
+// make it ask for up to 4 GiB.
+func checkFooterSize(f *os.File, size int64) error {
+	var tail [8]byte
+	if size < 12 {
+		return fmt.Errorf("%w: %d bytes, too short for parquet", errDamaged, size)
+	}
+	if _, err := f.ReadAt(tail[:], size-8); err != nil {
+		return err
+	}
+	if n := int64(binary.LittleEndian.Uint32(tail[:4])); n > size-12 {
+		return fmt.Errorf("%w: the footer declares %d bytes, the file has %d; write or download the file again", errDamaged, n, size)
+	}
+	return nil
+}
+
+// errDamaged marks a parquet file whose bytes the parquet library could not
+// follow (see guard).
+var errDamaged = errors.New("damaged file")
+
+// guard runs calls into the parquet library. The library trusts the offsets
+// and lengths a file declares and can index out of range on a damaged file;
+// such a panic becomes an error wrapping errDamaged here, at the boundary of
+// each call, so a corrupt file stops the run with a message, not a crash.
+func guard(call func() error) (err error) {
+	defer func() {
+		if e := recover(); e != nil {
+			err = fmt.Errorf("%w (parquet-go: %v); write or download the file again", errDamaged, e)
+		}
+	}()
+	return call()
 }
 
 // findColumns locates the leaf columns: image.bytes (and image.path when
@@ -176,6 +235,9 @@ func (p *parquetFile) findColumns(cols Columns) error {
 	if p.text.Node.Type().Kind() != parquet.ByteArray {
 		return fail("caption column %q is not text", cols.Text)
 	}
+	if p.numRows = p.pf.NumRows(); p.numRows < 0 {
+		return fmt.Errorf("parquet %s: the footer declares %d rows; write or download the file again", p.path, p.numRows)
+	}
 	return nil
 }
 
@@ -199,26 +261,44 @@ func (r *parquetReader) Close() error {
 	return errors.Join(errs...)
 }
 
-// Next reads rows until one has an image and a non-empty caption.
+// Next reads rows until one has an image and a non-empty caption. After an
+// error (a damaged file) it returns the same error again.
 func (r *parquetReader) Next() (Record, error) {
+	if r.err != nil {
+		return Record{}, r.err
+	}
+	rec, err := r.next()
+	if err != nil && err != io.EOF {
+		r.err = err
+	}
+	return rec, err
+}
+
+func (r *parquetReader) next() (Record, error) {
 	for {
 		if err := r.openGroup(); err != nil {
-			return Record{}, err
+			if err == io.EOF {
+				return Record{}, err
+			}
+			return Record{}, fmt.Errorf("parquet %s: row group %d: %w", r.files[r.file].path, r.group, err)
 		}
 		pf := r.files[r.file]
+		fail := func(column string, err error) error {
+			return fmt.Errorf("parquet %s: row %d (row group %d), column %s: %w", pf.path, r.row, r.group, column, err)
+		}
 		img, err := r.img.row()
 		if err != nil {
-			return Record{}, fmt.Errorf("parquet %s: row %d: %w", pf.path, r.row, err)
+			return Record{}, fail(r.cols.Image, err)
 		}
 		var name []cell
 		if r.name != nil {
 			if name, err = r.name.row(); err != nil {
-				return Record{}, fmt.Errorf("parquet %s: row %d: %w", pf.path, r.row, err)
+				return Record{}, fail(r.cols.Image+".path", err)
 			}
 		}
 		text, err := r.text.row()
 		if err != nil {
-			return Record{}, fmt.Errorf("parquet %s: row %d: %w", pf.path, r.row, err)
+			return Record{}, fail(r.cols.Text, err)
 		}
 		item, row := r.item, r.row
 		r.item++
@@ -237,12 +317,10 @@ func (r *parquetReader) Next() (Record, error) {
 				skip(ReasonMissingFile, fmt.Sprintf("column %s holds neither bytes nor a path", r.cols.Image))
 				continue
 			}
-			p := string(name[0].b)
-			if !filepath.IsAbs(p) {
-				p = filepath.Join(filepath.Dir(pf.path), p)
-			}
-			if data, err = os.ReadFile(p); err != nil {
-				skip(ReasonMissingFile, err.Error())
+			var reason, detail string
+			data, reason, detail = pf.root.readFile(pf.root.path(filepath.Dir(pf.path), string(name[0].b)))
+			if reason != "" {
+				skip(reason, detail)
 				continue
 			}
 		}
@@ -268,7 +346,6 @@ func (r *parquetReader) openGroup() error {
 			return io.EOF
 		}
 		pf := r.files[r.file]
-		groups := pf.pf.RowGroups()
 		if r.img != nil {
 			if r.img.left > 0 {
 				return nil
@@ -276,30 +353,49 @@ func (r *parquetReader) openGroup() error {
 			r.closeCursors()
 			r.group++
 		}
+		var groups []parquet.RowGroup
+		if err := guard(func() error { groups = pf.pf.RowGroups(); return nil }); err != nil {
+			return err
+		}
 		if r.group >= len(groups) {
 			r.file++
 			r.group, r.row = 0, 0
 			continue
 		}
-		g := groups[r.group]
-		n := g.NumRows()
-		if n == 0 {
-			r.group++
-			continue
+		err := guard(func() error {
+			g := groups[r.group]
+			n := g.NumRows()
+			if n < 0 {
+				return fmt.Errorf("the footer declares %d rows; write or download the file again", n)
+			}
+			if n == 0 {
+				r.group++
+				return nil
+			}
+			chunks := g.ColumnChunks()
+			for _, c := range []parquet.LeafColumn{pf.image, pf.name, pf.text} {
+				if c.ColumnIndex >= len(chunks) {
+					return fmt.Errorf("%d column chunks, the schema has more; write or download the file again", len(chunks))
+				}
+			}
+			r.img = newCursor(chunks[pf.image.ColumnIndex], n)
+			if pf.hasName {
+				r.name = newCursor(chunks[pf.name.ColumnIndex], n)
+			}
+			r.text = newCursor(chunks[pf.text.ColumnIndex], n)
+			return nil
+		})
+		if err != nil {
+			return err
 		}
-		chunks := g.ColumnChunks()
-		r.img = newCursor(chunks[pf.image.ColumnIndex], n)
-		if pf.hasName {
-			r.name = newCursor(chunks[pf.name.ColumnIndex], n)
-		}
-		r.text = newCursor(chunks[pf.text.ColumnIndex], n)
 	}
 }
 
 func (r *parquetReader) closeCursors() {
 	for _, c := range []*columnCursor{r.img, r.name, r.text} {
 		if c != nil {
-			c.pages.Close()
+			// Closing only returns buffers; a damaged page was reported when read.
+			_ = guard(c.pages.Close)
 		}
 	}
 	r.img, r.name, r.text = nil, nil, nil
@@ -330,16 +426,25 @@ func newCursor(c parquet.ColumnChunk, rows int64) *columnCursor {
 func (c *columnCursor) peek() (v parquet.Value, ok bool, err error) {
 	for c.i >= c.n {
 		if c.values == nil {
-			p, err := c.pages.ReadPage()
+			var p parquet.Page
+			err := guard(func() (err error) {
+				if p, err = c.pages.ReadPage(); err == nil {
+					c.values = p.Values()
+				}
+				return err
+			})
 			if err == io.EOF {
 				return v, false, nil
 			}
 			if err != nil {
 				return v, false, err
 			}
-			c.values = p.Values()
 		}
-		n, err := c.values.ReadValues(c.buf)
+		var n int
+		err := guard(func() (err error) {
+			n, err = c.values.ReadValues(c.buf)
+			return err
+		})
 		c.i, c.n = 0, n
 		if err == io.EOF {
 			c.values = nil

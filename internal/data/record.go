@@ -5,8 +5,9 @@
 //
 // Readers yield encoded image bytes; decoding and transforms run in the
 // caller's workers. Items that cannot be used (a missing file, an empty
-// caption) are never errors: the reader passes over them and lists them in
-// Skipped, so one bad item never stops a run.
+// caption, a file outside the data set's folder) are never errors: the
+// reader passes over them and lists them in Skipped, so one bad item never
+// stops a run. A damaged source file is an error, never a panic.
 package data
 
 import (
@@ -45,6 +46,10 @@ const (
 	ReasonNoCaptionFile    = "no caption file"
 	ReasonCaptionNoImage   = "caption file without image"
 	ReasonUnreadableRecord = "unreadable record"
+	// ReasonOutsideFolder is an item whose file lies outside the data set's
+	// folder (a "..", an absolute path elsewhere, a symlink pointing out):
+	// refused, not read.
+	ReasonOutsideFolder = "outside the data set folder"
 )
 
 // Reader yields the records of a data set in a fixed order.

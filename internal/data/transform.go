@@ -21,6 +21,14 @@ type Transform struct {
 	Flip       bool   // flip horizontally with probability 1/2
 	Filter     Filter // resize kernel
 	Seed       uint64
+	// MaxPixels refuses images whose header declares more pixels, before
+	// decoding (0: DefaultMaxPixels); see Decode.
+	MaxPixels int
+}
+
+// Decode decodes an image file with the MaxPixels limit; see DecodeRGBLimit.
+func (t Transform) Decode(b []byte) (*RGB, error) {
+	return DecodeRGBLimit(b, t.MaxPixels)
 }
 
 // Purposes of the per-item random streams (see itemStream).

@@ -20,14 +20,14 @@ func isImageName(name string) bool {
 // caption file of the same name and the ending captionExt (default ".txt"):
 // a.jpg + a.txt. Items are the names in sorted order; an image without a
 // caption file and a caption file without an image are skipped items. Keys
-// are the image paths relative to dir.
+// are the image paths relative to dir. An image or caption file that is a
+// symlink pointing out of dir is a skipped item, never read.
 func OpenTxtPairs(dir, captionExt string) (Reader, error) {
 	if captionExt == "" {
 		captionExt = ".txt"
 	}
-	if abs, err := filepath.Abs(dir); err == nil {
-		dir = abs // Describe names the data set the same from any folder
-	}
+	root := newFolder(dir)
+	dir = root.dir // absolute: Describe names the data set the same from any folder
 	type pair struct{ image, caption string }
 	pairs := map[string]*pair{} // path without ending → files
 	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
@@ -73,15 +73,22 @@ func OpenTxtPairs(dir, captionExt string) (Reader, error) {
 		case p.caption == "":
 			e.reason = ReasonNoCaptionFile
 		default:
-			b, err := os.ReadFile(p.caption)
-			if err != nil {
-				e.reason, e.detail = ReasonUnreadableRecord, err.Error()
+			b, reason, detail := root.readFile(p.caption)
+			switch reason {
+			case "":
+				e.captions = []string{string(b)}
+			case ReasonOutsideFolder:
+				e.reason, e.detail = reason, detail
+			default:
+				if detail == "" {
+					detail = reason
+				}
+				e.reason, e.detail = ReasonUnreadableRecord, fmt.Sprintf("caption file %s: %s", relSlash(dir, p.caption), detail)
 			}
-			e.captions = []string{string(b)}
 		}
 		entries[i] = e
 	}
-	return &listReader{describe: fmt.Sprintf("txtpairs %s caption=%s", dir, captionExt), entries: entries}, nil
+	return &listReader{root: root, describe: fmt.Sprintf("txtpairs %s caption=%s", dir, captionExt), entries: entries}, nil
 }
 
 // relSlash is path relative to dir with forward slashes, an item's key.

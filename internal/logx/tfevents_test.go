@@ -34,11 +34,11 @@ type scalarSpec struct {
 	} `json:"steps"`
 }
 
-func goldenPath(t *testing.T, name string) string {
+func goldenPath(t testing.TB, name string) string {
 	return filepath.Join(golden.Root(t), "golden", "logx", name)
 }
 
-func readGolden(t *testing.T, name string) []byte {
+func readGolden(t testing.TB, name string) []byte {
 	t.Helper()
 	b, err := os.ReadFile(goldenPath(t, name))
 	if err != nil {
@@ -153,7 +153,7 @@ func TestGoWrittenGolden(t *testing.T) {
 }
 
 // splitRecords returns the payload of every record.
-func splitRecords(t *testing.T, b []byte) [][]byte {
+func splitRecords(t testing.TB, b []byte) [][]byte {
 	t.Helper()
 	var out [][]byte
 	for off := 0; off < len(b); {

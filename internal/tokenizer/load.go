@@ -43,15 +43,25 @@ func Load(dir string) (*Tokenizer, error) {
 	if err != nil {
 		return nil, err
 	}
+	sourceKey := filepath.Join(dir, "tokenizer.json") + ": added_tokens"
 	var stm map[string]json.RawMessage
 	if raw, ok := cfg["added_tokens_decoder"]; ok {
 		// A folder saved by transformers ≥ 4.34 lists its added tokens here; transformers then
 		// ignores special_tokens_map.json.
+		sourceKey = filepath.Join(dir, "tokenizer_config.json") + ": added_tokens_decoder"
 		if source, err = parseAddedTokensDecoder(raw); err != nil {
-			return nil, fmt.Errorf("tokenizer: %s: added_tokens_decoder: %w", filepath.Join(dir, "tokenizer_config.json"), err)
+			return nil, fmt.Errorf("tokenizer: %s: %w", sourceKey, err)
 		}
 	} else if err := readJSON(filepath.Join(dir, "special_tokens_map.json"), &stm, true); err != nil {
 		return nil, err
+	}
+	// Added tokens take ids in the vocabulary or right after it; the model's embedding table
+	// has a row for each, so an id past that is a damaged file.
+	for _, s := range source {
+		if s.id < 0 || s.id >= len(vocab)+len(source) {
+			return nil, fmt.Errorf("tokenizer: %s: token %q has id %d, want 0 to %d (the vocabulary has %d tokens)",
+				sourceKey, s.content, s.id, len(vocab)+len(source)-1, len(vocab))
+		}
 	}
 	spec, err := resolveSpecials(cfg, stm, source)
 	if err != nil {
@@ -83,6 +93,10 @@ func FromBPEGz(path string) (*Tokenizer, error) {
 	return build(path, vocab, merges, spec)
 }
 
+// maxBPEText bounds what CLIP's BPE file may unpack to, so that a small gzip bomb cannot take
+// memory without end.
+const maxBPEText = 64 << 20
+
 // clipMerges is how many merges CLIP takes from its BPE file: 49152 − 256 − 2 (lines[1:48895]).
 const clipMerges = 49152 - 256 - 2
 
@@ -98,9 +112,12 @@ func clipVocab(path string) ([]string, [][2]string, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("tokenizer: %s: %w", path, err)
 	}
-	data, err := io.ReadAll(zr)
+	data, err := io.ReadAll(io.LimitReader(zr, maxBPEText+1))
 	if err != nil {
 		return nil, nil, fmt.Errorf("tokenizer: %s: %w", path, err)
+	}
+	if len(data) > maxBPEText {
+		return nil, nil, fmt.Errorf("tokenizer: %s: unpacks to more than %d MiB; CLIP's file unpacks to about 3 MiB, so this is not it", path, maxBPEText>>20)
 	}
 	lines := strings.Split(string(data), "\n")
 	if len(lines) < clipMerges+1 {

@@ -1,6 +1,8 @@
 package tokenizer
 
 import (
+	"bytes"
+	"compress/gzip"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -30,6 +32,12 @@ func TestLoadErrors(t *testing.T) {
 		{"tokenizer.json not BPE", map[string]string{"tokenizer.json": `{"model": {"type": "WordPiece"}}`}, []string{"tokenizer.json", "WordPiece"}},
 		{"tokenizer.json merge", map[string]string{"tokenizer.json": `{"model": {"type": "BPE", "end_of_word_suffix": "</w>", "vocab": {"a": 0}, "merges": [["a"]]}}`}, []string{"tokenizer.json", "merge 1"}},
 		{"tokenizer.json added", map[string]string{"tokenizer.json": `{"added_tokens": [{"content": "x"}], "model": {"type": "BPE", "end_of_word_suffix": "</w>", "vocab": {}, "merges": []}}`}, []string{"tokenizer.json", "added_tokens[0]"}},
+		// Ids that would size the id table past any memory, or give the text encoder ids it has
+		// no embedding for.
+		{"vocab id past the end", map[string]string{"vocab.json": `{"<|startoftext|>": 0, "<|endoftext|>": 4611686018427387904}`}, []string{"<|endoftext|>", "4611686018427387904", "numbers them 0 to 1"}},
+		{"added id past the end", map[string]string{"tokenizer_config.json": `{"added_tokens_decoder": {"99999999": {"content": "<|endoftext|>", "special": true}}}`}, []string{"tokenizer_config.json", "added_tokens_decoder", "99999999"}},
+		{"added id negative", map[string]string{"tokenizer_config.json": `{"added_tokens_decoder": {"-3": {"content": "<|endoftext|>", "special": true}}}`}, []string{"tokenizer_config.json", "added_tokens_decoder", "-3"}},
+		{"tokenizer.json added id past the end", map[string]string{"tokenizer.json": `{"added_tokens": [{"id": 7, "content": "x"}], "model": {"type": "BPE", "end_of_word_suffix": "</w>", "vocab": {"a": 0}, "merges": []}}`}, []string{"tokenizer.json", "added_tokens", `"x" has id 7`}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -117,5 +125,25 @@ func BenchmarkLoad(b *testing.B) {
 		if _, err := Load(dir); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestFromBPEGzBomb: a small gzip file that unpacks to more than any BPE file is refused once
+// the bound is passed, not read into memory whole.
+func TestFromBPEGzBomb(t *testing.T) {
+	var b bytes.Buffer
+	zw := gzip.NewWriter(&b)
+	zero := make([]byte, 1<<20)
+	for range maxBPEText>>20 + 1 {
+		zw.Write(zero)
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), "bomb.txt.gz")
+	writeFile(t, p, b.Bytes())
+	_, err := FromBPEGz(p)
+	if err == nil || !strings.Contains(err.Error(), "unpacks to more than 64 MiB") {
+		t.Errorf("error %v, want one saying the file unpacks to too much", err)
 	}
 }

@@ -104,6 +104,12 @@ func build(src string, vocab map[string]int, merges [][2]string, spec specialSpe
 		if id < 0 {
 			return nil, fmt.Errorf("%s: token %q has negative id %d", src, tok, id)
 		}
+		// Ids number the tokens from 0 (the tokenizers BPE model and CLIP's
+		// own file do); a larger id is a damaged file, and sizing the id
+		// table by it could take any amount of memory.
+		if id >= len(vocab) {
+			return nil, fmt.Errorf("%s: token %q has id %d, but a vocabulary of %d tokens numbers them 0 to %d", src, tok, id, len(vocab), len(vocab)-1)
+		}
 		size = max(size, id+1)
 	}
 	tk.tokens = make([]string, size)
@@ -140,6 +146,13 @@ func build(src string, vocab map[string]int, merges [][2]string, spec specialSpe
 		}
 		a.normForm = normalizeFast(a.content)
 		tk.added = append(tk.added, a)
+		// An added token may extend the vocabulary (Load bounds its id).
+		for a.id >= len(tk.tokens) {
+			tk.tokens = append(tk.tokens, "")
+		}
+		if tk.tokens[a.id] == "" {
+			tk.tokens[a.id] = a.content
+		}
 	}
 	for _, r := range []struct {
 		id      *int
