@@ -33,14 +33,15 @@ type cli struct {
 	TextColumn  string `help:"Caption column or field." default:"text"`
 	TxtExt      string `name:"caption-ext" default:".txt" help:"Caption file extension of image + text pairs."`
 
-	Resolution int    `help:"Output size in pixels (default: the model's native size from its configs, as diffusers' pipelines; 512 when they do not say; 16 for the demo)."`
-	RandomCrop bool   `help:"Random crop instead of a center crop."`
-	Flip       bool   `help:"Flip horizontally with probability 1/2."`
-	Filter     string `default:"bilinear" enum:"bilinear,bicubic" help:"Resize filter (PIL's, antialiased): ${enum}."`
-	VAE        string `name:"vae" default:"auto" enum:"auto,none" help:"auto: encode with the model's VAE; none: store pixels (pixel-space models)."`
-	ClipSkip   int    `help:"Text-encoder layers to skip from the top (diffusers' clip_skip)."`
-	DType      string `name:"dtype" default:"fp16" enum:"fp16,bf16,fp32" help:"Stored precision: ${enum}."`
-	Seed       uint64 `default:"0" help:"Seed of random crops, flips, caption choice (and the demo set)."`
+	Resolution     int    `help:"Output size in pixels (default: the model's native size from its configs, as diffusers' pipelines; 512 when they do not say; 16 for the demo)."`
+	RandomCrop     bool   `help:"Random crop instead of a center crop."`
+	Flip           bool   `help:"Flip horizontally with probability 1/2."`
+	MaxImagePixels int    `help:"Skip images whose header declares more pixels than this, before decoding them (default: 89478485, PIL's Image.MAX_IMAGE_PIXELS)."`
+	Filter         string `default:"bilinear" enum:"bilinear,bicubic" help:"Resize filter (PIL's, antialiased): ${enum}."`
+	VAE            string `name:"vae" default:"auto" enum:"auto,none" help:"auto: encode with the model's VAE; none: store pixels (pixel-space models)."`
+	ClipSkip       int    `help:"Text-encoder layers to skip from the top (diffusers' clip_skip)."`
+	DType          string `name:"dtype" default:"fp16" enum:"fp16,bf16,fp32" help:"Stored precision: ${enum}."`
+	Seed           uint64 `default:"0" help:"Seed of random crops, flips, caption choice (and the demo set)."`
 
 	Workers         int  `help:"Decode and resize workers (default: one per CPU)."`
 	Batch           int  `default:"8" help:"Images and captions encoded at once."`

@@ -91,7 +91,7 @@ func run(ctx context.Context, c *cli) error {
 	}
 	res, err := prepare.Run(ctx, reader, prepare.Options{
 		Out:       c.Out,
-		Transform: data.Transform{Resolution: c.Resolution, CenterCrop: !c.RandomCrop, Flip: c.Flip, Filter: filter, Seed: c.Seed},
+		Transform: data.Transform{Resolution: c.Resolution, CenterCrop: !c.RandomCrop, Flip: c.Flip, Filter: filter, Seed: c.Seed, MaxPixels: c.MaxImagePixels},
 		Image:     synced{img, be}, Text: syncedText{clipEnc, be}, Model: id, DType: dt,
 		Workers: c.Workers, BatchSize: c.Batch, RecordsPerShard: c.RecordsPerShard, Overwrite: c.Overwrite,
 		Progress: prepare.NewBar(os.Stderr, interval, tty),

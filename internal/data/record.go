@@ -50,6 +50,9 @@ const (
 	// folder (a "..", an absolute path elsewhere, a symlink pointing out):
 	// refused, not read.
 	ReasonOutsideFolder = "outside the data set folder"
+	// ReasonTooManyPixels is an image whose header declares more pixels than
+	// the limit (Transform.MaxPixels): refused before decoding.
+	ReasonTooManyPixels = "image too large"
 )
 
 // Reader yields the records of a data set in a fixed order.

@@ -345,13 +345,17 @@ func skipEvents(skips []data.Skip) []event {
 // process decodes and transforms one record, or says why it is skipped.
 func process(rec data.Record, t data.Transform) event {
 	e := event{item: rec.Item, key: rec.Key, text: data.PickCaption(rec.Captions, t.Seed, rec.Item)}
-	img, err := data.DecodeRGB(rec.Image)
+	img, err := t.Decode(rec.Image)
 	if err == nil {
 		e.pixel = make([]float32, 3*t.Resolution*t.Resolution) // (3, R, R)
 		err = t.Apply(img, rec.Item, e.pixel)
 	}
 	if err != nil {
-		e.skip = &shard.Skip{Item: rec.Item, Source: rec.Source, Key: rec.Key, Reason: data.ReasonUnreadableImage, Detail: err.Error()}
+		reason := data.ReasonUnreadableImage
+		if errors.Is(err, data.ErrTooManyPixels) {
+			reason = data.ReasonTooManyPixels
+		}
+		e.skip = &shard.Skip{Item: rec.Item, Source: rec.Source, Key: rec.Key, Reason: reason, Detail: err.Error()}
 		e.pixel = nil
 	}
 	return e

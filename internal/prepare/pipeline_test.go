@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"image"
+	"image/png"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -438,5 +440,23 @@ func TestSourceErrorStops(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(o.Out, shard.IndexFile)); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("a failed run wrote %s: %v", shard.IndexFile, err)
+	}
+}
+
+// TestTooManyPixelsSkipped: an image over Transform.MaxPixels is skipped as
+// too large (not as unreadable), before it is decoded.
+func TestTooManyPixelsSkipped(t *testing.T) {
+	var buf bytes.Buffer
+	if err := png.Encode(&buf, image.NewRGBA(image.Rect(0, 0, 20, 10))); err != nil {
+		t.Fatal(err)
+	}
+	rec := data.Record{Item: 3, Key: "big.png", Image: buf.Bytes(), Captions: []string{"a"}}
+	tr := data.Transform{Resolution: 8, CenterCrop: true, Filter: data.Bilinear, MaxPixels: 199}
+	if e := process(rec, tr); e.skip == nil || e.skip.Reason != data.ReasonTooManyPixels {
+		t.Fatalf("a 20x10 image under a 199-pixel limit: skip %+v, want reason %q", e.skip, data.ReasonTooManyPixels)
+	}
+	tr.MaxPixels = 200
+	if e := process(rec, tr); e.skip != nil {
+		t.Fatalf("a 20x10 image under a 200-pixel limit: skipped (%+v)", e.skip)
 	}
 }
