@@ -8,7 +8,9 @@ import (
 	"bufio"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"os"
 	"path/filepath"
@@ -27,51 +29,98 @@ var fileMode = func() os.FileMode {
 // Write creates path with what fill writes and returns the SHA-256 of the
 // bytes, hex-encoded.
 func Write(path string, fill func(w io.Writer) error) (sum string, err error) {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+	f, err := Create(path)
 	if err != nil {
 		return "", err
 	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	h := sha256.New()
-	bw := bufio.NewWriterSize(io.MultiWriter(f, h), 1<<20)
-	if err = fill(bw); err != nil {
+	bw := bufio.NewWriterSize(f, 1<<20)
+	if err = fill(bw); err == nil {
+		err = bw.Flush()
+	}
+	if err != nil {
+		f.Abort()
 		return "", fmt.Errorf("write %s: %w", path, err)
 	}
-	if err = bw.Flush(); err != nil {
-		return "", fmt.Errorf("write %s: %w", path, err)
-	}
-	if err = f.Chmod(fileMode); err != nil {
-		return "", fmt.Errorf("write %s: %w", path, err)
-	}
-	if err = f.Sync(); err != nil {
-		return "", fmt.Errorf("sync %s: %w", path, err)
-	}
-	if err = f.Close(); err != nil {
-		return "", fmt.Errorf("close %s: %w", path, err)
-	}
-	if err = os.Rename(f.Name(), path); err != nil {
-		return "", err
-	}
-	if err = SyncDir(dir); err != nil {
-		return "", err
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
+	return f.Commit()
 }
 
-// SyncDir makes a folder's entries (a rename, a new file) durable.
+// File is a file being written in place of path, for writers that add to
+// it over many calls (a shard, record by record): Commit makes it path,
+// Abort drops it. Until Commit, path is untouched.
+type File struct {
+	f    *os.File
+	path string
+	h    hash.Hash
+	n    int64
+}
+
+// Create starts writing path: a new file under a temporary name in path's
+// folder (O_EXCL, so a link planted at that name redirects nothing).
+func Create(path string) (*File, error) {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return nil, err
+	}
+	return &File{f: f, path: path, h: sha256.New()}, nil
+}
+
+// Write adds b to the file.
+func (t *File) Write(b []byte) (int, error) {
+	n, err := t.f.Write(b)
+	t.h.Write(b[:n])
+	t.n += int64(n)
+	return n, err
+}
+
+// Size is the number of bytes written so far.
+func (t *File) Size() int64 { return t.n }
+
+// Commit gives the file the mode os.Create gives, syncs it, renames it over
+// path and syncs the folder; it returns the SHA-256 of the bytes,
+// hex-encoded. On an error the temporary file is removed and path is as it
+// was.
+func (t *File) Commit() (sum string, err error) {
+	defer func() {
+		if err != nil {
+			t.Abort()
+		}
+	}()
+	if err = t.f.Chmod(fileMode); err != nil {
+		return "", fmt.Errorf("write %s: %w", t.path, err)
+	}
+	if err = t.f.Sync(); err != nil {
+		return "", fmt.Errorf("sync %s: %w", t.path, err)
+	}
+	if err = t.f.Close(); err != nil {
+		return "", fmt.Errorf("close %s: %w", t.path, err)
+	}
+	if err = os.Rename(t.f.Name(), t.path); err != nil {
+		return "", err
+	}
+	if err = SyncDir(filepath.Dir(t.path)); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(t.h.Sum(nil)), nil
+}
+
+// Abort closes and removes the temporary file; path is left as it was.
+func (t *File) Abort() error {
+	t.f.Close()
+	if err := os.Remove(t.f.Name()); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+// SyncDir makes a folder's entries (a rename, a new file) durable. A file
+// system that cannot sync folders (os.ErrInvalid) is not an error.
 func SyncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
 		return err
 	}
 	defer d.Close()
-	if err := d.Sync(); err != nil {
+	if err := d.Sync(); err != nil && !errors.Is(err, os.ErrInvalid) {
 		return fmt.Errorf("sync folder %s: %w", dir, err)
 	}
 	return nil

@@ -92,3 +92,48 @@ func TestWriteReplacesPlantedLink(t *testing.T) {
 		t.Fatalf("%s holds %q", p, b)
 	}
 }
+
+// TestCreateCommitAbort: a File written over many calls leaves path as it
+// was until Commit, which returns the bytes' SHA-256; Abort leaves neither
+// path changed nor a temporary file.
+func TestCreateCommitAbort(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "shard")
+	if err := os.WriteFile(p, []byte("old"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []string{"hel", "lo"} {
+		if _, err := io.WriteString(f, s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if b, _ := os.ReadFile(p); string(b) != "old" || f.Size() != 5 {
+		t.Fatalf("before Commit: path holds %q, Size %d; want old and 5", b, f.Size())
+	}
+	sum, err := f.Commit()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(p); string(b) != "hello" || sum != "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824" {
+		t.Fatalf("after Commit: path holds %q, sum %s", b, sum)
+	}
+
+	f, err = Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(f, "torn")
+	if err := f.Abort(); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(p); string(b) != "hello" {
+		t.Fatalf("after Abort: path holds %q", b)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 1 {
+		t.Fatalf("temporary files left behind: %v", entries)
+	}
+}

@@ -2,18 +2,12 @@
 // reader's records are decoded and transformed by parallel workers, encoded
 // in batches (VAE latents or pixels, CLIP text embeddings) by pluggable
 // encoders, and written in input order by the shard writer, so the output
-// is the same for any number of workers and a killed run resumes.
+// is the same for any number of workers and a killed run resumes. Command
+// is the prep tool's whole job: it opens the source and the model's
+// encoders, runs the pipeline and writes shard.UncondFile beside the shards.
 package prepare
 
 import "slices"
-
-// Field names of the records prep writes.
-const (
-	FieldLatentMean = "latent_mean"    // VAE posterior mean (C, h, w), before the scaling factor
-	FieldLatentStd  = "latent_std"     // VAE posterior standard deviation (C, h, w)
-	FieldPixels     = "pixels"         // (3, H, W) in [-1, 1], for pixel-space models (--vae none)
-	FieldText       = "text_embedding" // text encoder output (77, D), clip skip applied
-)
 
 // ImageEncoder encodes batches of preprocessed images. A VAE returns its
 // posterior's mean and standard deviation, so training draws a fresh latent

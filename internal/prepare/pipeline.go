@@ -99,12 +99,12 @@ func Fields(o Options) []shard.Field {
 	img := o.Image.OutShape(r, r)
 	var f []shard.Field
 	if o.Image.HasStd() {
-		f = append(f, shard.Field{Name: FieldLatentMean, DType: o.DType, Shape: img},
-			shard.Field{Name: FieldLatentStd, DType: o.DType, Shape: img})
+		f = append(f, shard.Field{Name: shard.FieldLatentMean, DType: o.DType, Shape: img},
+			shard.Field{Name: shard.FieldLatentStd, DType: o.DType, Shape: img})
 	} else {
-		f = append(f, shard.Field{Name: FieldPixels, DType: o.DType, Shape: img})
+		f = append(f, shard.Field{Name: shard.FieldPixels, DType: o.DType, Shape: img})
 	}
-	return append(f, shard.Field{Name: FieldText, DType: o.DType, Shape: o.Text.OutShape()})
+	return append(f, shard.Field{Name: shard.FieldText, DType: o.DType, Shape: o.Text.OutShape()})
 }
 
 func (o *Options) defaults() error {
@@ -171,9 +171,9 @@ func Run(ctx context.Context, r data.Reader, o Options) (*Result, error) {
 	w, err := shard.Create(o.Out, shard.Options{
 		Fingerprint: fp, Settings: Settings(r, o), Fields: Fields(o), RecordsPerShard: o.RecordsPerShard, Overwrite: o.Overwrite, Now: o.Now,
 		Meta: map[string]string{
-			"dataset": r.Describe(), "image_encoder": o.Image.Name(), "text_encoder": o.Text.Name(),
-			"resolution": strconv.Itoa(t.Resolution), "center_crop": strconv.FormatBool(t.CenterCrop),
-			"random_flip": strconv.FormatBool(t.Flip), "filter": t.Filter.String(), "seed": strconv.FormatUint(t.Seed, 10),
+			shard.MetaDataset: r.Describe(), shard.MetaImageEncoder: o.Image.Name(), shard.MetaTextEncoder: o.Text.Name(),
+			shard.MetaResolution: strconv.Itoa(t.Resolution), shard.MetaCenterCrop: strconv.FormatBool(t.CenterCrop),
+			shard.MetaRandomFlip: strconv.FormatBool(t.Flip), shard.MetaFilter: t.Filter.String(), shard.MetaSeed: strconv.FormatUint(t.Seed, 10),
 		},
 	})
 	if errors.Is(err, shard.ErrComplete) {

@@ -169,7 +169,7 @@ func checkOutput(t *testing.T, o Options, items []datatest.Item) {
 	if err := rd.Verify(); err != nil {
 		t.Fatal(err)
 	}
-	pix, txt := rd.Index.Field(FieldPixels), rd.Index.Field(FieldText)
+	pix, txt := rd.Index.Field(shard.FieldPixels), rd.Index.Field(shard.FieldText)
 	if pix < 0 || txt < 0 {
 		t.Fatalf("fields %+v", rd.Index.Fields)
 	}

@@ -119,7 +119,6 @@ func TestMismatchNamesSettings(t *testing.T) {
 	w, err := Create(dir, opt("512"))
 	must(t, err)
 	writeRecords(t, w, 0, 7)
-	must(t, w.tmp.Sync())
 	const want = `resolution "512" in the folder, "768" now`
 	if _, err := Create(dir, opt("768")); err == nil || !strings.Contains(err.Error(), want) || strings.Contains(err.Error(), "seed") {
 		t.Errorf("unfinished output: %v, want %s", err, want)

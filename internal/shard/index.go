@@ -21,15 +21,15 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
+	"github.com/zerodiff/zerodiff/internal/atomicfile"
 	"github.com/zerodiff/zerodiff/internal/tensor"
 )
 
@@ -315,56 +315,12 @@ func ReadReport(dir string) (*Report, error) {
 	return &r, nil
 }
 
-// writeAtomic writes a file under a temporary name, syncs it, renames it
-// into place and syncs the folder, so the file is whole or absent.
+// writeAtomic writes dir/name through atomicfile, so the file is whole or
+// absent.
 func writeAtomic(dir, name string, b []byte) error {
-	f, err := createTemp(dir, name)
-	if err != nil {
+	_, err := atomicfile.Write(filepath.Join(dir, name), func(w io.Writer) error {
+		_, err := w.Write(b)
 		return err
-	}
-	_, err = f.Write(b)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), filepath.Join(dir, name))
-	}
-	if err != nil {
-		os.Remove(f.Name())
-		return fmt.Errorf("write %s: %w", filepath.Join(dir, name), err)
-	}
-	return syncDir(dir)
-}
-
-// createTemp creates a new file for name in dir under a temporary name,
-// with the mode os.Create gives (0666 less the umask: os.CreateTemp's 0600
-// would hide the output from the rest of a shared group). O_EXCL never
-// follows a link planted at the temporary name.
-func createTemp(dir, name string) (*os.File, error) {
-	for {
-		p := filepath.Join(dir, name+".tmp-"+strconv.FormatUint(rand.Uint64(), 36))
-		f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o666)
-		if !errors.Is(err, os.ErrExist) {
-			return f, err
-		}
-	}
-}
-
-// syncDir makes a rename inside dir durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	if errors.Is(err, os.ErrInvalid) {
-		return nil // some file systems cannot sync folders
-	}
+	})
 	return err
 }

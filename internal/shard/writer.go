@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"maps"
 	"os"
 	"path/filepath"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/klauspost/compress/zstd"
 
+	"github.com/zerodiff/zerodiff/internal/atomicfile"
 	"github.com/zerodiff/zerodiff/internal/tensor"
 )
 
@@ -68,28 +68,13 @@ type Writer struct {
 	redo   []Repair
 
 	// The shard being written.
-	tmp   *os.File
+	tmp   *atomicfile.File
 	enc   *zstd.Encoder
-	sum   hashCounter
 	raw   int64 // its decompressed bytes so far
 	n     int   // records in it
 	last  int   // item of its last record
 	buf   []byte
 	bytes []byte // one record's tensors, reused
-}
-
-// hashCounter hashes and counts what is written through it.
-type hashCounter struct {
-	h interface {
-		io.Writer
-		Sum([]byte) []byte
-	}
-	n int64
-}
-
-func (c *hashCounter) Write(p []byte) (int, error) {
-	c.n += int64(len(p))
-	return c.h.Write(p)
 }
 
 // Create opens dir for writing. A folder with an unfinished run of the same
@@ -233,7 +218,10 @@ func removeOutput(dir string, keep int) error {
 	for _, e := range ents {
 		name := e.Name()
 		var i int
-		remove := strings.Contains(name, ".tmp-") && (strings.HasPrefix(name, "shard-") || strings.HasPrefix(name, "index") || strings.HasPrefix(name, "report"))
+		// Temporary names: atomicfile's ".shard-00000.zst.tmp-*", and the
+		// "shard-00000.zst.tmp-*" of earlier versions.
+		base := strings.TrimPrefix(name, ".")
+		remove := strings.Contains(name, ".tmp-") && (strings.HasPrefix(base, "shard-") || strings.HasPrefix(base, "index") || strings.HasPrefix(base, "report"))
 		if n, _ := fmt.Sscanf(name, "shard-%05d.zst", &i); n == 1 && name == ShardName(i) && i >= keep {
 			remove = true
 		}
@@ -362,15 +350,13 @@ func (w *Writer) shardName() string {
 
 func (w *Writer) openShard() error {
 	name := w.shardName()
-	f, err := createTemp(w.dir, name)
+	f, err := atomicfile.Create(filepath.Join(w.dir, name))
 	if err != nil {
 		return fmt.Errorf("shard %s: %w", name, err)
 	}
-	w.sum = hashCounter{h: sha256.New()}
-	enc, err := zstd.NewWriter(io.MultiWriter(f, &w.sum), zstd.WithEncoderConcurrency(1), zstd.WithWindowSize(window))
+	enc, err := zstd.NewWriter(f, zstd.WithEncoderConcurrency(1), zstd.WithWindowSize(window))
 	if err != nil {
-		f.Close()
-		os.Remove(f.Name())
+		f.Abort()
 		return err
 	}
 	w.tmp, w.enc, w.n, w.raw = f, enc, 0, int64(len(magic))
@@ -389,24 +375,17 @@ func (w *Writer) finishShard() error {
 				name, w.n, w.last, IndexFile, want.Records, want.NextItem-1)
 		}
 	}
+	var sum string
 	err := w.enc.Close()
 	if err == nil {
-		err = w.tmp.Sync()
-	}
-	if cerr := w.tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(w.tmp.Name(), filepath.Join(w.dir, name))
-	}
-	if err == nil {
-		err = syncDir(w.dir)
+		sum, err = w.tmp.Commit()
+	} else {
+		w.tmp.Abort()
 	}
 	if err != nil {
-		os.Remove(w.tmp.Name())
 		return fmt.Errorf("shard %s: %w", name, err)
 	}
-	info := Info{File: name, Records: w.n, Bytes: w.sum.n, SHA256: hex.EncodeToString(w.sum.h.Sum(nil)),
+	info := Info{File: name, Records: w.n, Bytes: w.tmp.Size(), SHA256: sum,
 		RawBytes: w.raw, NextItem: w.last + 1, Skipped: w.skip}
 	w.tmp, w.enc, w.n, w.skip = nil, nil, 0, nil
 	if w.repair {
@@ -471,7 +450,7 @@ func (w *Writer) Close(items int) (*Index, error) {
 	if err := os.Remove(filepath.Join(w.dir, PartialFile)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("shard writer: %w", err)
 	}
-	return &x, syncDir(w.dir)
+	return &x, atomicfile.SyncDir(w.dir)
 }
 
 // Abort stops writing: the open shard's temporary file is removed, the
@@ -481,9 +460,8 @@ func (w *Writer) Abort() error {
 		return nil
 	}
 	w.enc.Close()
-	w.tmp.Close()
 	w.enc = nil
-	return os.Remove(w.tmp.Name())
+	return w.tmp.Abort()
 }
 
 func verifyBytes(path string, b []byte, s Info) error {

@@ -1,4 +1,4 @@
-package main
+package txt2img
 
 import (
 	"crypto/sha256"
@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/zerodiff/zerodiff/internal/golden"
+	"github.com/zerodiff/zerodiff/internal/imageio"
 )
 
 // TestParametersNameTheUNet: two --unet files with different weights gave
@@ -35,7 +36,7 @@ func TestParametersNameTheUNet(t *testing.T) {
 		out := strings.TrimSuffix(unetFile, ".safetensors") + ".png"
 		c := tinyCLI(t, out)
 		c.UNet = unetFile
-		if err := run(c); err != nil {
+		if err := c.Run(); err != nil {
 			t.Fatal(err)
 		}
 		text := parametersOf(t, out)
@@ -52,7 +53,8 @@ func TestParametersNameTheUNet(t *testing.T) {
 
 // TestLoraHash: A1111 shows a LoRA as `Lora hashes: "name: hash"`, the hash
 // being 12 hex digits of the SHA-256 of the safetensors file after its
-// header; names or values with a colon or comma are JSON-quoted.
+// header; names or values with a colon or comma are JSON-quoted
+// (imageio's TestQuote).
 func TestLoraHash(t *testing.T) {
 	header := []byte(`{"__metadata__":{"ss_output_name":"x"}}`)
 	data := []byte("0123456789abcdef")
@@ -70,15 +72,13 @@ func TestLoraHash(t *testing.T) {
 	if want := hex.EncodeToString(sum[:]); got != want {
 		t.Fatalf("lora hash %s, want %s (SHA-256 of the bytes after the header)", got, want)
 	}
-	pv := provenance{model: "sd15", modelHash: strings.Repeat("ab", 32), lora: modelName(path), loraHash: got}
-	want := `, Model hash: abababab` + `ab, Model: sd15, Lora hashes: "my-style: ` + got[:12] + `"`
-	if s := pv.settings(); s != want {
-		t.Fatalf("settings %q, want %q", s, want)
+	pv := provenance{model: "sd15", modelHash: strings.Repeat("ab", 32), lora: imageio.ModelName(path), loraHash: got}
+	c := &Command{Sampler: "dpmpp_2m", Guidance: 7.5, Width: 8, Height: 8}
+	want := "p\nSampler: DPM++ 2M, CFG scale: 7.5, Seed: 0, Size: 8x8" + `, Model hash: abababab` + `ab, Model: sd15, Lora hashes: "my-style: ` + got[:12] + `"`
+	if s := c.parameters("p", 0, pv); s != want {
+		t.Fatalf("parameters %q, want %q", s, want)
 	}
 	if _, err := loraHash(filepath.Join(t.TempDir(), "missing.safetensors")); err == nil {
 		t.Fatal("a missing LoRA file was hashed")
-	}
-	if q := infoQuote(`a, "b"`); q != `"a, \"b\""` {
-		t.Fatalf("infoQuote %s", q)
 	}
 }

@@ -1,4 +1,4 @@
-package main
+package txt2img
 
 import (
 	"bufio"
@@ -16,7 +16,7 @@ import (
 // checkMemory refuses a job whose activations (pipeline.MemoryEstimate for
 // one prompt's --batch images) exceed the memory there is, with a sentence
 // instead of an out-of-memory death minutes in.
-func checkMemory(c *cli, p *pipeline.Pipeline, be tensor.Backend) error {
+func checkMemory(c *Command, p *pipeline.Pipeline, be tensor.Backend) error {
 	limit, source := int64(c.MaxMemory*(1<<30)), "--max-memory"
 	if c.MaxMemory <= 0 {
 		var ok bool
@@ -38,7 +38,7 @@ func gib(b int64) float64 { return float64(b) / (1 << 30) }
 // availableMemory is the memory a job may fill: the GPU's free memory
 // (NVML) on a GPU backend, MemAvailable of /proc/meminfo on the CPU; ok is
 // false where neither can be read.
-var availableMemory = func(c *cli, be tensor.Backend) (bytes int64, source string, ok bool) {
+var availableMemory = func(c *Command, be tensor.Backend) (bytes int64, source string, ok bool) {
 	if be.Name() != "cpu" {
 		ordinal, err := device.Ordinal(c.Device, os.LookupEnv)
 		if err != nil {

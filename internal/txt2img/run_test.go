@@ -1,4 +1,4 @@
-package main
+package txt2img
 
 import (
 	"bytes"
@@ -19,8 +19,8 @@ import (
 	"github.com/zerodiff/zerodiff/internal/tensor"
 )
 
-func tinyCLI(t *testing.T, out string) *cli {
-	return &cli{Model: filepath.Join(golden.Root(t), "models", "tiny"), Prompt: []string{"a red circle"}, Steps: 4,
+func tinyCLI(t *testing.T, out string) *Command {
+	return &Command{Model: filepath.Join(golden.Root(t), "models", "tiny"), Prompt: []string{"a red circle"}, Steps: 4,
 		Sampler: "dpmpp_2m", Guidance: 7.5, Seed: 1, Batch: 1, LoRAScale: 1, Output: out, CompareSteps: []int{2}}
 }
 
@@ -31,7 +31,7 @@ func TestSameSeedSameBytes(t *testing.T) {
 	dir := t.TempDir()
 	a, b, c := filepath.Join(dir, "a.png"), filepath.Join(dir, "b.png"), filepath.Join(dir, "c.png")
 	for _, out := range []string{a, b} {
-		if err := run(tinyCLI(t, out)); err != nil {
+		if err := tinyCLI(t, out).Run(); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -56,7 +56,7 @@ func TestSameSeedSameBytes(t *testing.T) {
 	defer func() { os.Stdin = stdin }()
 	cl := tinyCLI(t, c)
 	cl.UNet = "-"
-	if err := run(cl); err != nil {
+	if err := cl.Run(); err != nil {
 		t.Fatal(err)
 	}
 	if !slices.Equal(pixels(t, a), pixels(t, c)) {
@@ -113,7 +113,7 @@ func pixels(t *testing.T, path string) []byte {
 func TestOneFileForManyImagesIsAnError(t *testing.T) {
 	c := tinyCLI(t, filepath.Join(t.TempDir(), "x.png"))
 	c.Batch = 2
-	if err := run(c); err == nil {
+	if err := c.Run(); err == nil {
 		t.Fatal("two images into one -o file without --grid was accepted")
 	}
 }
@@ -135,7 +135,7 @@ func TestPlantedLinksRedirectNothing(t *testing.T) {
 				t.Fatal(err)
 			}
 			out := filepath.Join(dir, "out.png")
-			if err := run(tinyCLI(t, out)); err != nil {
+			if err := tinyCLI(t, out).Run(); err != nil {
 				t.Fatal(err)
 			}
 			if b, _ := os.ReadFile(victim); string(b) != "precious" {
@@ -181,20 +181,20 @@ func TestLongPromptNotice(t *testing.T) {
 func TestHugeSizeIsRefused(t *testing.T) {
 	c := tinyCLI(t, filepath.Join(t.TempDir(), "x.png"))
 	c.Width, c.Height = 65536, 65536
-	err := run(c)
+	err := c.Run()
 	if err == nil || !strings.Contains(err.Error(), "size 65536x65536 with --batch 1 needs about") || !strings.Contains(err.Error(), "--max-memory") {
 		t.Fatalf("65536x65536: error %v, want the estimate and --max-memory", err)
 	}
 
-	defer func(f func(*cli, tensor.Backend) (int64, string, bool)) { availableMemory = f }(availableMemory)
-	availableMemory = func(*cli, tensor.Backend) (int64, string, bool) { return 1 << 20, "test memory", true }
+	defer func(f func(*Command, tensor.Backend) (int64, string, bool)) { availableMemory = f }(availableMemory)
+	availableMemory = func(*Command, tensor.Backend) (int64, string, bool) { return 1 << 20, "test memory", true }
 	c = tinyCLI(t, filepath.Join(t.TempDir(), "x.png"))
-	err = run(c)
+	err = c.Run()
 	if want := "size 32x32 with --batch 1 needs about 0.01 GiB of activations, more than the 0.00 GiB of test memory"; err == nil || !strings.Contains(err.Error(), want) {
 		t.Fatalf("32x32 in 1 MiB: error %v, want one containing %q", err, want)
 	}
 	c.MaxMemory = 1
-	if err := run(c); err != nil {
+	if err := c.Run(); err != nil {
 		t.Fatalf("--max-memory 1 should lift the limit: %v", err)
 	}
 }

@@ -1,4 +1,4 @@
-package main
+package prepare
 
 import (
 	"bytes"
@@ -13,7 +13,6 @@ import (
 	"github.com/zerodiff/zerodiff/internal/data/datatest"
 	"github.com/zerodiff/zerodiff/internal/golden"
 	"github.com/zerodiff/zerodiff/internal/shard"
-	"github.com/zerodiff/zerodiff/internal/train"
 )
 
 // TestPrepFeedsTrain runs prep on an imagefolder fixture (with a corrupt
@@ -23,9 +22,9 @@ func TestPrepFeedsTrain(t *testing.T) {
 	src := t.TempDir()
 	datatest.WriteImageFolder(t, src, datatest.Items(t))
 	out := filepath.Join(t.TempDir(), "shards")
-	c := &cli{Dataset: "imagefolder", Data: src, Model: filepath.Join(golden.Root(t), "models", "tiny"), Out: out,
+	c := &Command{Dataset: "imagefolder", Data: src, Model: filepath.Join(golden.Root(t), "models", "tiny"), Out: out,
 		TextColumn: "text", Resolution: 32, Filter: "bilinear", VAE: "auto", DType: "fp16", Batch: 2}
-	if err := run(context.Background(), c); err != nil {
+	if err := c.Run(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	rep, err := shard.ReadReport(out)
@@ -35,7 +34,7 @@ func TestPrepFeedsTrain(t *testing.T) {
 	if len(rep.Skipped) < 3 {
 		t.Fatalf("report lists %d skipped items, the fixture has a corrupt image, an empty caption and a missing file", len(rep.Skipped))
 	}
-	d, err := train.OpenShards(out)
+	d, err := shard.OpenDataset(out)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,15 +46,15 @@ func TestPrepFeedsTrain(t *testing.T) {
 	if d.ImageShape() != [3]int{4, 16, 16} || d.TextShape() != [2]int{77, 32} || d.ScalingFactor() != 0.18215 {
 		t.Fatalf("shapes %v %v, scale %g", d.ImageShape(), d.TextShape(), d.ScalingFactor())
 	}
-	s, err := d.Get(0)
+	mean, std, _, err := d.Get(0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s.Std == nil || len(s.Mean) != 4*16*16 {
+	if std == nil || len(mean) != 4*16*16 {
 		t.Fatal("latent records lack their std")
 	}
 	// Rerunning the same command finds the output complete and changes nothing.
-	if err := run(context.Background(), c); err != nil {
+	if err := c.Run(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -78,8 +77,8 @@ func TestEncoderID(t *testing.T) {
 }
 
 // demoCLI is the flags of a small demo run into out, as kong fills them.
-func demoCLI(out string) *cli {
-	return &cli{Dataset: "demo", Out: out, Filter: "bilinear", VAE: "auto", DType: "fp16", Batch: 8, RecordsPerShard: 16,
+func demoCLI(out string) *Command {
+	return &Command{Dataset: "demo", Out: out, Filter: "bilinear", VAE: "auto", DType: "fp16", Batch: 8, RecordsPerShard: 16,
 		DemoSamples: 40, TextColumn: "text", TxtExt: ".txt", Device: "cpu", Math: "bf16"}
 }
 
@@ -107,11 +106,11 @@ func listFiles(t *testing.T, dir string) map[string]time.Time {
 // damaged folder complete and changed nothing).
 func TestVerifyAndRepair(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "shards")
-	if err := run(context.Background(), demoCLI(out)); err != nil {
+	if err := demoCLI(out).Run(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	v := &cli{Out: out, Verify: true}
-	if err := run(context.Background(), v); err != nil {
+	v := &Command{Out: out, Verify: true}
+	if err := v.Run(context.Background()); err != nil {
 		t.Fatalf("verify on a sound output: %v", err)
 	}
 	good, err := os.ReadFile(filepath.Join(out, shard.ShardName(1)))
@@ -123,7 +122,7 @@ func TestVerifyAndRepair(t *testing.T) {
 	must(t, os.WriteFile(filepath.Join(out, shard.ShardName(1)), bad, 0o644))
 	must(t, os.Remove(filepath.Join(out, shard.ShardName(2))))
 	before := listFiles(t, out)
-	err = run(context.Background(), v)
+	err = v.Run(context.Background())
 	if err == nil || !strings.Contains(err.Error(), shard.ShardName(1)+": SHA-256") || !strings.Contains(err.Error(), shard.ShardName(2)+": missing") {
 		t.Fatalf("verify on a damaged output: %v, want both shards named with their reasons", err)
 	}
@@ -131,10 +130,10 @@ func TestVerifyAndRepair(t *testing.T) {
 		t.Errorf("verify wrote: %v, then %v", before, after)
 	}
 
-	if err := run(context.Background(), demoCLI(out)); err != nil {
+	if err := demoCLI(out).Run(context.Background()); err != nil {
 		t.Fatalf("rerun on a damaged output: %v", err)
 	}
-	if err := run(context.Background(), v); err != nil {
+	if err := v.Run(context.Background()); err != nil {
 		t.Fatalf("verify after the rerun: %v", err)
 	}
 	if got, _ := os.ReadFile(filepath.Join(out, shard.ShardName(1))); !bytes.Equal(got, good) {
@@ -142,7 +141,7 @@ func TestVerifyAndRepair(t *testing.T) {
 	}
 	// A rerun on the sound output is a no-op: no file is written again.
 	before = listFiles(t, out)
-	if err := run(context.Background(), demoCLI(out)); err != nil {
+	if err := demoCLI(out).Run(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	if after := listFiles(t, out); !maps.Equal(before, after) {
@@ -161,7 +160,7 @@ func must(t *testing.T, err error) {
 // the umask), not os.CreateTemp's 0600.
 func TestOutputModes(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "shards")
-	if err := run(context.Background(), demoCLI(out)); err != nil {
+	if err := demoCLI(out).Run(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	ref := filepath.Join(t.TempDir(), "ref")
@@ -170,7 +169,7 @@ func TestOutputModes(t *testing.T) {
 	f.Close()
 	want, err := os.Stat(ref)
 	must(t, err)
-	for _, name := range []string{shard.IndexFile, shard.ReportFile, shard.ShardName(0), train.UncondFile} {
+	for _, name := range []string{shard.IndexFile, shard.ReportFile, shard.ShardName(0), shard.UncondFile} {
 		st, err := os.Stat(filepath.Join(out, name))
 		must(t, err)
 		if st.Mode().Perm() != want.Mode().Perm() {
@@ -195,7 +194,7 @@ func TestDefaultResolution(t *testing.T) {
 		{tiny, "none", 16},
 		{t.TempDir(), "auto", 512},
 	} {
-		c := &cli{Dataset: "imagefolder", Data: src, Model: tc.model, VAE: tc.vae, TextColumn: "text"}
+		c := &Command{Dataset: "imagefolder", Data: src, Model: tc.model, VAE: tc.vae, TextColumn: "text"}
 		r, err := openSource(c)
 		if err != nil {
 			t.Fatal(err)

@@ -1,17 +1,13 @@
-package main
+package txt2img
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"hash"
 	"io"
 	"os"
-	"path/filepath"
-	"strings"
 
 	"github.com/zerodiff/zerodiff/internal/sd"
 )
@@ -20,18 +16,11 @@ import (
 // the way A1111's infotext does: two images from different UNets or LoRAs
 // never carry the same text.
 type provenance struct {
-	model     string // --model's name, without .safetensors
+	model     string // --model's name, without .safetensors (imageio.ModelName)
 	modelHash string // SHA-256 of the UNet weights sampled with, hex
 	unet      string // --unet's file name ("stdin" for -), "" for the model's own
 	lora      string // --lora's name, without its extension
 	loraHash  string // the LoRA's hash, hex (see loraHash)
-}
-
-// modelName is --model's base name, as A1111 names a checkpoint by its file
-// name without the extension.
-func modelName(path string) string {
-	base := filepath.Base(path)
-	return strings.TrimSuffix(base, filepath.Ext(base))
 }
 
 // modelHash is the SHA-256 of the model's own UNet weights: the single-file
@@ -94,35 +83,4 @@ func loraHash(path string) (string, error) {
 		return "", err
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
-}
-
-// infoQuote is A1111's quote() for an infotext value: as it is, or
-// JSON-quoted when it holds a comma, colon or newline.
-func infoQuote(v string) string {
-	if !strings.ContainsAny(v, ",:\n") {
-		return v
-	}
-	var b bytes.Buffer
-	enc := json.NewEncoder(&b)
-	enc.SetEscapeHTML(false)
-	enc.Encode(v)
-	return strings.TrimSuffix(b.String(), "\n")
-}
-
-// settings is the provenance part of the settings line: "Model hash" with
-// A1111's 10 hex digits, "Model", the --unet file, and "Lora hashes" with
-// A1111's 12 digits per LoRA.
-func (pv provenance) settings() string {
-	var b strings.Builder
-	if pv.modelHash != "" {
-		fmt.Fprintf(&b, ", Model hash: %s", pv.modelHash[:10])
-	}
-	fmt.Fprintf(&b, ", Model: %s", infoQuote(pv.model))
-	if pv.unet != "" {
-		fmt.Fprintf(&b, ", UNet: %s", infoQuote(pv.unet))
-	}
-	if pv.lora != "" {
-		fmt.Fprintf(&b, ", Lora hashes: %s", infoQuote(pv.lora+": "+pv.loraHash[:12]))
-	}
-	return b.String()
 }

@@ -1,4 +1,8 @@
-package main
+// Package txt2img is the sample tool's job: text to image with a Stable
+// Diffusion model (its UNet replaced by a file or standard input, a LoRA
+// merged in), PNGs that carry A1111's parameters text, grids, comparison
+// grids and the demo's prompt-adherence score.
+package txt2img
 
 import (
 	"bufio"
@@ -26,7 +30,42 @@ import (
 // maxStdinWeights bounds a UNet read from standard input (SD1.5 in fp32 is 3.4 GB).
 const maxStdinWeights = 16 << 30
 
-func run(c *cli) error {
+// Command is sample's command line: the model and the weights that replace
+// or change its UNet, the prompts, the sampler and the outputs. Run does
+// the job.
+type Command struct {
+	Model          string   `required:"" help:"Diffusers model folder, or a single-file .safetensors checkpoint (then --config names a folder for the configs)." type:"path"`
+	Config         string   `help:"Diffusers folder that supplies configs, tokenizer and scheduler for a single-file --model." type:"path"`
+	UNet           string   `name:"unet" help:"UNet weights (safetensors, diffusers names) replacing the model's: a file, or - for standard input."`
+	LoRA           string   `name:"lora" help:"LoRA file (diffusers, PEFT or kohya form) merged into the UNet." type:"path"`
+	LoRAScale      float64  `name:"lora-scale" default:"1" help:"Strength of --lora."`
+	Prompt         []string `short:"p" help:"Prompt (repeatable): one image each, times --batch."`
+	PromptsFile    string   `help:"File with one prompt per line." type:"path"`
+	NegativePrompt string   `help:"Negative prompt (the unconditional side of guidance)."`
+	Steps          int      `default:"30" help:"Sampler steps."`
+	Sampler        string   `default:"dpmpp_2m" enum:"ddpm,ddim,euler,euler_a,dpmpp_2m,pndm" help:"Sampler: ${enum}."`
+	Karras         bool     `help:"Karras sigmas (euler, dpmpp_2m)."`
+	Guidance       float64  `default:"7.5" help:"Classifier-free guidance scale (≤ 1: off)."`
+	Seed           uint64   `default:"0" help:"Seed: image k of the job uses noise stream k of it."`
+	Width          int      `help:"Width in pixels (default: the model's native size)."`
+	Height         int      `help:"Height in pixels (default: the model's native size)."`
+	Batch          int      `default:"1" help:"Images per prompt."`
+	Latents        string   `help:"Initial noise instead of the seed's: a safetensors file with one tensor (N, C, H/f, W/f) of standard-normal latents, N the job's image count or 1 for the same noise in every image." type:"path"`
+	ClipSkip       int      `help:"Text-encoder layers to skip from the top (diffusers' clip_skip)."`
+	Output         string   `short:"o" default:"." help:"Output: a .png file (one image, or the grid), or a folder."`
+	Grid           bool     `help:"Also write all images as one grid (grid.png, or the -o file)."`
+	Compare        []string `help:"Comparison grid: UNet weight files (rows), each sampled for one prompt and seed at every --compare-steps count (columns)." type:"path"`
+	CompareSteps   []int    `help:"Step counts of the comparison grid's columns." default:"10,20,30"`
+	Score          string   `enum:",demo" default:"" help:"Score prompt adherence: demo classifies demo-set images by color and shape and prints the share that match their prompts beside chance. Without prompts it samples the demo's held-out combinations."`
+	MaxMemory      float64  `name:"max-memory" help:"Refuse jobs whose activations are estimated above this many GiB (default: the GPU's free memory, or the machine's available memory on the CPU)."`
+	Threads        int      `help:"CPU threads (default: all)."`
+	Device         string   `default:"cpu" help:"Backend: cpu, cuda (GPU 0, or this rank's under launch) or cuda:N (binaries built with make build-cuda)."`
+	Math           string   `default:"bf16" enum:"f32,tf32,bf16" help:"GPU GEMM precision: ${enum} (bf16: bfloat16 inputs, float32 accumulation, as PyTorch's autocast)."`
+}
+
+// Run samples the prompts and writes the PNGs (and grid, comparison grid or
+// score) that c asks for.
+func (c *Command) Run() error {
 	if c.Threads > 0 {
 		runtime.GOMAXPROCS(c.Threads)
 	}
@@ -51,7 +90,7 @@ func run(c *cli) error {
 	if err != nil {
 		return err
 	}
-	pv := provenance{model: modelName(c.Model)}
+	pv := provenance{model: imageio.ModelName(c.Model)}
 	if c.UNet != "" {
 		if pv.modelHash, err = loadUNet(p, c.UNet); err != nil {
 			return err
@@ -70,7 +109,7 @@ func run(c *cli) error {
 		if pv.loraHash, err = loraHash(c.LoRA); err != nil {
 			return fmt.Errorf("--lora: %w", err)
 		}
-		pv.lora = modelName(c.LoRA)
+		pv.lora = imageio.ModelName(c.LoRA)
 	}
 	f := p.Factor()
 	if c.Width == 0 {
@@ -123,7 +162,7 @@ func promptNotices(p *pipeline.Pipeline, prompts []string, negative string) []st
 	return out
 }
 
-func readPrompts(c *cli) ([]string, error) {
+func readPrompts(c *Command) ([]string, error) {
 	prompts := append([]string(nil), c.Prompt...)
 	if c.PromptsFile != "" {
 		b, err := os.ReadFile(c.PromptsFile)
@@ -145,7 +184,7 @@ func readPrompts(c *cli) ([]string, error) {
 	return prompts, nil
 }
 
-func loadModel(c *cli, be tensor.Backend) (*pipeline.Pipeline, error) {
+func loadModel(c *Command, be tensor.Backend) (*pipeline.Pipeline, error) {
 	st, err := os.Stat(c.Model)
 	if err != nil {
 		return nil, fmt.Errorf("--model: %w", err)
@@ -205,7 +244,7 @@ func loadUNet(p *pipeline.Pipeline, path string) (string, error) {
 }
 
 // generate writes one PNG per image, and the grid when asked.
-func generate(c *cli, p *pipeline.Pipeline, prompts []string, pv provenance, lat *latents) error {
+func generate(c *Command, p *pipeline.Pipeline, prompts []string, pv provenance, lat *latents) error {
 	total := len(prompts) * c.Batch
 	single := strings.HasSuffix(strings.ToLower(c.Output), ".png")
 	if single && total > 1 && !c.Grid {
@@ -292,7 +331,7 @@ func images(p *pipeline.Pipeline, req pipeline.Request, progress func(step, step
 // compare samples one prompt and seed with every UNet of --compare (rows)
 // at every step count of --compare-steps (columns) into one labelled grid;
 // the rows name the UNets, so the text names the base model only.
-func compare(c *cli, p *pipeline.Pipeline, prompt string, pv provenance, lat *latents) error {
+func compare(c *Command, p *pipeline.Pipeline, prompt string, pv provenance, lat *latents) error {
 	var cells []image.Image
 	var rows []string
 	bar := newProgress(len(c.Compare)*len(c.CompareSteps), 0)
@@ -333,7 +372,7 @@ func compare(c *cli, p *pipeline.Pipeline, prompt string, pv provenance, lat *la
 	return nil
 }
 
-func (c *cli) request(prompt string, first int) pipeline.Request {
+func (c *Command) request(prompt string, first int) pipeline.Request {
 	prompts := make([]string, c.Batch)
 	for k := range prompts {
 		prompts[k] = prompt
@@ -344,35 +383,18 @@ func (c *cli) request(prompt string, first int) pipeline.Request {
 	}
 }
 
-// samplerNames are A1111's names for the samplers, as its infotext writes them.
-var samplerNames = map[string]string{
-	"ddpm": "DDPM", "ddim": "DDIM", "euler": "Euler", "euler_a": "Euler a", "dpmpp_2m": "DPM++ 2M", "pndm": "PLMS",
-}
-
-// parameters is the A1111-style "parameters" text: prompt, negative prompt,
-// then the settings on one line.
-func (c *cli) parameters(prompt string, steps int, pv provenance) string {
-	var b strings.Builder
-	b.WriteString(prompt)
-	if c.NegativePrompt != "" {
-		fmt.Fprintf(&b, "\nNegative prompt: %s", c.NegativePrompt)
-	}
-	name := samplerNames[c.Sampler]
-	if c.Karras {
-		name += " Karras"
-	}
-	b.WriteString("\n")
-	if steps > 0 {
-		fmt.Fprintf(&b, "Steps: %d, ", steps)
-	}
-	fmt.Fprintf(&b, "Sampler: %s, CFG scale: %g, Seed: %d, Size: %dx%d%s", name, c.Guidance, c.Seed, c.Width, c.Height, pv.settings())
-	if c.ClipSkip > 0 {
-		fmt.Fprintf(&b, ", Clip skip: %d", c.ClipSkip+1)
+// parameters is the image's "parameters" text (see imageio.Parameters)
+// for prompt at steps (0: a comparison grid of several step counts).
+func (c *Command) parameters(prompt string, steps int, pv provenance) string {
+	p := imageio.Parameters{
+		Prompt: prompt, Negative: c.NegativePrompt, Steps: steps, Sampler: c.Sampler, Karras: c.Karras,
+		CFGScale: c.Guidance, Seed: c.Seed, Width: c.Width, Height: c.Height,
+		ModelHash: pv.modelHash, Model: pv.model, UNet: pv.unet, LoRAName: pv.lora, LoRAHash: pv.loraHash, ClipSkip: c.ClipSkip,
 	}
 	if c.LoRA != "" {
-		fmt.Fprintf(&b, ", Lora: %s:%g", filepath.Base(c.LoRA), c.LoRAScale)
+		p.LoRAFile, p.LoRAScale = c.LoRA, c.LoRAScale
 	}
-	return b.String()
+	return p.String()
 }
 
 // writePNG writes the image through atomicfile: an exclusive temporary

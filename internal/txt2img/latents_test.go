@@ -1,4 +1,4 @@
-package main
+package txt2img
 
 import (
 	"path/filepath"
@@ -39,7 +39,7 @@ func TestLatentsFile(t *testing.T) {
 		dir := t.TempDir()
 		c := tinyCLI(t, dir)
 		c.Batch, c.Seed, c.Latents = 2, seed, latents
-		if err := run(c); err != nil {
+		if err := c.Run(); err != nil {
 			t.Fatal(err)
 		}
 		return [][]byte{pixels(t, filepath.Join(dir, "00000-"+strconv.FormatUint(seed, 10)+".png")), pixels(t, filepath.Join(dir, "00001-"+strconv.FormatUint(seed, 10)+".png"))}
@@ -60,7 +60,7 @@ func TestLatentsFile(t *testing.T) {
 	unetFile := filepath.Join(golden.Root(t), "models", "tiny", "unet", "diffusion_pytorch_model.safetensors")
 	cmp := tinyCLI(t, filepath.Join(t.TempDir(), "cmp.png"))
 	cmp.Compare, cmp.Latents = []string{unetFile}, one
-	if err := run(cmp); err != nil {
+	if err := cmp.Run(); err != nil {
 		t.Fatalf("--compare with --latents: %v", err)
 	}
 
@@ -73,7 +73,7 @@ func TestLatentsFile(t *testing.T) {
 	} {
 		cl := tinyCLI(t, t.TempDir())
 		cl.Batch, cl.Latents = 2, writeLatents(t, c.shapes...)
-		if err := run(cl); err == nil || !strings.Contains(err.Error(), c.want) {
+		if err := cl.Run(); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("--latents %v: error %v, want one containing %q", c.shapes, err, c.want)
 		}
 	}

@@ -1,4 +1,4 @@
-package main
+package txt2img
 
 import (
 	"fmt"

@@ -1,4 +1,4 @@
-package main
+package prepare
 
 import (
 	"context"
@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"strconv"
 	"strings"
 	"time"
 
@@ -18,17 +17,53 @@ import (
 	"github.com/zerodiff/zerodiff/internal/demo"
 	"github.com/zerodiff/zerodiff/internal/device"
 	"github.com/zerodiff/zerodiff/internal/export"
-	"github.com/zerodiff/zerodiff/internal/prepare"
-	"github.com/zerodiff/zerodiff/internal/safetensors"
 	"github.com/zerodiff/zerodiff/internal/sd"
 	"github.com/zerodiff/zerodiff/internal/sd/pipeline"
 	"github.com/zerodiff/zerodiff/internal/sd/vae"
 	"github.com/zerodiff/zerodiff/internal/shard"
 	"github.com/zerodiff/zerodiff/internal/tensor"
-	"github.com/zerodiff/zerodiff/internal/train"
 )
 
-func run(ctx context.Context, c *cli) error {
+// Command is prep's command line: the source, the model whose encoders
+// make the records, the output and how records are made. Run does the job.
+type Command struct {
+	Dataset string `default:"auto" enum:"auto,demo,pokemon,parquet,imagefolder,txt" help:"Source kind: ${enum} (auto: by what --data is)."`
+	Data    string `help:"Input: parquet file(s) folder or file, imagefolder with metadata.jsonl/.csv, or image + .txt pairs."`
+	Model   string `help:"Diffusers model folder whose VAE and text encoder encode the data. For --dataset demo: where the demo model is (written there if missing; default <out>/model)." type:"path"`
+	Out     string `required:"" help:"Output folder." type:"path"`
+
+	ImageColumn string `help:"Image column (parquet) or file-name field (imagefolder metadata)."`
+	TextColumn  string `help:"Caption column or field." default:"text"`
+	TxtExt      string `name:"caption-ext" default:".txt" help:"Caption file extension of image + text pairs."`
+
+	Resolution     int    `help:"Output size in pixels (default: the model's native size from its configs, as diffusers' pipelines; 512 when they do not say; 16 for the demo)."`
+	RandomCrop     bool   `help:"Random crop instead of a center crop."`
+	Flip           bool   `help:"Flip horizontally with probability 1/2."`
+	MaxImagePixels int    `help:"Skip images whose header declares more pixels than this, before decoding them (default: 89478485, PIL's Image.MAX_IMAGE_PIXELS)."`
+	Filter         string `default:"bilinear" enum:"bilinear,bicubic" help:"Resize filter (PIL's, antialiased): ${enum}."`
+	VAE            string `name:"vae" default:"auto" enum:"auto,none" help:"auto: encode with the model's VAE; none: store pixels (pixel-space models)."`
+	ClipSkip       int    `help:"Text-encoder layers to skip from the top (diffusers' clip_skip)."`
+	DType          string `name:"dtype" default:"fp16" enum:"fp16,bf16,fp32" help:"Stored precision: ${enum}."`
+	Seed           uint64 `default:"0" help:"Seed of random crops, flips, caption choice (and the demo set)."`
+
+	Workers         int  `help:"Decode and resize workers (default: one per CPU)."`
+	Batch           int  `default:"8" help:"Images and captions encoded at once."`
+	RecordsPerShard int  `help:"Records per shard (a multiple of --batch; default: about 256 MiB per shard)."`
+	Overwrite       bool `help:"Discard an existing output in --out instead of resuming it."`
+	Verify          bool `help:"Check the output in --out (each shard's size and SHA-256) and report, writing nothing; exit status 1 names each bad shard."`
+
+	DemoSamples int `default:"4096" help:"Demo: number of generated images."`
+	DemoGrid    int `default:"0" help:"Demo: place shapes on a 2x2 or 3x3 grid and name the position in captions (0: off)."`
+	Threads     int `help:"CPU threads (default: all)."`
+
+	Device string `default:"cpu" help:"Backend of the VAE and text encoder: cpu, cuda (GPU 0, or this rank's under launch) or cuda:N (binaries built with make build-cuda)."`
+	Math   string `default:"bf16" enum:"f32,tf32,bf16" help:"GPU GEMM precision: ${enum} (bf16: bfloat16 inputs, float32 accumulation, as PyTorch's autocast)."`
+}
+
+// Run makes (or resumes, repairs or, with Verify, checks) the shards in
+// c.Out, writes the empty caption's states beside them and reports on
+// standard error.
+func (c *Command) Run(ctx context.Context) error {
 	if c.Verify {
 		return verify(c.Out)
 	}
@@ -61,7 +96,7 @@ func run(ctx context.Context, c *cli) error {
 		return err
 	}
 	id = encoderID(id, be.Name(), c.Math)
-	var img prepare.ImageEncoder = prepare.Pixels{}
+	var img ImageEncoder = Pixels{}
 	scale := 1.0
 	if c.VAE == "auto" {
 		if _, err := os.Stat(filepath.Join(c.Model, "vae")); err == nil {
@@ -69,7 +104,7 @@ func run(ctx context.Context, c *cli) error {
 			if err != nil {
 				return err
 			}
-			img, scale = prepare.NewVAE(be, v, id), v.Cfg.ScalingFactor
+			img, scale = NewVAE(be, v, id), v.Cfg.ScalingFactor
 		}
 	}
 	dt, err := export.ParseDType(c.DType)
@@ -80,7 +115,7 @@ func run(ctx context.Context, c *cli) error {
 	if c.Filter == "bicubic" {
 		filter = data.Bicubic
 	}
-	clipEnc := &prepare.CLIP{P: text, ClipSkip: c.ClipSkip, ID: id}
+	clipEnc := &CLIP{P: text, ClipSkip: c.ClipSkip, ID: id}
 	tty := false
 	if st, err := os.Stderr.Stat(); err == nil {
 		tty = st.Mode()&os.ModeCharDevice != 0
@@ -89,19 +124,19 @@ func run(ctx context.Context, c *cli) error {
 	if tty {
 		interval = 200 * time.Millisecond
 	}
-	res, err := prepare.Run(ctx, reader, prepare.Options{
+	res, err := Run(ctx, reader, Options{
 		Out:       c.Out,
 		Transform: data.Transform{Resolution: c.Resolution, CenterCrop: !c.RandomCrop, Flip: c.Flip, Filter: filter, Seed: c.Seed, MaxPixels: c.MaxImagePixels},
 		Image:     synced{img, be}, Text: syncedText{clipEnc, be}, Model: id, DType: dt,
 		Workers: c.Workers, BatchSize: c.Batch, RecordsPerShard: c.RecordsPerShard, Overwrite: c.Overwrite,
-		Progress: prepare.NewBar(os.Stderr, interval, tty),
+		Progress: NewBar(os.Stderr, interval, tty),
 	})
 	if err != nil {
 		return err
 	}
 	// A finished output that verified is left as it is, uncond.safetensors
 	// included unless it is missing.
-	if _, err := os.Stat(filepath.Join(c.Out, train.UncondFile)); !res.AlreadyComplete || err != nil {
+	if _, err := os.Stat(filepath.Join(c.Out, shard.UncondFile)); !res.AlreadyComplete || err != nil {
 		if err := writeUncond(c.Out, clipEnc, img.HasStd(), scale); err != nil {
 			return err
 		}
@@ -152,7 +187,7 @@ func problems(ps []shard.Problem) string {
 // GPU's failed kernels stop prep with an error instead of writing shards of
 // whatever the device returned. On the CPU, Sync returns at once.
 type synced struct {
-	prepare.ImageEncoder
+	ImageEncoder
 	be tensor.Backend
 }
 
@@ -164,7 +199,7 @@ func (s synced) EncodeImages(x []float32, n, h, w int) (mean, std []float32, err
 }
 
 type syncedText struct {
-	prepare.TextEncoder
+	TextEncoder
 	be tensor.Backend
 }
 
@@ -177,7 +212,7 @@ func (s syncedText) EncodeTexts(captions []string) (out []float32, err error) {
 
 // openSource opens the data set the flags name. The demo set also makes its
 // model folder (tokenizer, text encoder, configs) when --model lacks one.
-func openSource(c *cli) (data.Reader, error) {
+func openSource(c *Command) (data.Reader, error) {
 	cols := data.Columns{Image: c.ImageColumn, Text: c.TextColumn}
 	switch c.Dataset {
 	case "demo":
@@ -262,17 +297,12 @@ func nativeResolution(model string, pixels bool) (res int, from string) {
 
 // writeUncond writes the empty caption's text states, and the VAE's scaling
 // factor for latent records, which train reads beside the shards.
-func writeUncond(out string, enc *prepare.CLIP, latents bool, scale float64) error {
+func writeUncond(out string, enc *CLIP, latents bool, scale float64) error {
 	u, err := enc.EncodeTexts([]string{""})
 	if err != nil {
 		return err
 	}
-	meta := map[string]string{"format": "pt"}
-	if latents {
-		meta[train.MetaScalingFactor] = strconv.FormatFloat(scale, 'g', -1, 64)
-	}
-	return safetensors.WriteFile(filepath.Join(out, train.UncondFile),
-		[]safetensors.Tensor{{Name: train.FieldText, DType: tensor.F32, Shape: enc.OutShape(), F32: u}}, meta)
+	return shard.WriteUncond(out, u, enc.OutShape(), latents, scale)
 }
 
 // encoderID adds where the encoders compute to the weights' id: records

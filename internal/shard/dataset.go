@@ -1,0 +1,162 @@
+package shard
+
+import (
+	"fmt"
+	"io"
+	"path/filepath"
+	"strconv"
+
+	"github.com/zerodiff/zerodiff/internal/atomicfile"
+	"github.com/zerodiff/zerodiff/internal/safetensors"
+	"github.com/zerodiff/zerodiff/internal/tensor"
+)
+
+// The training data contract: prep writes records with these fields, the
+// index metadata keys below and UncondFile beside the shards; train reads
+// them back with OpenDataset. Both sides name them only through this file.
+const (
+	FieldLatentMean = "latent_mean"    // VAE posterior mean (C, h, w), before the scaling factor
+	FieldLatentStd  = "latent_std"     // VAE posterior standard deviation (C, h, w)
+	FieldPixels     = "pixels"         // (3, H, W) in [-1, 1], for pixel-space models (prep --vae none)
+	FieldText       = "text_embedding" // text encoder output (77, D), clip skip applied
+
+	// UncondFile holds the tensor FieldText (S, D): the states of the empty
+	// caption, trained on for caption dropout; and in its metadata the VAE's
+	// scaling factor (MetaScalingFactor) when the records are latents.
+	UncondFile        = "uncond.safetensors"
+	MetaScalingFactor = "scaling_factor"
+)
+
+// Index metadata keys (Index.Meta) that record how prep made the records;
+// train checks the first three against its config.
+const (
+	MetaResolution   = "resolution"
+	MetaCenterCrop   = "center_crop"
+	MetaRandomFlip   = "random_flip"
+	MetaDataset      = "dataset"
+	MetaImageEncoder = "image_encoder"
+	MetaTextEncoder  = "text_encoder"
+	MetaFilter       = "filter"
+	MetaSeed         = "seed"
+)
+
+// WriteUncond writes UncondFile into dir: the empty caption's text states
+// (shape (S, D)) and, when latents is set, the VAE's scaling factor.
+func WriteUncond(dir string, states []float32, shape []int, latents bool, scale float64) error {
+	meta := map[string]string{"format": "pt"}
+	if latents {
+		meta[MetaScalingFactor] = strconv.FormatFloat(scale, 'g', -1, 64)
+	}
+	info := []safetensors.Info{{Name: FieldText, DType: tensor.F32, Shape: shape}}
+	_, err := atomicfile.Write(filepath.Join(dir, UncondFile), func(w io.Writer) error {
+		sw, err := safetensors.NewWriter(w, info, meta)
+		if err != nil {
+			return err
+		}
+		if err := sw.WriteFloat32(FieldText, states); err != nil {
+			return err
+		}
+		return sw.Close()
+	})
+	return err
+}
+
+// Dataset is prep's output opened for training: the shards, which fields
+// hold the image and the caption, the empty caption's states and the
+// latents' scaling factor. Every shard stays in memory once read, so a
+// shuffled epoch decompresses each shard once.
+type Dataset struct {
+	r                  *Reader
+	mean, std, pix, tx int // field positions, −1 when absent
+	img                [3]int
+	text               [2]int
+	scale              float64
+	uncond             []float32
+}
+
+// OpenDataset opens dir (index.json, shards, UncondFile) and checks that
+// its fields and UncondFile fit each other.
+func OpenDataset(dir string) (*Dataset, error) {
+	x, err := Open(dir, 1)
+	if err != nil {
+		return nil, err
+	}
+	r, err := Open(dir, len(x.Index.Shards))
+	x.Close()
+	if err != nil {
+		return nil, err
+	}
+	d := &Dataset{r: r, mean: r.Index.Field(FieldLatentMean), std: r.Index.Field(FieldLatentStd), pix: r.Index.Field(FieldPixels), tx: r.Index.Field(FieldText), scale: 1}
+	bad := func(format string, a ...any) (*Dataset, error) {
+		r.Close()
+		return nil, fmt.Errorf("data set %s: %s", dir, fmt.Sprintf(format, a...))
+	}
+	if d.tx < 0 || (d.pix < 0 && (d.mean < 0 || d.std < 0)) {
+		return bad("records need %q and either %q or %q and %q: was it made by prep?", FieldText, FieldPixels, FieldLatentMean, FieldLatentStd)
+	}
+	img := d.pix
+	if img < 0 {
+		img = d.mean
+	}
+	is, ts := r.Index.Fields[img].Shape, r.Index.Fields[d.tx].Shape
+	if len(is) != 3 || len(ts) != 2 {
+		return bad("image field shape %v and text field shape %v, want (C, h, w) and (S, D)", is, ts)
+	}
+	d.img, d.text = [3]int{is[0], is[1], is[2]}, [2]int{ts[0], ts[1]}
+	f, err := safetensors.Open(filepath.Join(dir, UncondFile))
+	if err != nil {
+		return bad("%v (prep writes it)", err)
+	}
+	defer f.Close()
+	if d.pix < 0 {
+		v, ok := f.Metadata()[MetaScalingFactor]
+		if !ok {
+			return bad("latent records but no %s in %s", MetaScalingFactor, UncondFile)
+		}
+		if d.scale, err = strconv.ParseFloat(v, 64); err != nil {
+			return bad("%s: %v", MetaScalingFactor, err)
+		}
+	}
+	if d.uncond, err = f.Float32(FieldText); err != nil {
+		return bad("%s: %v", UncondFile, err)
+	}
+	if len(d.uncond) != ts[0]*ts[1] {
+		return bad("%s holds %d values, the text field %v", UncondFile, len(d.uncond), ts)
+	}
+	return d, nil
+}
+
+// Close releases the shards.
+func (d *Dataset) Close() { d.r.Close() }
+
+// Len is the number of records.
+func (d *Dataset) Len() int { return d.r.Len() }
+
+// Uncond is the empty caption's text states (S, D).
+func (d *Dataset) Uncond() []float32 { return d.uncond }
+
+// ImageShape is one record's latent or pixels (C, h, w).
+func (d *Dataset) ImageShape() [3]int { return d.img }
+
+// TextShape is one caption's states (S, D).
+func (d *Dataset) TextShape() [2]int { return d.text }
+
+// ScalingFactor multiplies VAE latents (1 for pixels).
+func (d *Dataset) ScalingFactor() float64 { return d.scale }
+
+// Settings are the settings prep made the records with, as its index
+// records them (MetaResolution, MetaCenterCrop, MetaRandomFlip, ...).
+func (d *Dataset) Settings() map[string]string { return d.r.Index.Meta }
+
+// Get returns record i: the latent distribution's mean and std (C, h, w),
+// or the pixels as mean with std nil, and the caption's states (S, D).
+func (d *Dataset) Get(i int) (mean, std, text []float32, err error) {
+	rec, err := d.r.Record(i)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if d.pix >= 0 {
+		return rec.Data[d.pix], nil, rec.Data[d.tx], nil
+	}
+	return rec.Data[d.mean], rec.Data[d.std], rec.Data[d.tx], nil
+}
