@@ -9,7 +9,7 @@ TOOLS   := $(patsubst %/main.go,%,$(wildcard */main.go))
 VENV    ?= $(HOME)/.cache/zerodiff/venv
 PYTHON  ?= $(VENV)/bin/python
 
-.PHONY: all build build-cuda test test-slurm gpu-check vet fmt-check bench parity parity-sd15 golden venv demo clean
+.PHONY: all build build-cuda test test-slurm fuzz gpu-check vet fmt-check bench parity parity-sd15 golden venv demo clean
 
 all: build
 
@@ -38,8 +38,15 @@ vet:
 
 test: fmt-check vet build
 	$(GO) test -count=1 ./...
+	@FUZZTIME=$(FUZZTIME) scripts/fuzz.sh
 	@if [ "$$(id -u)" = 0 ] && { command -v sbatch >/dev/null || command -v apt-get >/dev/null; }; then \
 		slurm/test.sh; else echo "make test: test-slurm not run: needs root and Slurm or apt-get"; fi
+
+# Every go test -fuzz target for FUZZTIME each (make test: 2s; `make fuzz FUZZTIME=10m` for a long run).
+FUZZTIME ?= 2s
+
+fuzz:
+	FUZZTIME=$(FUZZTIME) scripts/fuzz.sh
 
 # Slurm end to end: two slurmd on this machine, the sbatch scripts, 2 nodes × 2 ranks with ZeRO-2,
 # requeue on USR1 and resume, resume on another world size. Needs root; installs Debian's Slurm.
