@@ -3,9 +3,11 @@ package demo
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 
+	"github.com/zerodiff/zerodiff/internal/atomicfile"
 	"github.com/zerodiff/zerodiff/internal/cpu"
 	"github.com/zerodiff/zerodiff/internal/nn"
 	"github.com/zerodiff/zerodiff/internal/safetensors"
@@ -123,7 +125,10 @@ func writeJSON(path string, v any) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return err
 	}
-	if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
+	if _, err := atomicfile.Write(path, func(w io.Writer) error {
+		_, err := w.Write(append(b, '\n'))
+		return err
+	}); err != nil {
 		return fmt.Errorf("demo model: %w", err)
 	}
 	return nil

@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+
+	"github.com/zerodiff/zerodiff/internal/atomicfile"
 )
 
 // The special tokens, CLIP's: the start token, and the end token that also pads and stands for
@@ -125,7 +128,10 @@ func WriteTokenizer(dir string, opts Options) error {
 		{"special_tokens_map.json", stmJSON},
 		{"tokenizer_config.json", cfgJSON},
 	} {
-		if err := os.WriteFile(filepath.Join(dir, f.name), f.data, 0o644); err != nil {
+		if _, err := atomicfile.Write(filepath.Join(dir, f.name), func(w io.Writer) error {
+			_, err := w.Write(f.data)
+			return err
+		}); err != nil {
 			return fmt.Errorf("demo tokenizer: %w", err)
 		}
 	}
