@@ -11,9 +11,15 @@
 #  3. internal/cuda/dlcheck/check.c against the real cuBLAS and NCCL headers:
 #     the values internal/cuda/dl.h declares by hand must be theirs;
 #  4. the PTX regenerated with clang into a temporary folder and compared with
-#     the committed internal/cuda/kernels/*.ptx;
+#     the committed internal/cuda/kernels/*.ptx, and the typed kernel launchers
+#     regenerated from the .cu files and compared with the committed
+#     internal/cuda/kernels_gen.go;
 #  5. go build of the whole tree, go vet of the cuda-tagged packages and
 #     go test -c of their tests, all with -tags cuda.
+# With PTXAS set to NVIDIA's ptxas (nvidia/cuda_nvcc/bin/ptxas in the wheel
+# `pip download --no-deps nvidia-cuda-nvcc-cu12==12.9.86` fetches, 40 MB),
+# every PTX file is also assembled for sm_80 and sm_90: an error or a
+# register spill fails the check. Without it that step is skipped.
 # Needs clang-19 (or $CLANG), gcc, python3 and Go; .ci/run installs the first two.
 # Usage: scripts/cuda-build-check.sh   (ZD_CUDA_CACHE overrides the cache folder)
 set -euo pipefail
@@ -62,10 +68,14 @@ echo "cuda-build-check: dl.h against the cuBLAS and NCCL headers"
 # -D__CUDA_FP8_H__ skips cuda_fp8.h, which nccl.h includes and which needs CCCL.
 gcc -fsyntax-only -Wall -Werror -D__CUDA_FP8_H__ "${incs[@]}" internal/cuda/dlcheck/check.c
 
-echo "cuda-build-check: PTX"
+echo "cuda-build-check: PTX and kernel launchers"
 ptx="$(mktemp -d)"
 trap 'rm -rf "$ptx"' EXIT
-internal/cuda/kernels/gen.sh "$ptx"
+internal/cuda/kernels/gen.sh "$ptx" "$ptx/kernels_gen.go"
+if ! cmp -s internal/cuda/kernels_gen.go "$ptx/kernels_gen.go"; then
+	echo "cuda-build-check: internal/cuda/kernels_gen.go differs from what kernels/gen.sh makes: run it and commit the Go file" >&2
+	exit 1
+fi
 for f in internal/cuda/kernels/*.ptx "$ptx"/*.ptx; do
 	name="$(basename "$f")"
 	if ! cmp -s "internal/cuda/kernels/$name" "$ptx/$name"; then
@@ -73,6 +83,24 @@ for f in internal/cuda/kernels/*.ptx "$ptx"/*.ptx; do
 		exit 1
 	fi
 done
+
+if [ -n "${PTXAS:-}" ]; then
+	echo "cuda-build-check: ptxas for sm_80 and sm_90"
+	for f in internal/cuda/kernels/*.ptx; do
+		for arch in sm_80 sm_90; do
+			if ! log="$("$PTXAS" -arch="$arch" -v -O3 -o /dev/null "$f" 2>&1)"; then
+				printf 'cuda-build-check: ptxas -arch=%s rejects %s:\n%s\n' "$arch" "$f" "$log" >&2
+				exit 1
+			fi
+			if grep 'bytes spill' <<<"$log" | grep -qv ' 0 bytes spill stores, 0 bytes spill loads'; then
+				printf 'cuda-build-check: %s spills registers on %s:\n%s\n' "$f" "$arch" "$log" >&2
+				exit 1
+			fi
+		done
+	done
+else
+	echo "cuda-build-check: ptxas skipped (set PTXAS to check registers and spills)"
+fi
 
 echo "cuda-build-check: go build, vet and test -c with -tags cuda"
 export CGO_ENABLED=1

@@ -12,7 +12,8 @@
 #   gpu-check.sh              the script to run there: .gpu/gpu-check.sh
 #   gpu-train-check.sh        the tools end to end on the demo set, GPU
 #   demo.json                 against CPU: .gpu/gpu-train-check.sh
-# It first runs scripts/cuda-build-check.sh (headers, link stub, PTX, vet).
+# It first runs scripts/cuda-build-check.sh (headers, link stub, PTX and
+# kernel launchers, vet).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/cuda-build-check.sh

@@ -3,7 +3,8 @@
 # filled (.gpu/): the smoke kernel, every CUDA-vs-CPU op test, the SD1.5 UNet
 # training step (ours and diffusers', bf16, 64x64 latents, batch 8 and 32;
 # then ours once more with the device time of every kernel and GEMM) and the
-# UNet loop of sampling one 512x512 image with 30 DPM++ steps, each
+# UNet loop of sampling one 512x512 image with 30 DPM++ steps, the fused
+# attention forward (ZD_CUDA_ATTENTION=flash) against the unfused one, each
 # under `timeout`, then a table naming the card. Whole run: under 8 minutes.
 # Full logs go to .gpu/out, and after every step into $OUT/gpu-check-logs.tgz
 # with the table as $OUT/table.txt (where $OUT is set: the device tool brings
@@ -53,10 +54,10 @@ step() { # step NAME SECONDS LOG COMMAND...: run under timeout, say ok or FAIL.
 	return 1
 }
 
-if step "smoke kernel" 30 smoke.log ./cuda.test -test.run '^TestSmoke$' -test.v; then
-	row "smoke kernel (load PTX, launch)" ok - - -
+if step "smoke kernel" 30 smoke.log ./cuda.test -test.run '^(TestSmoke|TestKernelsLoad)$' -test.v; then
+	row "smoke kernel (load all PTX, launch)" ok - - -
 else
-	row "smoke kernel (load PTX, launch)" FAIL - - -
+	row "smoke kernel (load all PTX, launch)" FAIL - - -
 fi
 
 step "op tests" 80 ops.log ./cuda.test -test.run 'Test' -test.skip 'TestUNetSD15VsCPU' -test.v
@@ -93,6 +94,17 @@ step "go sample unet x30" 40 go_sample.log env ZD_MATH=bf16 ./cuda.test -test.ru
 step "torch sample 30 steps" 40 torch_sample.log python3 bench/torch_sample.py --steps 30 --repeat 2
 ours=$(metric "$out/go_sample.log" ms/image) ref=$(kv "$out/torch_sample.log" unet30_ms)
 row "sample 512px 30 DPM++ (UNet) ms" "$([ -n "$ours" ] && [ -n "$ref" ] && echo ok || echo FAIL)" "${ours:--} ms" "${ref:--} ms" "$(ratio "$ours" "$ref")"
+
+step "attention fwd fused vs unfused" 60 attn_fwd.log ./cuda.test -test.run '^$' -test.bench 'AttentionForward' -test.benchtime 20x
+# attn FLASH SHAPE: ms per call of one BenchmarkAttentionForward case.
+attn() {
+	grep -E "^BenchmarkAttentionForward/flash=$1/$2(-[0-9]+)?[[:space:]]" "$out/attn_fwd.log" |
+		awk '{for (i = 2; i <= NF; i++) if ($i == "ns/op") printf "%.3f", $(i-1) / 1e6}'
+}
+for shape in b2_tq4096_tk4096_h8_d40 b2_tq4096_tk77_h8_d40; do
+	f=$(attn true $shape) u=$(attn false $shape)
+	row "flash fwd ${shape#b2_} ms" "$([ -n "$f" ] && [ -n "$u" ] && echo ok || echo FAIL)" "${f:--} ms" "${u:--} ms" "$(ratio "$f" "$u")"
+done
 
 {
 	echo

@@ -25,7 +25,7 @@ func actCode(a tensor.Activation) int {
 func (b *Backend) Act(y, x *tensor.Tensor, a tensor.Activation) {
 	tensor.MustShape("act y", y, x.Shape...)
 	n := x.Numel()
-	b.launch("zd_act", gridFor(n), b.f32(y), b.f32(x), actCode(a), n)
+	b.zdAct(gridFor(n), b.f32(y), b.f32(x), actCode(a), n)
 }
 
 // ActBackward writes dx = dy·a'(x).
@@ -33,13 +33,13 @@ func (b *Backend) ActBackward(dx, dy, x *tensor.Tensor, a tensor.Activation) {
 	tensor.MustShape("act backward dy", dy, x.Shape...)
 	tensor.MustShape("act backward dx", dx, x.Shape...)
 	n := x.Numel()
-	b.launch("zd_act_backward", gridFor(n), b.f32(dx), b.f32(dy), b.f32(x), actCode(a), n)
+	b.zdActBackward(gridFor(n), b.f32(dx), b.f32(dy), b.f32(x), actCode(a), n)
 }
 
 // GEGLU writes y (*, C) = x[..., :C]·gelu(x[..., C:]) for x (*, 2C).
 func (b *Backend) GEGLU(y, x *tensor.Tensor) {
 	rows, c := tensor.GEGLUDims(y, x)
-	b.launch("zd_geglu", gridFor(rows*c), b.f32(y), b.f32(x), rows, c)
+	b.zdGeglu(gridFor(rows*c), b.f32(y), b.f32(x), rows, c)
 }
 
 // GEGLUBackward writes dx (*, 2C): d hidden = dy·gelu(gate),
@@ -47,5 +47,5 @@ func (b *Backend) GEGLU(y, x *tensor.Tensor) {
 func (b *Backend) GEGLUBackward(dx, dy, x *tensor.Tensor) {
 	rows, c := tensor.GEGLUDims(dy, x)
 	tensor.MustShape("geglu backward dx", dx, x.Shape...)
-	b.launch("zd_geglu_backward", gridFor(rows*c), b.f32(dx), b.f32(dy), b.f32(x), rows, c)
+	b.zdGegluBackward(gridFor(rows*c), b.f32(dx), b.f32(dy), b.f32(x), rows, c)
 }

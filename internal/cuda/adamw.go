@@ -28,7 +28,7 @@ func (b *Backend) AdamW(p, g, m, v *tensor.Tensor, a optim.AdamW, t int, lr, gra
 	if n == 0 {
 		return
 	}
-	b.launch("zd_adamw", gridFor(n), b.f32(p), b.f32(g), b.f32(m), b.f32(v), n,
+	b.zdAdamw(gridFor(n), b.f32(p), b.f32(g), b.f32(m), b.f32(v), n,
 		gradScale,
 		float64(float32(1-a.Beta1)),
 		float32(a.Beta2),
@@ -49,7 +49,7 @@ func (b *Backend) NonFinite(x *tensor.Tensor) (bool, error) {
 	flag := b.scratch(1, 4)
 	defer flag.free()
 	b.memset(flag.ptr, 4)
-	b.launch("zd_nonfinite", gridFor(n), flag.ptr, b.f32(x), n)
+	b.zdNonfinite(gridFor(n), flag.ptr, b.f32(x), n)
 	var v int32
 	err := b.q.call(func() error { return cu.MemcpyDtoH(unsafe.Pointer(&v), flag.ptr, 4) })
 	if err != nil {

@@ -12,10 +12,10 @@ import (
 // products and kernels for the softmax: the scores of all heads of one
 // element, S (H, Tq, Tk), are materialized (512 MiB for a 64x64 latent's
 // 4096 tokens and 8 heads), so memory grows with Tq·Tk, unlike the CPU's
-// tiles; a fused flash-attention kernel is the faster design this leaves for
-// later. Head h of token t is q[(b·Tq + t)·H·D + h·D:][:D], so each head is a
-// strided matrix with leading dimension H·D, and the heads of one element
-// are a strided batch D apart.
+// tiles; ZD_CUDA_ATTENTION=flash runs the forward as one fused kernel instead
+// (flash.go), for head dims 40, 64, 80 and 160. Head h of token t is
+// q[(b·Tq + t)·H·D + h·D:][:D], so each head is a strided matrix with leading
+// dimension H·D, and the heads of one element are a strided batch D apart.
 
 // Attention writes o (B, Tq, H·D) = softmax(scale·q·kᵀ)·v per head and
 // lse (B, H, Tq), the log-sum-exp of each row of scaled scores.
@@ -26,6 +26,9 @@ func (b *Backend) Attention(o, lse, q, k, v *tensor.Tensor, heads int, scale flo
 	if bs*tq == 0 {
 		return
 	}
+	if b.flash && b.flashAttention(b.f32(o), b.f32(lse), b.f32(q), b.f32(k), b.f32(v), bs, tq, tk, heads, d, scale, causal) {
+		return
+	}
 	hd := heads * d
 	s := b.scratch(heads*tq*tk, 4) // (H, Tq, Tk) scores, then probabilities
 	defer s.free()
@@ -33,7 +36,7 @@ func (b *Backend) Attention(o, lse, q, k, v *tensor.Tensor, heads int, scale flo
 	for bi := range bs {
 		qb, kb, vb := qp+ptrOff(bi*tq*hd), kp+ptrOff(bi*tk*hd), vp+ptrOff(bi*tk*hd)
 		b.scores(s, qb, kb, heads, tq, tk, d, scale)
-		b.launch("zd_attn_softmax", heads*tq, s.ptr, lp+ptrOff(bi*heads*tq), tq, tk, causal)
+		b.zdAttnSoftmax(heads*tq, s.ptr, lp+ptrOff(bi*heads*tq), tq, tk, cBool(causal))
 		// o_h (Tq, D) = P_h (Tq, Tk) · v_h (Tk, D)
 		b.gemm(gemmCall{m: tq, n: d, k: tk, batch: heads, alpha: 1,
 			a: operand{ptr: s.ptr, ld: tk, stride: tq * tk},
@@ -83,7 +86,7 @@ func (b *Backend) AttentionBackward(dq, dk, dv, do, q, k, v, o, lse *tensor.Tens
 	qp, kp, vp, dop, lp := b.f32(q), b.f32(k), b.f32(v), b.f32(do), b.f32(lse)
 	delta := b.scratch(bs*heads*tq, 4) // (B, H, Tq) Σ_d do·o
 	defer delta.free()
-	b.launch("zd_attn_delta", gridFor(bs*heads*tq), delta.ptr, dop, b.f32(o), bs, tq, heads, d)
+	b.zdAttnDelta(gridFor(bs*heads*tq), delta.ptr, dop, b.f32(o), bs, tq, heads, d)
 	p := b.scratch(heads*tq*tk, 4) // (H, Tq, Tk) probabilities
 	defer p.free()
 	ds := b.scratch(heads*tq*tk, 4) // (H, Tq, Tk) do·vᵀ, then dS
@@ -92,7 +95,7 @@ func (b *Backend) AttentionBackward(dq, dk, dv, do, q, k, v, o, lse *tensor.Tens
 	for bi := range bs {
 		qb, kb, vb, dob := qp+ptrOff(bi*tq*hd), kp+ptrOff(bi*tk*hd), vp+ptrOff(bi*tk*hd), dop+ptrOff(bi*tq*hd)
 		b.scores(p, qb, kb, heads, tq, tk, d, scale)
-		b.launch("zd_attn_probs", min(rows, maxGrid), p.ptr, lp+ptrOff(bi*rows), rows, tq, tk, causal)
+		b.zdAttnProbs(min(rows, maxGrid), p.ptr, lp+ptrOff(bi*rows), rows, tq, tk, cBool(causal))
 		pm := operand{ptr: p.ptr, ld: tk, stride: tq * tk}
 		if dv != nil {
 			// dv_h (Tk, D) = P_hᵀ (Tk, Tq) · do_h (Tq, D)
@@ -109,7 +112,7 @@ func (b *Backend) AttentionBackward(dq, dk, dv, do, q, k, v, o, lse *tensor.Tens
 		b.gemm(gemmCall{transB: true, m: tq, n: tk, k: d, batch: heads, alpha: 1,
 			a: operand{ptr: dob, ld: hd, stride: d}, b: operand{ptr: vb, ld: hd, stride: d}, c: dsm,
 		}, tq*hd, tk*hd)
-		b.launch("zd_attn_ds", min(rows, maxGrid), ds.ptr, p.ptr, delta.ptr+ptrOff(bi*rows), rows, tk)
+		b.zdAttnDs(min(rows, maxGrid), ds.ptr, p.ptr, delta.ptr+ptrOff(bi*rows), rows, tk)
 		if dq != nil {
 			// dq_h (Tq, D) = scale · dS_h (Tq, Tk) · k_h (Tk, D)
 			b.gemm(gemmCall{m: tq, n: d, k: tk, batch: heads, alpha: scale,

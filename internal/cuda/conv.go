@@ -32,9 +32,21 @@ func (g convGeom) chunk() int {
 	return max(1, min(g.N, convColBudget/(4*g.K()*g.Pixels())))
 }
 
-// im2colArgs are the geometry arguments of zd_im2col and zd_col2im for nImg images.
-func (g convGeom) im2colArgs(nImg int) []any {
-	return []any{nImg, g.Ci, g.H, g.W, g.KH, g.KW, g.Stride, g.Pad, g.Ho, g.Wo}
+// im2col queues the column matrices col (nImg, K, P) of the nImg images at
+// x, in cf's format: one block per (image, row of K).
+func (b *Backend) im2col(g convGeom, cf colFormat, col, x cu.DevicePtr, nImg int) {
+	grid := min(nImg*g.K(), maxGrid)
+	if cf.bf16 {
+		b.zdIm2colBf16(grid, col, x, nImg, g.Ci, g.H, g.W, g.KH, g.KW, g.Stride, g.Pad, g.Ho, g.Wo)
+		return
+	}
+	b.zdIm2col(grid, col, x, nImg, g.Ci, g.H, g.W, g.KH, g.KW, g.Stride, g.Pad, g.Ho, g.Wo)
+}
+
+// col2im queues dx (nImg, Ci, H, W) = the column matrices dcol (nImg, K, P)
+// summed back onto the pixels they came from: one block per (image, channel).
+func (b *Backend) col2im(g convGeom, dx, dcol cu.DevicePtr, nImg int) {
+	b.zdCol2im(min(nImg*g.Ci, maxGrid), dx, dcol, nImg, g.Ci, g.H, g.W, g.KH, g.KW, g.Stride, g.Pad, g.Ho, g.Wo)
 }
 
 // Conv2D computes y = x ⋆ w + b; see tensor.Backend.
@@ -44,7 +56,7 @@ func (b *Backend) Conv2D(y, x, w, bias *tensor.Tensor, stride, pad int) {
 	k, p := g.K(), g.Pixels()
 	var beta float32
 	if bias != nil {
-		b.launch("zd_fill_channel_bias", gridFor(g.N*g.Co*p), yp, b.f32(bias), g.N, g.Co, p)
+		b.zdFillChannelBias(gridFor(g.N*g.Co*p), yp, b.f32(bias), g.N, g.Co, p)
 		beta = 1
 	}
 	wOp := operand{ptr: wp, ld: k}
@@ -60,7 +72,7 @@ func (b *Backend) Conv2D(y, x, w, bias *tensor.Tensor, stride, pad int) {
 	defer col.free()
 	for i0 := 0; i0 < g.N; i0 += chunk {
 		nc := min(chunk, g.N-i0)
-		b.launch(cf.kernel, min(nc*k, maxGrid), append([]any{col.ptr, xp + ptrOff(i0*g.InSize())}, g.im2colArgs(nc)...)...)
+		b.im2col(g, cf, col.ptr, xp+ptrOff(i0*g.InSize()), nc)
 		b.gemm(gemmCall{m: g.Co, n: p, k: k, batch: nc, alpha: 1, beta: beta,
 			a: wOp, b: operand{ptr: col.ptr, ld: p, stride: k * p, bf16: cf.bf16}, c: operand{ptr: yp + ptrOff(i0*g.Co*p), ld: p, stride: g.Co * p},
 		}, g.Co*k, nc*k*p)
@@ -68,18 +80,18 @@ func (b *Backend) Conv2D(y, x, w, bias *tensor.Tensor, stride, pad int) {
 }
 
 // colFormat is how im2col writes the column matrices: bfloat16 under
-// MathBF16, which its GEMMs would convert them to anyway, else float32.
+// MathBF16 (zd_im2col_bf16), which its GEMMs would convert them to anyway,
+// else float32 (zd_im2col).
 type colFormat struct {
-	kernel string
-	size   int // bytes per element
-	bf16   bool
+	size int // bytes per element
+	bf16 bool
 }
 
 func (b *Backend) colFormat() colFormat {
 	if b.math == MathBF16 {
-		return colFormat{kernel: "zd_im2col_bf16", size: 2, bf16: true}
+		return colFormat{size: 2, bf16: true}
 	}
-	return colFormat{kernel: "zd_im2col", size: 4}
+	return colFormat{size: 4}
 }
 
 // Conv2DBackward computes dx (overwritten), dw += and db += for
@@ -89,7 +101,7 @@ func (b *Backend) Conv2DBackward(dx, dw, db, dy, x, w *tensor.Tensor, stride, pa
 	xp, dyp, wp := b.f32(x), b.f32(dy), b.f32(w)
 	k, p := g.K(), g.Pixels()
 	if db != nil {
-		b.launch("zd_col_sum_acc", g.Co, b.f32(db), dyp, g.N, g.Co, p)
+		b.zdColSumAcc(g.Co, b.f32(db), dyp, g.N, g.Co, p)
 	}
 	if dx == nil && dw == nil {
 		return
@@ -134,9 +146,8 @@ func (b *Backend) Conv2DBackward(dx, dw, db, dy, x, w *tensor.Tensor, stride, pa
 	}
 	for i0 := 0; i0 < g.N; i0 += chunk {
 		nc := min(chunk, g.N-i0)
-		geo := g.im2colArgs(nc)
 		if dw != nil {
-			b.launch(cf.kernel, min(nc*k, maxGrid), append([]any{col.ptr, xp + ptrOff(i0*g.InSize())}, geo...)...)
+			b.im2col(g, cf, col.ptr, xp+ptrOff(i0*g.InSize()), nc)
 			for i := range nc {
 				b.gemm(gemmCall{transB: true, m: g.Co, n: k, k: p, batch: 1, alpha: 1, beta: 1,
 					a: mat(dyp+ptrOff((i0+i)*g.Co*p), p),
@@ -148,7 +159,7 @@ func (b *Backend) Conv2DBackward(dx, dw, db, dy, x, w *tensor.Tensor, stride, pa
 			b.gemm(gemmCall{transA: true, m: k, n: p, k: g.Co, batch: nc, alpha: 1,
 				a: wT, b: operand{ptr: dyp + ptrOff(i0*g.Co*p), ld: p, stride: g.Co * p}, c: operand{ptr: dcol.ptr, ld: p, stride: k * p},
 			}, g.Co*k, nc*g.Co*p)
-			b.launch("zd_col2im", min(nc*g.Ci, maxGrid), append([]any{b.f32(dx) + ptrOff(i0*g.InSize()), dcol.ptr}, geo...)...)
+			b.col2im(g, b.f32(dx)+ptrOff(i0*g.InSize()), dcol.ptr, nc)
 		}
 	}
 }

@@ -11,7 +11,7 @@ func (b *Backend) Add(y, a, bt *tensor.Tensor) {
 	tensor.MustShape("add a", a, y.Shape...)
 	tensor.MustShape("add b", bt, y.Shape...)
 	n := y.Numel()
-	b.launch("zd_add", gridFor(n), b.f32(y), b.f32(a), b.f32(bt), n)
+	b.zdAdd(gridFor(n), b.f32(y), b.f32(a), b.f32(bt), n)
 }
 
 // Mul writes y = a·b elementwise; y may alias a or b.
@@ -19,7 +19,7 @@ func (b *Backend) Mul(y, a, bt *tensor.Tensor) {
 	tensor.MustShape("mul a", a, y.Shape...)
 	tensor.MustShape("mul b", bt, y.Shape...)
 	n := y.Numel()
-	b.launch("zd_mul", gridFor(n), b.f32(y), b.f32(a), b.f32(bt), n)
+	b.zdMul(gridFor(n), b.f32(y), b.f32(a), b.f32(bt), n)
 }
 
 // Axpy adds alpha·x to y in place, the product rounded before the add as on
@@ -27,14 +27,14 @@ func (b *Backend) Mul(y, a, bt *tensor.Tensor) {
 func (b *Backend) Axpy(y, x *tensor.Tensor, alpha float32) {
 	tensor.MustSameLen("axpy", y, x)
 	n := y.Numel()
-	b.launch("zd_axpy", gridFor(n), b.f32(y), b.f32(x), alpha, n)
+	b.zdAxpy(gridFor(n), b.f32(y), b.f32(x), alpha, n)
 }
 
 // Scale writes y = alpha·x; y may alias x.
 func (b *Backend) Scale(y, x *tensor.Tensor, alpha float32) {
 	tensor.MustSameLen("scale", y, x)
 	n := y.Numel()
-	b.launch("zd_scale", gridFor(n), b.f32(y), b.f32(x), alpha, n)
+	b.zdScale(gridFor(n), b.f32(y), b.f32(x), alpha, n)
 }
 
 // AddChannelBias writes y (N, C, *) = x + bias (N, C) broadcast over the
@@ -45,7 +45,7 @@ func (b *Backend) AddChannelBias(y, x, bias *tensor.Tensor) {
 	if rows == 0 {
 		return
 	}
-	b.launch("zd_add_channel_bias", gridFor(rows*s), b.f32(y), b.f32(x), b.f32(bias), rows, s)
+	b.zdAddChannelBias(gridFor(rows*s), b.f32(y), b.f32(x), b.f32(bias), rows, s)
 }
 
 // ChannelBiasBackward accumulates dbias (N, C) += Σ over the trailing axes of
@@ -55,5 +55,5 @@ func (b *Backend) ChannelBiasBackward(dbias, dy *tensor.Tensor) {
 	if rows == 0 {
 		return
 	}
-	b.launch("zd_row_sum_acc", rows, b.f32(dbias), b.f32(dy), s)
+	b.zdRowSumAcc(rows, b.f32(dbias), b.f32(dy), s)
 }

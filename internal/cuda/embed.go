@@ -26,7 +26,7 @@ func (b *Backend) TimestepEmbedding(y, t *tensor.Tensor, flipSinToCos bool, freq
 		panic(fmt.Sprintf("cuda: timestep embedding: dim %d with frequency shift %g divides by zero", dim, freqShift))
 	}
 	lnPeriod := float32(-math.Log(float64(maxPeriod)))
-	b.launch("zd_timestep_embedding", gridFor(n*half), b.f32(y), b.f32(t), n, dim, flipSinToCos, freqShift, lnPeriod)
+	b.zdTimestepEmbedding(gridFor(n*half), b.f32(y), b.f32(t), n, dim, cBool(flipSinToCos), freqShift, lnPeriod)
 }
 
 // Embedding gathers rows of table (V, D) by ids (any shape, I64) into
@@ -37,7 +37,7 @@ func (b *Backend) Embedding(y, ids, table *tensor.Tensor) {
 	if n*d == 0 {
 		return
 	}
-	b.launch("zd_embedding", gridFor(n*d), b.f32(y), b.i64(ids), b.f32(table), n, d, table.Shape[0], b.errFlag.ptr)
+	b.zdEmbedding(gridFor(n*d), b.f32(y), b.i64(ids), b.f32(table), n, d, table.Shape[0], b.errFlag.ptr)
 }
 
 // EmbeddingBackward accumulates dy (ids..., D) into the rows of dtable (V, D)
@@ -47,5 +47,5 @@ func (b *Backend) EmbeddingBackward(dtable, dy, ids *tensor.Tensor) {
 	if n*d == 0 {
 		return
 	}
-	b.launch("zd_embedding_backward", gridFor(d), b.f32(dtable), b.f32(dy), b.i64(ids), n, d, dtable.Shape[0], b.errFlag.ptr)
+	b.zdEmbeddingBackward(gridFor(d), b.f32(dtable), b.f32(dy), b.i64(ids), n, d, dtable.Shape[0], b.errFlag.ptr)
 }

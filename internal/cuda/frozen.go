@@ -37,7 +37,7 @@ func (b *Backend) FreezeBF16(t *tensor.Tensor) {
 		}
 	}
 	blk := b.scratch(s.n, 2)
-	b.launch("zd_to_bf16", gridFor(s.n), blk.ptr, b.f32(t), s.n)
+	b.zdToBf16(gridFor(s.n), blk.ptr, b.f32(t), s.n)
 	b.frozen = append(b.frozen, frozenBuf{base: s.ptr, n: s.n, shadow: blk})
 }
 

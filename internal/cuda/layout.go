@@ -42,7 +42,7 @@ func (b *Backend) copyRows(dst cu.DevicePtr, dstOff, dstStride int, src cu.Devic
 	if rows*width == 0 {
 		return
 	}
-	b.launch("zd_copy_rows", gridFor(rows*width), dst, dstOff, dstStride, src, srcOff, srcStride, rows, width)
+	b.zdCopyRows(gridFor(rows*width), dst, dstOff, dstStride, src, srcOff, srcStride, rows, width)
 }
 
 // maxPermuteRank is the most axes Permute handles (zd_permute6).
@@ -75,21 +75,16 @@ func (b *Backend) Permute(y, x *tensor.Tensor, perm ...int) {
 		s *= x.Shape[a]
 	}
 	// y's axes, padded in front with axes of size 1, and the x stride of each.
-	dims := []int{1, 1, 1, 1, 1, 1}
-	strides := make([]int, maxPermuteRank)
+	dims := [maxPermuteRank]int{1, 1, 1, 1, 1, 1}
+	var strides [maxPermuteRank]int
 	pad := maxPermuteRank - rank
 	for i, a := range perm {
 		dims[pad+i] = y.Shape[i]
 		strides[pad+i] = xs[a]
 	}
-	args := []any{b.f32(y), b.f32(x), n}
-	for _, d := range dims {
-		args = append(args, d)
-	}
-	for _, s := range strides {
-		args = append(args, s)
-	}
-	b.launch("zd_permute6", gridFor(n), args...)
+	b.zdPermute6(gridFor(n), b.f32(y), b.f32(x), n,
+		dims[0], dims[1], dims[2], dims[3], dims[4], dims[5],
+		strides[0], strides[1], strides[2], strides[3], strides[4], strides[5])
 }
 
 // Upsample2x repeats each pixel of x (N, C, H, W) into a 2x2 block of
@@ -99,7 +94,7 @@ func (b *Backend) Upsample2x(y, x *tensor.Tensor) {
 	if rows == 0 {
 		return
 	}
-	b.launch("zd_upsample2x", gridFor(4*rows*w), b.f32(y), b.f32(x), rows, w)
+	b.zdUpsample2x(gridFor(4*rows*w), b.f32(y), b.f32(x), rows, w)
 }
 
 // Upsample2xBackward writes dx (N, C, H, W) = the sum of each 2x2 block of dy.
@@ -108,5 +103,5 @@ func (b *Backend) Upsample2xBackward(dx, dy *tensor.Tensor) {
 	if rows == 0 {
 		return
 	}
-	b.launch("zd_upsample2x_backward", gridFor(rows*w), b.f32(dx), b.f32(dy), rows, w)
+	b.zdUpsample2xBackward(gridFor(rows*w), b.f32(dx), b.f32(dy), rows, w)
 }

@@ -18,13 +18,13 @@ func (b *Backend) MSELoss(loss, pred, target, weight *tensor.Tensor) {
 	chunks := (m + mseChunk - 1) / mseChunk
 	part := b.scratch(n*chunks, 8) // (N, chunks) double
 	defer part.free()
-	b.launch("zd_mse_partial", n*chunks, part.ptr, b.f32(pred), b.f32(target), m, chunks, mseChunk)
-	b.launch("zd_mse_final", 1, b.f32(loss), part.ptr, b.f32Opt(weight), n, m, chunks)
+	b.zdMsePartial(n*chunks, part.ptr, b.f32(pred), b.f32(target), m, chunks, mseChunk)
+	b.zdMseFinal(1, b.f32(loss), part.ptr, b.f32Opt(weight), n, m, chunks)
 }
 
 // MSELossBackward writes dpred = dloss·w_n·2(pred − target)/(N·M).
 func (b *Backend) MSELossBackward(dpred, pred, target, weight *tensor.Tensor, dloss float32) {
 	n, m := tensor.MSEDims("mse loss backward", pred, target, weight)
 	tensor.MustShape("mse loss backward dpred", dpred, pred.Shape...)
-	b.launch("zd_mse_backward", gridFor(n*m), b.f32(dpred), b.f32(pred), b.f32(target), b.f32Opt(weight), n, m, dloss)
+	b.zdMseBackward(gridFor(n*m), b.f32(dpred), b.f32(pred), b.f32(target), b.f32Opt(weight), n, m, dloss)
 }

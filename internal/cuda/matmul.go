@@ -53,7 +53,7 @@ func (b *Backend) gemm(g gemmCall, spanA, spanB int) {
 				continue
 			}
 			blk := b.scratch(o.span, 2)
-			b.launch("zd_to_bf16", gridFor(o.span), blk.ptr, o.op.ptr, o.span)
+			b.zdToBf16(gridFor(o.span), blk.ptr, o.op.ptr, o.span)
 			o.op.ptr, o.op.bf16 = blk.ptr, true
 			tmp = append(tmp, blk)
 		}
@@ -117,7 +117,7 @@ func (b *Backend) Linear(y, x, w, bias *tensor.Tensor) {
 	var beta float32
 	if bias != nil {
 		tensor.MustShape("linear bias", bias, out)
-		b.launch("zd_fill_channel_bias", gridFor(n*out), b.f32(y), b.f32(bias), n, out, 1)
+		b.zdFillChannelBias(gridFor(n*out), b.f32(y), b.f32(bias), n, out, 1)
 		beta = 1
 	}
 	b.gemm(gemmCall{transB: true, m: n, n: out, k: in, batch: 1, alpha: 1, beta: beta,
@@ -154,6 +154,6 @@ func (b *Backend) rowsSumAcc(dst, m cu.DevicePtr, rows, cols int) {
 	chunks := max(1, (rows+rowsChunk-1)/rowsChunk)
 	part := b.scratch(chunks*cols, 8) // (chunks, cols) float64
 	defer part.free()
-	b.launch("zd_rows_sum_part", chunks*((cols+31)/32), part.ptr, m, rows, cols, rowsChunk)
-	b.launch("zd_rows_sum_finish", gridFor(cols), dst, part.ptr, chunks, cols)
+	b.zdRowsSumPart(chunks*((cols+31)/32), part.ptr, m, rows, cols, rowsChunk)
+	b.zdRowsSumFinish(gridFor(cols), dst, part.ptr, chunks, cols)
 }

@@ -21,7 +21,7 @@ func (b *Backend) GroupNorm(y, mean, rstd, x, w, bias *tensor.Tensor, groups int
 	if n == 0 || s == 0 {
 		return
 	}
-	b.launch("zd_group_norm", n*groups, b.f32(y), b.f32(mean), b.f32(rstd), b.f32(x), b.f32(w), b.f32(bias), c, s, groups, eps)
+	b.zdGroupNorm(n*groups, b.f32(y), b.f32(mean), b.f32(rstd), b.f32(x), b.f32(w), b.f32(bias), c, s, groups, eps)
 }
 
 // GroupNormBackward writes dx and accumulates dw, db (C): per-(n, channel)
@@ -51,12 +51,12 @@ func (b *Backend) GroupNormBackward(dx, dw, db, dy, x, mean, rstd, w *tensor.Ten
 	sums := b.scratch(2*n*c, 8) // (2, N, C) double: Σ dy, then Σ dy·x̂
 	defer sums.free()
 	sumDy, sumDyXh := sums.ptr, sums.ptr+cu.DevicePtr(8*n*c)
-	b.launch("zd_group_norm_sums", n*c, sumDy, sumDyXh, b.f32(dy), b.f32(x), b.f32(mean), b.f32(rstd), c, s, groups)
+	b.zdGroupNormSums(n*c, sumDy, sumDyXh, b.f32(dy), b.f32(x), b.f32(mean), b.f32(rstd), c, s, groups)
 	if dx != nil {
-		b.launch("zd_group_norm_dx", n*groups, b.f32(dx), sumDy, sumDyXh, b.f32(dy), b.f32(x), b.f32(mean), b.f32(rstd), b.f32(w), c, s, groups)
+		b.zdGroupNormDx(n*groups, b.f32(dx), sumDy, sumDyXh, b.f32(dy), b.f32(x), b.f32(mean), b.f32(rstd), b.f32(w), c, s, groups)
 	}
 	if dw != nil || db != nil {
-		b.launch("zd_norm_wb_acc", gridFor(c), b.f32Opt(dw), b.f32Opt(db), sumDyXh, sumDy, n, c)
+		b.zdNormWbAcc(gridFor(c), b.f32Opt(dw), b.f32Opt(db), sumDyXh, sumDy, n, c)
 	}
 }
 
@@ -72,7 +72,7 @@ func (b *Backend) LayerNorm(y, mean, rstd, x, w, bias *tensor.Tensor, eps float3
 	if rows == 0 {
 		return
 	}
-	b.launch("zd_layer_norm", rows, b.f32(y), b.f32(mean), b.f32(rstd), b.f32(x), b.f32(w), b.f32(bias), c, eps)
+	b.zdLayerNorm(rows, b.f32(y), b.f32(mean), b.f32(rstd), b.f32(x), b.f32(w), b.f32(bias), c, eps)
 }
 
 // layerNormGrain is the rows per block of the dw, db partial sums.
@@ -92,7 +92,7 @@ func (b *Backend) LayerNormBackward(dx, dw, db, dy, x, mean, rstd, w *tensor.Ten
 	}
 	if dx != nil {
 		tensor.MustShape("layer norm backward dx", dx, x.Shape...)
-		b.launch("zd_layer_norm_dx", rows, b.f32(dx), b.f32(dy), b.f32(x), b.f32(mean), b.f32(rstd), b.f32(w), c)
+		b.zdLayerNormDx(rows, b.f32(dx), b.f32(dy), b.f32(x), b.f32(mean), b.f32(rstd), b.f32(w), c)
 	}
 	if dw == nil && db == nil {
 		return
@@ -107,6 +107,6 @@ func (b *Backend) LayerNormBackward(dx, dw, db, dy, x, mean, rstd, w *tensor.Ten
 	part := b.scratch(2*tasks*c, 8) // (2, tasks, C) double: Σ dy·x̂, then Σ dy
 	defer part.free()
 	partW, partB := part.ptr, part.ptr+cu.DevicePtr(8*tasks*c)
-	b.launch("zd_layer_norm_wb_part", tasks, partW, partB, b.f32(dy), b.f32(x), b.f32(mean), b.f32(rstd), rows, c, layerNormGrain)
-	b.launch("zd_norm_wb_acc", gridFor(c), b.f32Opt(dw), b.f32Opt(db), partW, partB, tasks, c)
+	b.zdLayerNormWbPart(tasks, partW, partB, b.f32(dy), b.f32(x), b.f32(mean), b.f32(rstd), rows, c, layerNormGrain)
+	b.zdNormWbAcc(gridFor(c), b.f32Opt(dw), b.f32Opt(db), partW, partB, tasks, c)
 }

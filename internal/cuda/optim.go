@@ -30,7 +30,7 @@ func (b *Backend) SumSquares(x *tensor.Tensor) (float64, error) {
 	blocks := (n + sumSqPer - 1) / sumSqPer
 	part := b.scratch(blocks, 8) // (blocks) doubles
 	defer part.free()
-	b.launch("zd_sumsq", blocks, part.ptr, b.f32(x), n, sumSqPer)
+	b.zdSumsq(blocks, part.ptr, b.f32(x), n, sumSqPer)
 	host := make([]float64, blocks) // (blocks)
 	err := b.q.call(func() error {
 		return cu.MemcpyDtoH(unsafe.Pointer(&host[0]), part.ptr, int64(8*blocks))
@@ -53,5 +53,5 @@ func (b *Backend) EMAUpdate(shadow, params *tensor.Tensor, e *optim.EMA, step in
 	if n == 0 {
 		return
 	}
-	b.launch("zd_ema", gridFor(n), b.f32(shadow), b.f32(params), float32(1-e.Decay(step)), n)
+	b.zdEma(gridFor(n), b.f32(shadow), b.f32(params), float32(1-e.Decay(step)), n)
 }

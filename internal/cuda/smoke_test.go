@@ -3,6 +3,8 @@
 package cuda
 
 import (
+	"math"
+	"strings"
 	"testing"
 
 	"github.com/zerodiff/zerodiff/internal/tensor"
@@ -14,7 +16,7 @@ func TestSmoke(t *testing.T) {
 	g := gpu(t)
 	t.Logf("device %s", g.Device())
 	y := g.New(tensor.F32, 1000) // (1000)
-	g.launch("zd_fill", gridFor(1000), g.f32(y), float32(2.5), 1000)
+	g.zdFill(gridFor(1000), g.f32(y), 2.5, 1000)
 	got := make([]float32, 1000)
 	g.Download(got, y)
 	if err := g.Sync(); err != nil {
@@ -25,6 +27,50 @@ func TestSmoke(t *testing.T) {
 			t.Fatalf("element %d = %g after zd_fill with 2.5", i, v)
 		}
 	}
+}
+
+// TestKernelsLoad loads every kernel of the generated table from the
+// embedded PTX. The backend loads them lazily, at first launch; this finds a
+// PTX file the driver refuses or a kernel missing from its file at once.
+func TestKernelsLoad(t *testing.T) {
+	g := gpu(t)
+	for id := range numKernels {
+		err := g.q.call(func() error {
+			_, err := g.kern.function(id)
+			return err
+		})
+		if err != nil {
+			t.Error(err)
+		}
+	}
+}
+
+// TestArgSlots checks the 8-byte slots the launchers fill: a 4-byte
+// parameter in the low half (the kernel reads it little-endian), a size
+// beyond a C int refused with the kernel's and the parameter's names.
+func TestArgSlots(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		got, want uint64
+	}{
+		{"ptr", ptrArg(0x7f0000001234), 0x7f0000001234},
+		{"int -1", intArg(kernelZdAct, "n", -1), 0xffffffff},
+		{"int max", intArg(kernelZdAct, "n", math.MaxInt32), 0x7fffffff},
+		{"float 1", f32Arg(1), 0x3f800000},
+		{"double 1", f64Arg(1), 0x3ff0000000000000},
+		{"bool", intArg(kernelZdAct, "act", cBool(true)), 1},
+	} {
+		if tc.got != tc.want {
+			t.Errorf("%s: slot %#x, want %#x", tc.name, tc.got, tc.want)
+		}
+	}
+	defer func() {
+		msg, _ := recover().(string)
+		if !strings.Contains(msg, "zd_act: argument n = 2147483648 does not fit a C int") {
+			t.Errorf("int 2^31: panic %q", msg)
+		}
+	}()
+	intArg(kernelZdAct, "n", math.MaxInt32+1)
 }
 
 // TestUploadDownloadHalf round-trips values through BF16 and F16 tensors:

@@ -14,7 +14,7 @@ func (b *Backend) Softmax(y, x *tensor.Tensor) {
 	if rows == 0 {
 		return
 	}
-	b.launch("zd_softmax", rows, b.f32(y), b.f32(x), c)
+	b.zdSoftmax(rows, b.f32(y), b.f32(x), c)
 }
 
 // SoftmaxBackward writes dx = y·(dy − Σ dy·y) over the last axis.
@@ -25,5 +25,5 @@ func (b *Backend) SoftmaxBackward(dx, dy, y *tensor.Tensor) {
 	if rows == 0 {
 		return
 	}
-	b.launch("zd_softmax_backward", rows, b.f32(dx), b.f32(dy), b.f32(y), c)
+	b.zdSoftmaxBackward(rows, b.f32(dx), b.f32(dy), b.f32(y), c)
 }

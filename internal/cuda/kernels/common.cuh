@@ -1,9 +1,11 @@
 // Shared definitions of zerodiff's CUDA kernels. They are compiled by clang
 // without any NVIDIA header or library (-nocudainc -nocudalib), so the CUDA
 // keywords, thread indices and the few math functions the kernels need are
-// defined here from clang's NVPTX builtins. Every kernel is extern "C" so the
-// Go side finds it by its plain name; every size is an int (the Go side checks
-// that tensors stay under 2^31 elements).
+// defined here from clang's NVPTX builtins. Every kernel is declared with
+// KERNEL: extern "C" so the Go side finds it by its plain name, and the mark
+// internal/cuda/kernelgen reads to write the kernel's typed Go launcher from
+// its parameters (pointers, int, float, double). Every size is an int (the
+// Go side checks that tensors stay under 2^31 elements).
 #pragma once
 
 #define __global__ __attribute__((global))
