@@ -226,6 +226,10 @@ type Mapping struct {
 	// Ignore, when set, names keys under Prefix that the model leaves unused
 	// on purpose (OpenCLIP's text projection, the layers SD2 skips).
 	Ignore func(key string) bool
+	// Transposed, when set, names the 2-D parameters the file holds
+	// transposed (OpenCLIP's text_projection, (in, out) where a linear
+	// layer's weight is (out, in)).
+	Transposed func(name string) bool
 }
 
 // Diffusers is the mapping of a diffusers folder's own files: names are keys.
@@ -267,6 +271,7 @@ type Loader struct {
 	w      *Weights
 	keys   []string // file key of each parameter
 	rows   []int    // first row in the file tensor, when Rows places it
+	trans  []bool   // the file holds the parameter transposed
 	closes bool     // Close closes w (OpenFolder opened it)
 }
 
@@ -275,7 +280,7 @@ type Loader struct {
 // returns the error LoadWeights would.
 func NewLoader(tab *nn.Table, w *Weights, m Mapping) (*Loader, error) {
 	var problems, missing, misfit []string
-	l := &Loader{tab: tab, w: w, keys: make([]string, len(tab.Params)), rows: make([]int, len(tab.Params))}
+	l := &Loader{tab: tab, w: w, keys: make([]string, len(tab.Params)), rows: make([]int, len(tab.Params)), trans: make([]bool, len(tab.Params))}
 	used := map[string]bool{}
 	for i, p := range tab.Params {
 		key, err := m.Key(p.Name)
@@ -296,6 +301,10 @@ func NewLoader(tab *nn.Table, w *Weights, m Mapping) (*Loader, error) {
 				l.rows[i] = row
 				shape = rowBlock(info.Shape, row, p.Shape[0])
 			}
+		}
+		if m.Transposed != nil && m.Transposed(p.Name) && len(shape) == 2 {
+			l.trans[i] = true
+			shape = []int{shape[1], shape[0]}
 		}
 		switch {
 		case info.DType == tensor.I64:
@@ -337,7 +346,18 @@ func (l *Loader) Load(be tensor.Backend, i int) error {
 	}
 	n := p.Numel()
 	per := n / p.Shape[0]
-	be.Upload(p.W, v[l.rows[i]*per:l.rows[i]*per+n])
+	v = v[l.rows[i]*per : l.rows[i]*per+n]
+	if l.trans[i] {
+		rows, cols := p.Shape[0], p.Shape[1] // the file is (cols, rows)
+		t := make([]float32, n)
+		for r := range rows {
+			for c := range cols {
+				t[r*cols+c] = v[c*rows+r]
+			}
+		}
+		v = t
+	}
+	be.Upload(p.W, v)
 	return nil
 }
 

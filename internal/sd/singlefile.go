@@ -25,10 +25,12 @@ const (
 // .1) and one more for its downsampler (.0.op); output_blocks hold
 // LayersPerBlock+1 layers per up block (resnet .0, attention .1) with the
 // upsampler after the last layer's attention (.2) or resnet (.1). So the
-// names need only the layers per block and which up blocks have attentions.
+// names need only the layers per block, which up blocks have attentions, and
+// whether there is SDXL's added embedding.
 type UNetBlocks struct {
 	LayersPerBlock int
 	UpAttn         []bool // per up block: true for CrossAttnUpBlock2D
+	AddEmbedding   bool   // SDXL's add_embedding, label_emb.0 in the file
 }
 
 var (
@@ -43,6 +45,12 @@ var (
 		"conv_in":                 "input_blocks.0.0",
 		"conv_norm_out":           "out.0",
 		"conv_out":                "out.2",
+	}
+	// unetAdd names SDXL's added-conditioning layers (diffusers'
+	// DIFFUSERS_TO_LDM_MAPPING["sdxl"] in loaders/single_file_utils.py).
+	unetAdd = map[string]string{
+		"add_embedding.linear_1": "label_emb.0.0",
+		"add_embedding.linear_2": "label_emb.0.2",
 	}
 	unetResnet = strings.NewReplacer(
 		"norm1.", "in_layers.0.",
@@ -74,6 +82,9 @@ func (b UNetBlocks) ldmName(name string) (string, error) {
 	if stem, leaf, ok := cutLast(name); ok {
 		if top, ok := unetTop[stem]; ok {
 			return top + "." + leaf, nil
+		}
+		if add, ok := unetAdd[stem]; ok && b.AddEmbedding {
+			return add + "." + leaf, nil
 		}
 	}
 	if m := reUNetLayer.FindStringSubmatch(name); m != nil {
@@ -176,14 +187,48 @@ func vaeLDMName(name string, upBlocks int) (string, error) {
 // SingleFileCLIP maps the CLIP text encoder's parameters (transformers names,
 // text_model.*) to their keys in an SD1 single file, which keeps them whole
 // under cond_stage_model.transformer.
-func SingleFileCLIP() Mapping {
-	return Mapping{Prefix: LDMCLIPPrefix, Key: func(name string) (string, error) {
-		return LDMCLIPPrefix + name, nil
+func SingleFileCLIP() Mapping { return singleFileCLIP(LDMCLIPPrefix) }
+
+func singleFileCLIP(prefix string) Mapping {
+	return Mapping{Prefix: prefix, Key: func(name string) (string, error) {
+		return prefix + name, nil
 	}}
 }
 
 // LDMOpenCLIPPrefix is where SD2 single files keep their OpenCLIP text encoder.
 const LDMOpenCLIPPrefix = "cond_stage_model.model."
+
+// SDXL (SGM) single files keep the UNet and VAE under the LDM prefixes and
+// their two text encoders under conditioner.embedders: the first with
+// transformers' names, the second (OpenCLIP ViT-bigG) with OpenCLIP's, as
+// diffusers' single_file_utils reads them (convert_ldm_clip_checkpoint with
+// the first prefix, convert_open_clip_checkpoint with the second).
+const (
+	SGMCLIPPrefix     = "conditioner.embedders.0.transformer."
+	SGMOpenCLIPPrefix = "conditioner.embedders.1.model."
+)
+
+// SGMCLIP maps text_encoder's parameters to their keys in an SDXL single file.
+func SGMCLIP() Mapping { return singleFileCLIP(SGMCLIPPrefix) }
+
+// SGMOpenCLIP maps text_encoder_2's parameters (a CLIPTextModelWithProjection
+// of width hidden) to their keys in an SDXL single file:
+// OpenCLIP names as SingleFileOpenCLIP, and text_projection.weight stored
+// transposed as text_projection (convert_open_clip_checkpoint transposes it).
+// Only logit_scale is left unused.
+func SGMOpenCLIP(hidden int) Mapping {
+	m := openCLIP(SGMOpenCLIPPrefix, hidden)
+	key := m.Key
+	m.Key = func(name string) (string, error) {
+		if name == "text_projection.weight" {
+			return SGMOpenCLIPPrefix + "text_projection", nil
+		}
+		return key(name)
+	}
+	m.Transposed = func(name string) bool { return name == "text_projection.weight" }
+	m.Ignore = func(key string) bool { return key == SGMOpenCLIPPrefix+"logit_scale" }
+	return m
+}
 
 var (
 	reCLIPLayer = regexp.MustCompile(`^text_model\.encoder\.layers\.(\d+)\.(.+)$`)
@@ -210,6 +255,20 @@ var (
 // scale and the resblocks from layers on (SD2 files carry one more than the
 // 23 their encoder uses) are left unused.
 func SingleFileOpenCLIP(layers, hidden int) Mapping {
+	m := openCLIP(LDMOpenCLIPPrefix, hidden)
+	m.Ignore = func(key string) bool {
+		if key == LDMOpenCLIPPrefix+"text_projection" || key == LDMOpenCLIPPrefix+"logit_scale" {
+			return true
+		}
+		m := reOCBlock.FindStringSubmatch(key)
+		return m != nil && atoi(m[1]) >= layers
+	}
+	return m
+}
+
+// openCLIP maps the transformers names of a CLIP text model of width hidden
+// to OpenCLIP's names under prefix.
+func openCLIP(prefix string, hidden int) Mapping {
 	qkv := map[string]int{"q_proj": 0, "k_proj": 1, "v_proj": 2}
 	split := func(name string) (layer, proj, leaf string, ok bool) {
 		m := reCLIPLayer.FindStringSubmatch(name)
@@ -225,16 +284,16 @@ func SingleFileOpenCLIP(layers, hidden int) Mapping {
 		return m[1], "", m[2], true
 	}
 	return Mapping{
-		Prefix: LDMOpenCLIPPrefix,
+		Prefix: prefix,
 		Key: func(name string) (string, error) {
 			if k, ok := openCLIPTop[name]; ok {
-				return LDMOpenCLIPPrefix + k, nil
+				return prefix + k, nil
 			}
 			layer, proj, rest, ok := split(name)
 			if !ok {
 				return "", fmt.Errorf("CLIP parameter %s has no OpenCLIP name", name)
 			}
-			block := LDMOpenCLIPPrefix + "transformer.resblocks." + layer + "."
+			block := prefix + "transformer.resblocks." + layer + "."
 			if proj != "" {
 				return block + "attn.in_proj_" + rest, nil
 			}
@@ -245,13 +304,6 @@ func SingleFileOpenCLIP(layers, hidden int) Mapping {
 				return qkv[proj] * hidden, true
 			}
 			return 0, false
-		},
-		Ignore: func(key string) bool {
-			if key == LDMOpenCLIPPrefix+"text_projection" || key == LDMOpenCLIPPrefix+"logit_scale" {
-				return true
-			}
-			m := reOCBlock.FindStringSubmatch(key)
-			return m != nil && atoi(m[1]) >= layers
 		},
 	}
 }

@@ -125,3 +125,39 @@ func TestSingleFileLoadsLikeFolder(t *testing.T) {
 		})
 	}
 }
+
+// TestSGMNames checks the SDXL single-file names that the tiny-sdxl round
+// trip cannot tell apart by value alone, against diffusers'
+// single_file_utils tables: label_emb for add_embedding (only for a UNet
+// that has it), the second encoder's fused q/k/v rows and its transposed
+// text_projection, the first encoder's transformers names.
+func TestSGMNames(t *testing.T) {
+	u := SingleFileUNet(UNetBlocks{LayersPerBlock: 2, UpAttn: []bool{true, true, false}, AddEmbedding: true})
+	oc := SGMOpenCLIP(1280)
+	for _, c := range []struct {
+		m          Mapping
+		name, want string
+	}{
+		{u, "add_embedding.linear_1.weight", "model.diffusion_model.label_emb.0.0.weight"},
+		{u, "add_embedding.linear_2.bias", "model.diffusion_model.label_emb.0.2.bias"},
+		{u, "down_blocks.1.attentions.1.transformer_blocks.1.attn2.to_k.weight", "model.diffusion_model.input_blocks.5.1.transformer_blocks.1.attn2.to_k.weight"},
+		{oc, "text_projection.weight", "conditioner.embedders.1.model.text_projection"},
+		{oc, "text_model.encoder.layers.31.self_attn.v_proj.bias", "conditioner.embedders.1.model.transformer.resblocks.31.attn.in_proj_bias"},
+		{oc, "text_model.encoder.layers.3.mlp.fc2.weight", "conditioner.embedders.1.model.transformer.resblocks.3.mlp.c_proj.weight"},
+		{oc, "text_model.final_layer_norm.weight", "conditioner.embedders.1.model.ln_final.weight"},
+		{SGMCLIP(), "text_model.encoder.layers.0.self_attn.q_proj.weight", "conditioner.embedders.0.transformer.text_model.encoder.layers.0.self_attn.q_proj.weight"},
+	} {
+		if got, err := c.m.Key(c.name); err != nil || got != c.want {
+			t.Errorf("%s: got %q (err %v), want %q", c.name, got, err, c.want)
+		}
+	}
+	if row, ok := oc.Rows("text_model.encoder.layers.0.self_attn.v_proj.weight"); !ok || row != 2*1280 {
+		t.Errorf("v_proj rows start at %d (%v), want %d", row, ok, 2*1280)
+	}
+	if !oc.Transposed("text_projection.weight") || oc.Transposed("text_model.encoder.layers.0.mlp.fc1.weight") {
+		t.Error("only text_projection is stored transposed")
+	}
+	if !oc.Ignore("conditioner.embedders.1.model.logit_scale") || oc.Ignore("conditioner.embedders.1.model.text_projection") {
+		t.Error("SDXL files leave logit_scale unused and use text_projection")
+	}
+}

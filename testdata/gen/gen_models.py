@@ -53,11 +53,11 @@ def bytes_to_unicode():
     return dict(zip(bs, (chr(c) for c in cs)))
 
 
-def write_tokenizer(out, pad_token):
-    """The real CLIP BPE truncated to its first N_MERGES merges, laid out as in SD model folders."""
+def write_tokenizer(out, pad_token, n_merges=N_MERGES):
+    """The real CLIP BPE truncated to its first n_merges merges, laid out as in SD model folders."""
     with gzip.open(BPE, "rt", encoding="utf-8") as f:
         lines = f.read().split("\n")
-    merges = [tuple(m.split()) for m in lines[1:N_MERGES + 1]]
+    merges = [tuple(m.split()) for m in lines[1:n_merges + 1]]
     vocab = list(bytes_to_unicode().values())
     vocab = vocab + [v + "</w>" for v in vocab]
     vocab += ["".join(m) for m in merges]

@@ -122,3 +122,26 @@ func TestForwardRejectsBadInput(t *testing.T) {
 		}
 	}
 }
+
+// TestEndToken checks the pooled position as transformers'
+// CLIPTextTransformer finds it: with eos_token_id 2 (the configs SD models
+// were saved with) the first largest id, else the first eos_token_id — the
+// pad token may equal it, so the first one, not the last.
+func TestEndToken(t *testing.T) {
+	row := []int64{49406, 320, 1125, 49407, 49407, 49407}
+	bang := []int64{49406, 320, 1125, 49407, 0, 0} // tokenizer_2 pads with "!" (id 0)
+	for _, tc := range []struct {
+		eos  int
+		row  []int64
+		want int
+	}{
+		{2, row, 3}, {2, bang, 3}, {49407, row, 3}, {49407, bang, 3},
+		{320, row, 1}, // a config naming another end token pools there
+		{7, row, 0},   // none found: position 0, as argmax of all-false
+	} {
+		m := &Model{Cfg: Config{EOSTokenID: tc.eos}}
+		if got := m.endToken(tc.row); got != tc.want {
+			t.Errorf("eos_token_id %d, ids %v: position %d, want %d", tc.eos, tc.row, got, tc.want)
+		}
+	}
+}

@@ -1,6 +1,6 @@
-// Package unet is diffusers' UNet2DConditionModel for SD 1.x/2.x: built from
-// its config.json, with forward and backward passes (the training path) and
-// the diffusers state-dict names.
+// Package unet is diffusers' UNet2DConditionModel for SD 1.x/2.x and SDXL:
+// built from its config.json, with forward and backward passes (the training
+// path) and the diffusers state-dict names.
 package unet
 
 import (
@@ -8,8 +8,8 @@ import (
 	"fmt"
 )
 
-// Config is the part of diffusers' UNet2DConditionModel config that SD 1.x
-// and 2.x use. Keys it does not know are ignored, as diffusers does; known
+// Config is the part of diffusers' UNet2DConditionModel config that SD 1.x,
+// 2.x and SDXL use. Keys it does not know are ignored, as diffusers does; known
 // keys with values zerodiff does not implement are errors (see Validate).
 type Config struct {
 	SampleSize            int      `json:"sample_size"`
@@ -53,6 +53,37 @@ type Config struct {
 	AttentionType         string   `json:"attention_type"`
 	ClassEmbeddingsConcat bool     `json:"class_embeddings_concat"`
 	NumClassEmbeds        *int     `json:"num_class_embeds"`
+	// AdditionTimeEmbedDim and ProjectionClassEmbeddingsInputDim size SDXL's
+	// "text_time" conditioning: each of the 6 time ids gets a sinusoidal
+	// embedding of AdditionTimeEmbedDim, and add_embedding takes the pooled
+	// text embedding concatenated with those, ProjectionClassEmbeddingsInputDim
+	// numbers in all.
+	AdditionTimeEmbedDim              *int `json:"addition_time_embed_dim"`
+	ProjectionClassEmbeddingsInputDim *int `json:"projection_class_embeddings_input_dim"`
+}
+
+// TextTime reports whether the UNet takes SDXL's added conditioning: a
+// pooled text embedding and micro-conditioning time ids (addition_embed_type
+// "text_time").
+func (c *Config) TextTime() bool {
+	return c.AdditionEmbedType != nil && *c.AdditionEmbedType == "text_time"
+}
+
+// PooledDim is the width of the pooled text embedding a "text_time" UNet
+// takes: projection_class_embeddings_input_dim less the time ids' embeddings.
+func (c *Config) PooledDim() int {
+	if !c.TextTime() {
+		return 0
+	}
+	return *c.ProjectionClassEmbeddingsInputDim - NumTimeIDs**c.AdditionTimeEmbedDim
+}
+
+// deref shows an optional config value in an error: the number, or null.
+func deref(p *int) any {
+	if p == nil {
+		return "null"
+	}
+	return *p
 }
 
 // IntList is a config value that diffusers accepts as one int or one per block.
@@ -121,10 +152,10 @@ func ParseConfig(b []byte) (Config, error) {
 	return c, c.Validate()
 }
 
-// Validate rejects configs outside SD 1.x/2.x with a sentence naming the key.
+// Validate rejects configs outside SD 1.x/2.x and SDXL with a sentence naming the key.
 func (c *Config) Validate() error {
 	bad := func(key string, v any, want string) error {
-		return fmt.Errorf("unet config: %s = %v is not supported (zerodiff supports SD 1.x/2.x UNets: %s)", key, v, want)
+		return fmt.Errorf("unet config: %s = %v is not supported (zerodiff supports SD 1.x/2.x and SDXL UNets: %s)", key, v, want)
 	}
 	n := len(c.BlockOutChannels)
 	switch {
@@ -138,8 +169,13 @@ func (c *Config) Validate() error {
 		return bad("act_fn", c.ActFn, "silu")
 	case c.ClassEmbedType != nil:
 		return bad("class_embed_type", *c.ClassEmbedType, "null")
-	case c.AdditionEmbedType != nil:
-		return bad("addition_embed_type", *c.AdditionEmbedType, "null (SDXL is not supported)")
+	case c.AdditionEmbedType != nil && *c.AdditionEmbedType != "text_time":
+		return bad("addition_embed_type", *c.AdditionEmbedType, `null or "text_time" (SDXL)`)
+	case c.TextTime() && (c.AdditionTimeEmbedDim == nil || *c.AdditionTimeEmbedDim <= 0 || *c.AdditionTimeEmbedDim%2 != 0):
+		return bad("addition_time_embed_dim", deref(c.AdditionTimeEmbedDim), `a positive even integer with addition_embed_type "text_time"`)
+	case c.TextTime() && (c.ProjectionClassEmbeddingsInputDim == nil || *c.ProjectionClassEmbeddingsInputDim <= NumTimeIDs**c.AdditionTimeEmbedDim):
+		return bad("projection_class_embeddings_input_dim", deref(c.ProjectionClassEmbeddingsInputDim),
+			fmt.Sprintf(`the pooled text width plus %d × addition_time_embed_dim with addition_embed_type "text_time"`, NumTimeIDs))
 	case c.TimeCondProjDim != nil:
 		return bad("time_cond_proj_dim", *c.TimeCondProjDim, "null")
 	case c.EncoderHidDim != nil:

@@ -5,7 +5,8 @@ import (
 	"strings"
 )
 
-// Unit is one top-level module of the UNet — the time embedding, conv_in,
+// Unit is one top-level module of the UNet — the time embedding, SDXL's
+// added embedding, conv_in,
 // each down block, the mid block, each up block, conv_norm_out, conv_out —
 // and the range [Lo, Hi) of the flat parameter table its parameters fill.
 // ZeRO-3 gathers a unit's weights before its passes and ZeRO-2 and 3 reduce
@@ -34,7 +35,11 @@ type Hooks interface {
 // error for a unit's parameters not to be one contiguous range of the table
 // (the table places them in construction order).
 func (u *UNet) Units() ([]Unit, error) {
-	names := []string{"time_embedding.", "conv_in."}
+	names := []string{"time_embedding."}
+	if u.Add != nil {
+		names = append(names, "add_embedding.")
+	}
+	names = append(names, "conv_in.")
 	for i := range u.Down {
 		names = append(names, fmt.Sprintf("down_blocks.%d.", i))
 	}
@@ -66,14 +71,23 @@ func (u *UNet) Units() ([]Unit, error) {
 	return units, nil
 }
 
-// unit indices in Units' order.
+// unit indices in Units' order; add_embedding, when there is one, is unit 1.
 func (u *UNet) unitTime() int      { return 0 }
-func (u *UNet) unitConvIn() int    { return 1 }
-func (u *UNet) unitDown(i int) int { return 2 + i }
-func (u *UNet) unitMid() int       { return 2 + len(u.Down) }
-func (u *UNet) unitUp(i int) int   { return 3 + len(u.Down) + i }
-func (u *UNet) unitNormOut() int   { return 3 + len(u.Down) + len(u.Up) }
-func (u *UNet) unitConvOut() int   { return 4 + len(u.Down) + len(u.Up) }
+func (u *UNet) unitAdd() int       { return 1 }
+func (u *UNet) unitConvIn() int    { return 1 + u.added() }
+func (u *UNet) unitDown(i int) int { return 2 + u.added() + i }
+func (u *UNet) unitMid() int       { return 2 + u.added() + len(u.Down) }
+func (u *UNet) unitUp(i int) int   { return 3 + u.added() + len(u.Down) + i }
+func (u *UNet) unitNormOut() int   { return 3 + u.added() + len(u.Down) + len(u.Up) }
+func (u *UNet) unitConvOut() int   { return 4 + u.added() + len(u.Down) + len(u.Up) }
+
+// added is 1 when the UNet has SDXL's add_embedding unit, else 0.
+func (u *UNet) added() int {
+	if u.Add != nil {
+		return 1
+	}
+	return 0
+}
 
 // forwardUnit runs f, the forward pass of unit k, between its hooks.
 func (u *UNet) forwardUnit(k int, f func()) {

@@ -58,14 +58,21 @@ func (h *windowHooks) AfterBackward(k int) {
 	h.unbind(k)
 }
 
-// TestUnitsAndHooks checks that the units of the tiny UNet partition its
-// table into contiguous ranges in forward order, that the hooks come in
-// forward order then reverse order (the time embedding last), and that a
-// forward and backward run with each unit's parameters bound only inside
-// its hooks gives the bits of a plain run, with and without checkpointing.
+// TestUnitsAndHooks checks that the units of the tiny UNets (SD1-like, and
+// SDXL-like with its add_embedding unit) partition their tables into
+// contiguous ranges in forward order, that the hooks come in forward order
+// then reverse order (the time embedding last), and that a forward and
+// backward run with each unit's parameters bound only inside its hooks
+// gives the bits of a plain run, with and without checkpointing.
 func TestUnitsAndHooks(t *testing.T) {
+	for _, model := range []string{"tiny", "tiny-sdxl"} {
+		t.Run(model, func(t *testing.T) { testUnitsAndHooks(t, model) })
+	}
+}
+
+func testUnitsAndHooks(t *testing.T, model string) {
 	be := cpu.New()
-	u, err := Load(be, filepath.Join(golden.Root(t), "models", "tiny"), true)
+	u, err := LoadAdded(be, filepath.Join(golden.Root(t), "models", model), true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,7 +84,11 @@ func TestUnitsAndHooks(t *testing.T) {
 	for _, un := range units {
 		names = append(names, un.Name)
 	}
-	want := []string{"time_embedding.", "conv_in."}
+	want := []string{"time_embedding."}
+	if u.Cfg.TextTime() {
+		want = append(want, "add_embedding.")
+	}
+	want = append(want, "conv_in.")
 	for i := range u.Down {
 		want = append(want, fmt.Sprintf("down_blocks.%d.", i))
 	}
@@ -108,11 +119,17 @@ func TestUnitsAndHooks(t *testing.T) {
 		rng.New(3, uint64(i)).Normal(cpu.Data(v))
 	}
 	be.Upload(ts, []float32{10, 700})
+	var add *Added
+	if u.Cfg.TextTime() {
+		add = &Added{TextEmbeds: be.New(tensor.F32, 2, u.Cfg.PooledDim()), TimeIDs: be.New(tensor.F32, 2, NumTimeIDs)} // (N, P), (N, 6)
+		rng.New(3, 2).Normal(cpu.Data(add.TextEmbeds))
+		be.Upload(add.TimeIDs, []float32{64, 64, 0, 0, 64, 64, 96, 80, 8, 0, 64, 64})
+	}
 	run := func() (y, dx []float32) {
-		yt, st := u.Forward(be, x, ts, ctx)
+		yt, st := u.ForwardAdded(be, x, ts, ctx, add)
 		dy := be.New(tensor.F32, yt.Shape...) // (N, C, H, W)
 		rng.New(3, 9).Normal(cpu.Data(dy))
-		dxt, _ := u.Backward(be, st, dy)
+		dxt, _, _ := u.BackwardAdded(be, st, dy)
 		return slices.Clone(cpu.Data(yt)), slices.Clone(cpu.Data(dxt))
 	}
 	for _, ckpt := range []bool{false, true} {

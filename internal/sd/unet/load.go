@@ -27,23 +27,32 @@ func ReadConfig(dir string) (Config, error) {
 	return c, nil
 }
 
-// Load builds the UNet of the diffusers folder dir on be and loads its
-// weights; with grads the parameters get gradient buffers (full fine-tuning),
-// without they are frozen (sampling, LoRA training).
+// Load builds the SD 1.x/2.x UNet of the diffusers folder dir on be (New)
+// and loads its weights; with grads the parameters get gradient buffers
+// (full fine-tuning), without they are frozen (sampling, LoRA training).
 func Load(be tensor.Backend, dir string, grads bool) (*UNet, error) {
 	return LoadPadded(be, dir, grads, 1)
+}
+
+// LoadAdded is Load for SDXL folders too (NewAdded).
+func LoadAdded(be tensor.Backend, dir string, grads bool) (*UNet, error) {
+	return load(be, dir, grads, 1, NewAdded)
 }
 
 // LoadPadded is Load with the flat buffers padded to a multiple of multiple
 // elements (nn.Table.AllocPadded), for ZeRO.
 func LoadPadded(be tensor.Backend, dir string, grads bool, multiple int) (*UNet, error) {
+	return load(be, dir, grads, multiple, New)
+}
+
+func load(be tensor.Backend, dir string, grads bool, multiple int, build func(Config) (*UNet, error)) (*UNet, error) {
 	c, err := ReadConfig(dir)
 	if err != nil {
 		return nil, err
 	}
-	u, err := New(c)
+	u, err := build(c)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%s: %w", filepath.Join(dir, "unet", "config.json"), err)
 	}
 	u.Params.AllocPadded(be, grads, multiple)
 	if err := sd.LoadFolder(be, dir, "unet", u.Params, nil); err != nil {

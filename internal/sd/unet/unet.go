@@ -9,13 +9,14 @@ import (
 )
 
 // UNet is UNet2DConditionModel: conv_in, a sinusoidal time embedding and its
-// MLP, down blocks, the cross-attention mid block, up blocks fed by skip
+// MLP (plus, for SDXL, the added pooled-text and time-id embedding), down blocks, the cross-attention mid block, up blocks fed by skip
 // connections, then GroupNorm, SiLU and conv_out.
 type UNet struct {
 	Cfg     Config
 	Params  *nn.Table
 	ConvIn  *nn.Conv2d
 	Time    *nn.TimestepMLP
+	Add     *addEmbedding // nil unless addition_embed_type is "text_time"
 	Down    []*downBlock
 	Mid     *midBlock
 	Up      []*upBlock
@@ -28,9 +29,20 @@ type UNet struct {
 	Hooks Hooks
 }
 
-// New builds the UNet of cfg and registers its parameters (diffusers names)
-// in a table; call u.Params.Alloc before use.
+// New builds the UNet of an SD 1.x/2.x cfg and registers its parameters
+// (diffusers names) in a table; call u.Params.Alloc before use. An SDXL
+// config is an error here: its UNet needs the added conditioning that
+// Forward does not take (see NewAdded).
 func New(cfg Config) (*UNet, error) {
+	if cfg.TextTime() {
+		return nil, fmt.Errorf("unet config: addition_embed_type \"text_time\" is an SDXL UNet, which this command does not run yet (it runs SD 1.x/2.x)")
+	}
+	return NewAdded(cfg)
+}
+
+// NewAdded is New for SDXL configs too; the caller passes their added
+// conditioning to ForwardAdded.
+func NewAdded(cfg Config) (*UNet, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -43,6 +55,9 @@ func New(cfg Config) (*UNet, error) {
 	u := &UNet{Cfg: cfg}
 	u.ConvIn = nn.NewConv2d(b, "conv_in", cfg.InChannels, ch[0], 3, 1, 1)
 	u.Time = nn.NewTimestepMLP(b.Sub("time_embedding"), ch[0], tembDim)
+	if cfg.TextTime() {
+		u.Add = newAddEmbedding(b, cfg, tembDim)
+	}
 	transformer := func(b *nn.Builder, c, block int) *nn.Transformer2D {
 		heads := cfg.AttentionHeadDim.at(block)
 		return nn.NewTransformer2D(b, c, ctxDim, heads, c/heads, cfg.TransformerLayers.at(block), groups, cfg.UseLinearProjection)
@@ -117,6 +132,7 @@ func New(cfg Config) (*UNet, error) {
 type State struct {
 	x, ctx, tsin, temb *tensor.Tensor
 	time               *nn.TimestepMLPState
+	add                *addState
 	convIn             *tensor.Tensor
 	skips              []*tensor.Tensor // conv_in output, then every down-block output
 	down               []*downState     // nil entries: dropped by checkpointing
@@ -143,8 +159,15 @@ func (u *UNet) CheckInput(x *tensor.Tensor) error {
 }
 
 // Forward predicts y (N, Cout, H, W) from the noisy sample x (N, Cin, H, W),
-// timesteps t (N) and the text context ctx (N, S, D).
+// timesteps t (N) and the text context ctx (N, S, D), for UNets without
+// added conditioning (SD 1.x/2.x).
 func (u *UNet) Forward(be tensor.Backend, x, t, ctx *tensor.Tensor) (*tensor.Tensor, *State) {
+	return u.ForwardAdded(be, x, t, ctx, nil)
+}
+
+// ForwardAdded is Forward with SDXL's added conditioning add, which must
+// pass CheckAdded (nil for SD 1.x/2.x).
+func (u *UNet) ForwardAdded(be tensor.Backend, x, t, ctx *tensor.Tensor, add *Added) (*tensor.Tensor, *State) {
 	n := x.Shape[0]
 	c0 := u.Cfg.BlockOutChannels[0]
 	s := &State{x: x, ctx: ctx}
@@ -153,6 +176,9 @@ func (u *UNet) Forward(be tensor.Backend, x, t, ctx *tensor.Tensor) (*tensor.Ten
 		be.TimestepEmbedding(s.tsin, t, u.Cfg.FlipSinToCos, float32(u.Cfg.FreqShift), 10000)
 		s.temb, s.time = u.Time.Forward(be, s.tsin) // (N, 4·C0)
 	})
+	if u.Add != nil {
+		u.forwardUnit(u.unitAdd(), func() { s.add = u.Add.forward(be, u.Cfg, add, s.temb) })
+	}
 
 	var h *tensor.Tensor
 	u.forwardUnit(u.unitConvIn(), func() { h = u.ConvIn.Forward(be, x) }) // (N, C0, H, W)
@@ -198,6 +224,13 @@ func keep[S any](u *UNet, st *S) *S {
 // Backward accumulates every parameter gradient into u.Params.G and returns
 // the gradients of x (N, Cin, H, W) and ctx (N, S, D).
 func (u *UNet) Backward(be tensor.Backend, s *State, dy *tensor.Tensor) (dx, dctx *tensor.Tensor) {
+	dx, dctx, _ = u.BackwardAdded(be, s, dy)
+	return dx, dctx
+}
+
+// BackwardAdded is Backward that also returns the gradient of the pooled
+// text embedding (N, P) of ForwardAdded's added conditioning (nil without).
+func (u *UNet) BackwardAdded(be tensor.Backend, s *State, dy *tensor.Tensor) (dx, dctx, dtext *tensor.Tensor) {
 	dtemb := be.New(tensor.F32, s.temb.Shape...) // (N, 4·C0)
 	dctx = be.New(tensor.F32, s.ctx.Shape...)    // (N, S, D)
 	var g *tensor.Tensor
@@ -247,13 +280,16 @@ func (u *UNet) Backward(be tensor.Backend, s *State, dy *tensor.Tensor) (dx, dct
 	}
 	g = addGrad(be, g, dskips[0])
 	u.backwardUnit(u.unitConvIn(), func() { dx = u.ConvIn.Backward(be, s.x, g, true) })
+	if u.Add != nil {
+		u.backwardUnit(u.unitAdd(), func() { dtext = u.Add.backward(be, s.add, dtemb) })
+	}
 	u.backwardUnit(u.unitTime(), func() { u.Time.Backward(be, s.time, dtemb) })
-	return dx, dctx
+	return dx, dctx, dtext
 }
 
 // Blocks is the structure single-file (LDM) names depend on.
 func (u *UNet) Blocks() sd.UNetBlocks {
-	b := sd.UNetBlocks{LayersPerBlock: u.Cfg.LayersPerBlock.at(0)}
+	b := sd.UNetBlocks{LayersPerBlock: u.Cfg.LayersPerBlock.at(0), AddEmbedding: u.Add != nil}
 	for _, t := range u.Cfg.UpBlockTypes {
 		b.UpAttn = append(b.UpAttn, t == "CrossAttnUpBlock2D")
 	}

@@ -30,6 +30,12 @@ type Config struct {
 	UseQuantConv         bool     `json:"use_quant_conv"`
 	UsePostQuantConv     bool     `json:"use_post_quant_conv"`
 	MidBlockAddAttention bool     `json:"mid_block_add_attention"`
+	// ForceUpcast says the VAE must run in float32 even when the rest of the
+	// pipeline runs in half precision: SDXL's VAE overflows float16
+	// (diffusers' AutoencoderKL force_upcast, true by default, and
+	// StableDiffusionXLPipeline's upcast before decoding). This package
+	// computes in float32 always; callers that lower precision read it.
+	ForceUpcast bool `json:"force_upcast"`
 }
 
 // DefaultConfig is AutoencoderKL's defaults; ParseConfig fills the keys a
@@ -39,7 +45,7 @@ func DefaultConfig() Config {
 		InChannels: 3, OutChannels: 3, LatentChannels: 4, BlockOutChannels: []int{64}, LayersPerBlock: 1,
 		NormNumGroups: 32, ActFn: "silu", DownBlockTypes: []string{"DownEncoderBlock2D"},
 		UpBlockTypes: []string{"UpDecoderBlock2D"}, SampleSize: 32, ScalingFactor: 0.18215,
-		UseQuantConv: true, UsePostQuantConv: true, MidBlockAddAttention: true,
+		UseQuantConv: true, UsePostQuantConv: true, MidBlockAddAttention: true, ForceUpcast: true,
 	}
 }
 

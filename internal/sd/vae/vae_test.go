@@ -154,3 +154,29 @@ func TestConfigErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestSDXLConfig reads SDXL's scaling factor (0.13025, not SD's 0.18215)
+// and force_upcast from the config, and force_upcast false when a file says so.
+func TestSDXLConfig(t *testing.T) {
+	for _, tc := range []struct {
+		model   string
+		scale   float64
+		upcast  bool
+		explain string
+	}{
+		{"tiny-sdxl", 0.13025, true, "SDXL: scaling_factor 0.13025, force_upcast true"},
+		{"tiny", 0.18215, true, "SD1: scaling_factor 0.18215, force_upcast true"},
+	} {
+		c, err := ReadConfig(filepath.Join(golden.Root(t), "models", tc.model))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.ScalingFactor != tc.scale || c.ForceUpcast != tc.upcast {
+			t.Errorf("%s: scaling_factor %v, force_upcast %v; want %s", tc.model, c.ScalingFactor, c.ForceUpcast, tc.explain)
+		}
+	}
+	c, err := ParseConfig([]byte(`{"force_upcast": false}`))
+	if err != nil || c.ForceUpcast {
+		t.Errorf("force_upcast false read as %v (%v)", c.ForceUpcast, err)
+	}
+}
