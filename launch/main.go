@@ -6,10 +6,12 @@
 //	launch --nnodes 2 --node-rank 0 --nproc 4 --master-addr 10.0.0.1 -- train ...
 //
 // It forwards SIGTERM, SIGUSR1 and SIGINT to the workers. When any rank
-// fails or disappears, every rank of the job is stopped within 30 s with a
+// fails, disappears, or stops answering (a hung or stopped process sends no
+// heartbeat for 10 s), every rank of the job is stopped within 30 s with a
 // message naming it, and launch exits with that rank's code (75, the
-// requeue code, passes through). Without Slurm every machine needs the same
-// ZERODIFF_SECRET; under Slurm the sbatch script exports one per job.
+// requeue code of a planned stop, passes through). Without Slurm every
+// machine needs the same ZERODIFF_SECRET, of at least 32 characters; under
+// Slurm the sbatch script exports one per job.
 package main
 
 import (

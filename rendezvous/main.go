@@ -23,7 +23,7 @@ type cli struct {
 	World       int           `required:"" help:"Ranks in the job."`
 	JobID       string        `name:"job-id" default:"zerodiff" help:"Name of the job, as given to launch --job-id."`
 	Port        int           `help:"First port of the sequence (default: derived from --job-id, as launch does)."`
-	Host        string        `help:"Address to listen on (default: every interface)."`
+	Host        string        `help:"Address to listen on: the one given to launch --master-addr (default: every interface)."`
 	JoinTimeout time.Duration `name:"join-timeout" default:"5m" help:"How long every rank may take to join."`
 }
 
@@ -33,6 +33,10 @@ func main() {
 	secret := os.Getenv(rendezvous.EnvSecret)
 	if secret == "" {
 		fmt.Fprintf(os.Stderr, "rendezvous: %s is not set: give it the job's secret, as to every launch\n", rendezvous.EnvSecret)
+		kctx.Exit(1)
+	}
+	if err := rendezvous.CheckSecret(secret); err != nil {
+		fmt.Fprintf(os.Stderr, "rendezvous: %v\n", err)
 		kctx.Exit(1)
 	}
 	base := c.Port

@@ -7,13 +7,20 @@
 #           all; then USR1 to the batch shell mid-run → every rank exits 75 →
 #           requeue → the second run resumes where the first stopped and
 #           finishes; scancel → every rank checkpoints, and the job stays
-#           cancelled. Tests the script's own logic in seconds.
+#           cancelled; scontrol requeue → every rank checkpoints, the script
+#           says Slurm requeued the job, which resumes; one launcher failing
+#           before the rendezvous → the step and the job end within seconds;
+#           a partition (n2's step daemon stopped, every rank killed) → srun
+#           gives up on n2 and the job stops running within two minutes.
+#           Tests the script's own logic in about three minutes.
 #   chain   the real binaries: prep.sbatch makes the demo shards; train.sbatch
 #           trains the demo on 2 nodes × 2 tasks with ZeRO-2 and leaves a
 #           complete checkpoint of 4 parts; a second run stopped by USR1 is
 #           requeued, resumes from its checkpoint and finishes; a third job
-#           continues that run on 2 ranks; ckpt merge and sample.sbatch turn
-#           it into an image.
+#           continues that run on 2 ranks at the data position where it
+#           stopped (log.jsonl's epoch and sample of every step are those of
+#           one continuous stream); ckpt merge and sample.sbatch turn it into
+#           an image.
 #
 #   slurm/test.sh [script|chain|all]      (default all; run from anywhere)
 #
@@ -34,6 +41,7 @@ cluster_dir=${ZD_SLURM_DIR:-/tmp/zd-slurm}
 export SLURM_CONF=$cluster_dir/etc/slurm.conf
 started=0
 jobs_submitted=()
+stopped_stepd=
 log=
 t0=$(date +%s)
 
@@ -49,6 +57,7 @@ fail() {
 }
 cleanup() {
 	local rc=$? id
+	[ -n "$stopped_stepd" ] && kill -CONT "$stopped_stepd" 2>/dev/null
 	for id in "${jobs_submitted[@]}"; do scancel "$id" 2>/dev/null || true; done
 	[ "$started" = 1 ] && slurm/testcluster.sh stop "$cluster_dir" >/dev/null
 	[ "$rc" = 0 ] && rm -rf "$work"
@@ -204,10 +213,93 @@ test_script() {
 	expect_log 'exiting with code 75' 4
 	expect_log '^train\.sbatch: stopped by SIGTERM after the checkpoint; resubmit'
 	say "script: ok: scancel → every rank checkpoints → cancelled, not requeued"
+
+	submit slurm/train.sbatch "${two_by_two[@]}" --export=ALL,ZERODIFF_BIN=slurm/standin -- \
+		none --output-dir "$out/e" --max-train-steps 40
+	wait_until 60 "job $job: log line 'step 3/40'" log_has '^step 3/40$'
+	say "job $job: scontrol requeue"
+	scontrol requeue "$job"
+	wait_until 60 "job $job: requeue" requeued "$job"
+	scontrol update JobId="$job" StartTime=now+3
+	wait_until 60 "job $job: second run" log_has '^train\.sbatch: job [0-9]+ run 2,'
+	finish 60
+	expect_log 'exiting with code 75' 4
+	expect_log '^train\.sbatch: stopped with code 75 after SIGTERM and its checkpoint; Slurm has requeued job [0-9]+, which resumes from it$'
+	! log_has 'resubmit|requeueing job' || fail "job $job: the script asked for a resubmit or requeued again after scontrol requeue"
+	expect_log '^rank [0-3]: resumed from .* at step ([3-9]|[1-3][0-9])$' 4
+	[ "$(job_field "$job" Restarts)" = 1 ] || fail "job $job: $(job_field "$job" Restarts) restarts, want 1"
+	say "script: ok: scontrol requeue → every rank checkpoints → Slurm's requeue → resumed → finished"
+
+	local t
+	submit slurm/train.sbatch "${two_by_two[@]}" --export=ALL,ZERODIFF_BIN=slurm/standin,ZD_STANDIN_FAIL_RANK=3 -- \
+		none --output-dir "$out/f" --max-train-steps 5
+	t=$(date +%s)
+	# The others' launchers wait 300 s for rank 3; 30 s is srun ending the step
+	# at once, plus Slurm's own start and cleanup on a loaded machine.
+	wait_until 30 "job $job ending after rank 3's launcher failed" ended "$job"
+	[ "$(job_field "$job" JobState)" = FAILED ] || fail "job $job: $(job_field "$job" JobState), want FAILED"
+	[ "$(job_field "$job" Restarts)" = 0 ] || fail "job $job was requeued after a launcher failed"
+	expect_log 'standin launch: rank 3 on n2 cannot join the rendezvous'
+	say "script: ok: rank 3's launcher failed before the rendezvous → the job ended in $(($(date +%s) - t)) s"
+
+	# A partition, as srun sees it: n2's step daemon stops answering (SIGSTOP)
+	# and every rank dies (SIGKILL), so that srun hears only n1's exits.
+	local sd n n1_stepd='' n2_stepd='' task
+	submit slurm/train.sbatch "${two_by_two[@]}" --export=ALL,ZERODIFF_BIN=slurm/standin -- \
+		none --output-dir "$out/g" --max-train-steps 400
+	wait_until 60 "job $job: log line 'step 3/400'" log_has '^step 3/400$'
+	for sd in $(pgrep -f "slurmstepd: \[$job\.0\]"); do
+		task=$(pgrep -P "$sd" | head -n 1)
+		n=$(tr '\0' '\n' <"/proc/$task/environ" | sed -n 's/^SLURMD_NODENAME=//p')
+		case $n in n1) n1_stepd=$sd ;; n2) n2_stepd=$sd ;; esac
+	done
+	[ -n "$n1_stepd" ] && [ -n "$n2_stepd" ] || fail "job $job: no step daemons of step $job.0 on n1 and n2"
+	say "job $job: partition: n2's step daemon stopped, every rank killed"
+	stopped_stepd=$n2_stepd
+	kill -STOP "$n2_stepd"
+	for task in $(pgrep -P "$n2_stepd") $(pgrep -P "$n1_stepd"); do kill -KILL "$task"; done
+	t=$(date +%s)
+	# srun's --wait=60 after the first exit, and its own 12 s wait for the
+	# step to end; 120 s leaves room on a loaded machine, and is far below
+	# the wait without them (until Slurm declares n2 down, minutes).
+	wait_until 120 "job $job leaving RUNNING after every rank died" not_running "$job"
+	say "script: ok: partition → the job stopped running after $(($(date +%s) - t)) s"
+	kill -CONT "$n2_stepd"
+	stopped_stepd=''
+	wait_until 60 "job $job ending after n2's step daemon resumed" ended "$job"
+}
+
+# not_running ID: the job is no longer RUNNING (COMPLETING, or ended).
+not_running() {
+	[ "$(job_field "$1" JobState)" != RUNNING ]
+}
+
+# position DIR STEP prints "EPOCH SAMPLE" of STEP's line in DIR/log.jsonl.
+position() {
+	sed -n "s/^{\"step\":$2,\"epoch\":\([0-9]*\),.*\"sample\":\([0-9]*\)[,}].*/\1 \2/p" "$1/log.jsonl" | tail -n 1
+}
+
+# check_positions DIR FROM TO BATCH RECORDS: the steps FROM+1..TO of DIR's
+# log.jsonl read the data as one continuous stream from step FROM's position
+# (the start for 0): BATCH samples a step, and a new epoch when the next step
+# no longer fits in RECORDS (train drops an epoch's last partial batch).
+check_positions() {
+	local dir=$1 from=$2 to=$3 batch=$4 records=$5 e=0 s=0 k got
+	if ((from > 0)); then
+		got=$(position "$dir" "$from")
+		[ -n "$got" ] || fail "$dir/log.jsonl: no epoch and sample for step $from (does train log \"sample\"?)"
+		read -r e s <<<"$got"
+	fi
+	for ((k = from + 1; k <= to; k++)); do
+		((s + batch <= records)) || e=$((e + 1)) s=0
+		s=$((s + batch))
+		got=$(position "$dir" "$k")
+		[ "$got" = "$e $s" ] || fail "$dir/log.jsonl: step $k at epoch and sample '${got:-none}', want '$e $s', the continuous order"
+	done
 }
 
 test_chain() {
-	local data=$work/demo ck steps tool
+	local data=$work/demo ck steps tool records
 	for tool in prep launch train ckpt sample; do
 		[ -x "bin/$tool" ] || fail "bin/$tool is missing: run make build first"
 	done
@@ -245,18 +337,25 @@ test_chain() {
 	wait_until 60 "job $job: second run" log_has '^train\.sbatch: job [0-9]+ run 2,'
 	finish 300
 	expect_log '^train\.sbatch: stopped with code 75 after SIGUSR1 and its checkpoint; requeueing job'
+	! log_has 'code 75: stopping all ranks' || fail "job $job: launch logged the planned stop (code 75) as a failure"
 	expect_log "^resumed from .*/run2/checkpoints/step-[0-9]+ at step ([3-9]|1[0-9]|2[0-3]) "
 	expect_log "^step $steps/$steps "
 	expect_log '^train\.sbatch: training finished'
 	say "chain: ok: $(grep -m1 -E '^resumed from' "$log")"
 
 	say "chain: train.sbatch on 1 node × 2 tasks continues that run to step $((steps + 4))"
+	# The global batch halves with the ranks, which train takes only when told.
 	submit slurm/train.sbatch --nodes=1 --ntasks-per-node=2 --cpus-per-task=1 -- configs/demo.json "${demo[@]}" \
-		--output-dir "$work/run2" --max-train-steps $((steps + 4))
+		--output-dir "$work/run2" --max-train-steps $((steps + 4)) --resume-allow-changes
 	finish 120
-	expect_log "^resumed from .*/run2/checkpoints/$(printf step-%06d "$steps") at step $steps \\(written by 4 rank\\(s\\), read by 2\\)"
+	expect_log "^resumed from .*/run2/checkpoints/$(printf step-%06d "$steps") at step $steps \\(.*written by 4 rank\\(s\\), read by 2\\)"
 	expect_log "^step $((steps + 4))/$((steps + 4)) "
-	say "chain: ok: $(grep -m1 -E '^resumed from' "$log")"
+	# 4 samples per rank and step: 16 a step on 4 ranks, then 8 on 2.
+	# The index's first "records" is its total (each shard's come after it).
+	records=$(grep -oE '"records": *[0-9]+' "$data/shards/index.json" | head -n 1 | grep -oE '[0-9]+$')
+	check_positions "$work/run2" 0 "$steps" 16 "$records"
+	check_positions "$work/run2" "$steps" $((steps + 4)) 8 "$records"
+	say "chain: ok: $(grep -m1 -E '^resumed from' "$log"), at step $steps's data position: $(position "$work/run2" $((steps + 1)))"
 
 	say "chain: ckpt merge and sample.sbatch"
 	bin/ckpt merge "$(printf "%s/run2/checkpoints/step-%06d" "$work" $((steps + 4)))" -o "$work/unet.safetensors"

@@ -21,8 +21,10 @@ type RingConfig struct {
 	// Name prefixes the Store keys, so that one job can form several rings.
 	// Default "ring".
 	Name string
-	// Listen is the address to accept the left neighbour on. Default ":0",
-	// any interface and a free port.
+	// Listen is the address to accept the left neighbour on. Default: a
+	// free port on the Store's LocalHost, the address this host reaches the
+	// job's store from (loopback for a one-machine job), or on loopback for
+	// a Store that does not say; never every interface unless asked (":0").
 	Listen string
 	// Host is the name or address the other ranks reach this one by. Default:
 	// Listen's host, or the host name when Listen is on every interface.
@@ -40,9 +42,6 @@ type RingConfig struct {
 func (c RingConfig) withDefaults() RingConfig {
 	if c.Name == "" {
 		c.Name = "ring"
-	}
-	if c.Listen == "" {
-		c.Listen = ":0"
 	}
 	if c.Timeout <= 0 {
 		c.Timeout = 5 * time.Minute
@@ -112,6 +111,26 @@ type Ring struct {
 
 var _ Comm = (*Ring)(nil)
 
+// LocalHoster is a Store that knows this host's address on the job's
+// network: the one its connection to the store leaves from, which the
+// other ranks can reach (they reach the store too).
+type LocalHoster interface {
+	LocalHost() string
+}
+
+// listenAddr is cfg.Listen, or its default for st.
+func (c RingConfig) listenAddr(st Store) string {
+	if c.Listen != "" {
+		return c.Listen
+	}
+	if lh, ok := st.(LocalHoster); ok {
+		if h := lh.LocalHost(); h != "" {
+			return net.JoinHostPort(h, "0")
+		}
+	}
+	return "127.0.0.1:0"
+}
+
 // NewRing forms the ring of the Store's job: every rank listens, publishes
 // its address, connects to its right neighbour and accepts its left one. The
 // connections are authenticated with a token that rank 0 publishes in the
@@ -119,6 +138,7 @@ var _ Comm = (*Ring)(nil)
 // impersonate a rank; refused connections are logged.
 func NewRing(st Store, cfg RingConfig) (*Ring, error) {
 	cfg = cfg.withDefaults()
+	cfg.Listen = cfg.listenAddr(st)
 	r := &Ring{
 		cfg:     cfg,
 		rank:    st.Rank(),
@@ -265,30 +285,89 @@ func proof(token []byte, label string, nonce []byte, rank, world int) []byte {
 	return m.Sum(nil)
 }
 
+// maxPendingLeft caps the connections a rank authenticates at once while
+// it waits for its left neighbour; more are closed unanswered.
+const maxPendingLeft = 16
+
 // acceptLeft accepts connections until one proves to be the left neighbour;
-// strangers are refused, logged and counted.
+// strangers are refused, logged and counted. Each connection is checked on
+// its own goroutine, so that a stranger that connects and says nothing
+// cannot keep the neighbour waiting behind it.
 func (r *Ring) acceptLeft(ln *net.TCPListener, token []byte, deadline time.Time) (*net.TCPConn, error) {
 	if err := ln.SetDeadline(deadline); err != nil {
 		return nil, err
 	}
-	refused := 0
+	var (
+		mu      sync.Mutex
+		refused int
+		pending = map[*net.TCPConn]bool{}
+		left    *net.TCPConn
+		wg      sync.WaitGroup
+	)
+	found := make(chan struct{})
+	defer func() {
+		mu.Lock()
+		for c := range pending {
+			delete(pending, c) // its check then ends quietly
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	}()
 	for {
 		c, err := ln.AcceptTCP()
-		if err != nil {
-			return nil, fmt.Errorf("rank %d did not connect within %v (%d other connections refused): %w",
-				r.leftRank(), r.cfg.Timeout, refused, err)
+		select {
+		case <-found:
+			if c != nil {
+				c.Close()
+			}
+			return left, nil
+		default:
 		}
-		if err := r.checkLeft(c, token, deadline); err != nil {
+		if err != nil {
+			mu.Lock()
+			got, n := left, refused
+			mu.Unlock()
+			if got != nil { // proved itself as the deadline passed
+				return got, nil
+			}
+			return nil, fmt.Errorf("rank %d did not connect within %v (%d other connections refused): %w",
+				r.leftRank(), r.cfg.Timeout, n, err)
+		}
+		mu.Lock()
+		if len(pending) >= maxPendingLeft {
 			refused++
-			r.cfg.Logf("dist: rank %d refused a connection from %s: %v", r.rank, c.RemoteAddr(), err)
+			mu.Unlock()
 			c.Close()
 			continue
 		}
-		return c, nil
+		pending[c] = true
+		mu.Unlock()
+		wg.Go(func() {
+			err := r.checkLeft(c, token, deadline)
+			mu.Lock()
+			defer mu.Unlock()
+			if !pending[c] { // closed when acceptLeft returned
+				return
+			}
+			delete(pending, c)
+			if err != nil || left != nil {
+				refused++
+				r.cfg.Logf("dist: rank %d refused a connection from %s: %v", r.rank, c.RemoteAddr(), err)
+				c.Close()
+				return
+			}
+			left = c
+			close(found)
+			ln.SetDeadline(time.Unix(1, 0)) // wake the Accept above
+		})
 	}
 }
 
-func (r *Ring) checkLeft(c *net.TCPConn, token []byte, deadline time.Time) error {
+// checkLeft authenticates a connection from the left neighbour: the
+// greeting, then the hello of exactly known length (a stranger cannot make
+// this rank read more), checked before anything in it is believed.
+func (r *Ring) checkLeft(c net.Conn, token []byte, deadline time.Time) error {
 	if err := c.SetDeadline(earliest(deadline, time.Now().Add(handshakeTimeout))); err != nil {
 		return err
 	}

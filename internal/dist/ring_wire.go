@@ -242,7 +242,7 @@ func (r *Ring) receive(p *plan) {
 
 // readAbort reads the payload of an abort frame from a neighbour: the
 // failure that it saw or passes on.
-func (r *Ring) readAbort(c net.Conn, peer int, addr string, n uint64) *PeerError {
+func (r *Ring) readAbort(c io.Reader, peer int, addr string, n uint64) *PeerError {
 	pe := &PeerError{Rank: peer, Addr: addr, Observer: r.rank}
 	if n > maxCtrlPayload {
 		pe.Reason = fmt.Sprintf("sent an abort message of %d bytes (not a zerodiff ring of this version?)", n)

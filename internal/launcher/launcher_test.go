@@ -285,7 +285,7 @@ func TestTwoMachines(t *testing.T) {
 		for node := range 2 {
 			cfg := localConfig(2, dir, workerArgs...)
 			cfg.NNodes, cfg.NodeRank, cfg.MasterAddr, cfg.MasterPort, cfg.JobID = 2, node, "127.0.0.1", port, job
-			cfg.Lookup = noGPUEnv("ZERODIFF_SECRET", "shared-by-both-machines")
+			cfg.Lookup = noGPUEnv("ZERODIFF_SECRET", "shared-by-both-machines-of-the-test")
 			ls = append(ls, start(cfg))
 		}
 		return ls[0], ls[1]
@@ -353,7 +353,7 @@ func TestSlurmPortBusy(t *testing.T) {
 		cfg := localConfig(0, dir, "-finish")
 		cfg.Lookup = mapEnv("SLURM_PROCID", fmt.Sprint(rank), "SLURM_NTASKS", "2", "SLURM_LOCALID", "0",
 			"SLURM_NODEID", fmt.Sprint(rank), "SLURM_STEP_NODELIST", "n[1-2]", "SLURM_TASKS_PER_NODE", "1(x2)",
-			"SLURM_JOB_ID", jobID, "SLURM_STEP_ID", "0", "ZERODIFF_SECRET", "from-the-sbatch-script")
+			"SLURM_JOB_ID", jobID, "SLURM_STEP_ID", "0", "ZERODIFF_SECRET", "from-the-sbatch-script-of-the-test")
 		cfg.Resolve = hosts("n1", "127.0.0.1", "n2", "127.0.0.1")
 		ls = append(ls, start(cfg))
 	}
@@ -383,7 +383,7 @@ func TestSlurmPortBusy(t *testing.T) {
 // vanishes (here: a stand-in for its launcher closes the server); the
 // other machine's launcher stops its worker and names rank 0.
 func TestRankZeroLost(t *testing.T) {
-	const secret, job = "shared", "lost"
+	const secret, job = "shared-by-both-machines-of-the-test", "lost"
 	key := rendezvous.Key(secret, rendezvous.JobScope(job))
 	srv, err := rendezvous.Listen("127.0.0.1", []int{0}, rendezvous.ServerConfig{Key: key, World: 2, Logf: t.Logf})
 	if err != nil {
@@ -437,7 +437,7 @@ func TestSignalWhileJoining(t *testing.T) {
 	dir := t.TempDir()
 	cfg := localConfig(0, dir)
 	cfg.Rank, cfg.World, cfg.MasterAddr, cfg.MasterPort = 1, 2, "127.0.0.1", port
-	cfg.Lookup = noGPUEnv("ZERODIFF_SECRET", "s")
+	cfg.Lookup = noGPUEnv("ZERODIFF_SECRET", testSecret)
 	l := start(cfg)
 	time.Sleep(100 * time.Millisecond)
 	l.sigs <- syscall.SIGTERM
@@ -450,5 +450,69 @@ func TestSignalWhileJoining(t *testing.T) {
 	}
 	if files, _ := os.ReadDir(dir); len(files) != 0 {
 		t.Errorf("workers ran: %v", files)
+	}
+}
+
+// TestPlannedStopNotAFailure: rank 3 on machine 1 exits 75 after its
+// checkpoint (a planned stop); rank 0's launcher says so instead of
+// reporting a failure, the other ranks stop, and both launchers exit 75.
+func TestPlannedStopNotAFailure(t *testing.T) {
+	probe, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := probe.Addr().(*net.TCPAddr).Port
+	probe.Close()
+	dir := t.TempDir()
+	var ls []*launched
+	for node := range 2 {
+		cfg := localConfig(2, dir, "-fail-rank", "3", "-code", "75")
+		cfg.NNodes, cfg.NodeRank, cfg.MasterAddr, cfg.MasterPort, cfg.JobID = 2, node, "127.0.0.1", port, "planned"
+		cfg.Lookup = noGPUEnv("ZERODIFF_SECRET", testSecret)
+		ls = append(ls, start(cfg))
+	}
+	for node, l := range ls {
+		if code := l.wait(t, stopBound); code != ExitRequeue {
+			t.Errorf("machine %d's launch exited %d, want 75; output:\n%s", node, code, l.out)
+		}
+	}
+	out := ls[0].out.String() + ls[1].out.String()
+	if strings.Contains(out, "stopping all ranks") {
+		t.Errorf("a planned stop was reported as a failure:\n%s", out)
+	}
+	want := fmt.Sprintf("rank 3 on host %s exited with code 75 after its checkpoint, a planned stop: every rank stops", hostname(t))
+	if !strings.Contains(ls[0].out.String(), want) {
+		t.Errorf("rank 0's launcher does not say %q:\n%s", want, ls[0].out)
+	}
+	for r, sig := range readFiles(t, dir, "signal", 0, 1, 2) {
+		if sig != "terminated" {
+			t.Errorf("rank %d got %q, want SIGTERM", r, sig)
+		}
+	}
+}
+
+// TestHungWorkerStopped: a worker stopped with SIGSTOP neither exits nor
+// answers; its heartbeats stop, the server names it within its DeadAfter
+// (10 s), and every rank is stopped, the stopped one included.
+func TestHungWorkerStopped(t *testing.T) {
+	dir := t.TempDir()
+	l := start(localConfig(2, dir))
+	pid, _ := strconv.Atoi(readFiles(t, dir, "pid", 1)[1])
+	readFiles(t, dir, "pid", 0)
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Kill(pid, syscall.SIGKILL)
+	if code := l.wait(t, stopBound); code != 1 {
+		t.Errorf("launch exited %d, want 1; output:\n%s", code, l.out)
+	}
+	want := fmt.Sprintf("rank 1 on host %s stopped answering: no heartbeat for 10s (the process is stopped or hung): stopping all ranks", hostname(t))
+	if !strings.Contains(l.out.String(), want) {
+		t.Errorf("output lacks %q:\n%s", want, l.out)
+	}
+	for r, sig := range readFiles(t, dir, "signal", 0, 1) {
+		if sig != "terminated" {
+			t.Errorf("rank %d got %q, want SIGTERM", r, sig)
+		}
 	}
 }

@@ -47,9 +47,11 @@ type Config struct {
 	Heartbeat, DeadAfter time.Duration
 
 	// Lookup reads the environment (os.LookupEnv when nil); Resolve looks
-	// up host addresses (resolveHost when nil).
-	Lookup  func(string) (string, bool)
-	Resolve func(string) ([]string, error)
+	// up host addresses (resolveHost when nil); NodeAddr asks Slurm for a
+	// node's address, its NodeAddr (scontrolNodeAddr when nil).
+	Lookup   func(string) (string, bool)
+	Resolve  func(string) ([]string, error)
+	NodeAddr func(string) (string, error)
 }
 
 // Slot is one rank this launcher runs.
@@ -67,7 +69,7 @@ type Plan struct {
 	Host         string // this machine's name in messages
 	MasterHost   string // the first machine's name in messages
 	MasterAddr   string // where the rendezvous is, and MASTER_ADDR
-	ListenHost   string // where the server listens ("" every interface)
+	ListenHost   string // where the server listens: MasterAddr, or "" (every interface) for an external server
 	Ports        []int  // the port sequence
 	Serve        bool   // this launcher serves the rendezvous
 	Secret       string
@@ -87,6 +89,9 @@ func MakePlan(cfg Config) (Plan, error) {
 	}
 	if cfg.Resolve == nil {
 		cfg.Resolve = resolveHost
+	}
+	if cfg.NodeAddr == nil {
+		cfg.NodeAddr = scontrolNodeAddr
 	}
 	switch {
 	case cfg.Rank >= 0 || cfg.NNodes > 0 || cfg.MasterAddr != "":
@@ -112,6 +117,8 @@ func localPlan(cfg Config) (Plan, error) {
 	p.Secret, _ = cfg.Lookup(rendezvous.EnvSecret)
 	if p.Secret == "" {
 		p.Secret = rendezvous.NewSecret()
+	} else if err := rendezvous.CheckSecret(p.Secret); err != nil {
+		return p, err
 	}
 	p.Scope = fmt.Sprintf("local job %s uid %d", p.JobID, os.Getuid())
 	for r := range cfg.NProc {
@@ -154,6 +161,9 @@ func explicitPlan(cfg Config) (Plan, error) {
 	if p.Secret, ok = cfg.Lookup(rendezvous.EnvSecret); !ok || p.Secret == "" {
 		return p, fmt.Errorf("%s is not set: every machine of the job needs the same secret, e.g. from `openssl rand -hex 32`", rendezvous.EnvSecret)
 	}
+	if err := rendezvous.CheckSecret(p.Secret); err != nil {
+		return p, err
+	}
 	base := cfg.MasterPort
 	if base == 0 {
 		base = rendezvous.BasePort(p.JobID)
@@ -162,11 +172,14 @@ func explicitPlan(cfg Config) (Plan, error) {
 	if nnodes == 1 && cfg.MasterAddr == "" {
 		p.MasterAddr, p.ListenHost = "127.0.0.1", "127.0.0.1"
 	} else {
-		addr, err := masterAddr(cfg.MasterAddr, nil, cfg.Resolve)
+		addr, err := masterAddr(cfg.MasterAddr, nil, cfg.Resolve, nil)
 		if err != nil {
 			return p, fmt.Errorf("--master-addr: %w", err)
 		}
 		p.MasterAddr = addr
+		if !cfg.External {
+			p.ListenHost = addr
+		}
 	}
 	for i := range nproc {
 		dev, err := slurm.DeviceIndex(cfg.Lookup, i)
@@ -193,6 +206,9 @@ func slurmPlan(cfg Config) (Plan, error) {
 		return p, fmt.Errorf("%s is not set: the sbatch script must export a random secret per job before srun "+
 			"(export %s=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n'))", rendezvous.EnvSecret, rendezvous.EnvSecret)
 	}
+	if err := rendezvous.CheckSecret(p.Secret); err != nil {
+		return p, err
+	}
 	step := sp.JobID + "." + sp.StepID
 	p.Scope = fmt.Sprintf("slurm job %s step %s uid %d", sp.JobID, sp.StepID, os.Getuid())
 	p.Ports = rendezvous.Ports(rendezvous.BasePort(step))
@@ -200,20 +216,23 @@ func slurmPlan(cfg Config) (Plan, error) {
 		p.MasterAddr, p.ListenHost = "127.0.0.1", "127.0.0.1"
 		return p, nil
 	}
-	if p.MasterAddr, err = masterAddr(sp.Hosts[0], sp.Hosts[1:], cfg.Resolve); err != nil {
+	if p.MasterAddr, err = masterAddr(sp.Hosts[0], sp.Hosts[1:], cfg.Resolve, cfg.NodeAddr); err != nil {
 		return p, fmt.Errorf("first host of the step: %w", err)
 	}
-	if ip := net.ParseIP(p.MasterAddr); ip.IsLoopback() {
-		p.ListenHost = p.MasterAddr // every "node" is this machine
-	}
+	// The server listens only where the others are told to find it (on
+	// loopback when every "node" is this machine).
+	p.ListenHost = p.MasterAddr
 	return p, nil
 }
 
 // masterAddr resolves the first host to an address the other hosts can
 // reach: a literal address is taken as given; a name must resolve to an
-// address other than loopback, unless others, the job's other hosts, all
-// resolve to loopback too (every "node" is this machine).
-func masterAddr(host string, others []string, resolve func(string) ([]string, error)) (string, error) {
+// address other than loopback, or have a Slurm NodeAddr that does (Debian's
+// /etc/hosts maps a machine's own name to 127.0.1.1, so on the first node
+// its name is loopback while the others find it in the DNS), unless others,
+// the job's other hosts, all resolve to loopback too (every "node" is this
+// machine). nodeAddr is nil outside Slurm.
+func masterAddr(host string, others []string, resolve func(string) ([]string, error), nodeAddr func(string) (string, error)) (string, error) {
 	if net.ParseIP(host) != nil {
 		return host, nil
 	}
@@ -240,6 +259,9 @@ func masterAddr(host string, others []string, resolve func(string) ([]string, er
 	if loopback == "" {
 		return "", fmt.Errorf("resolve %s: no usable address in %v", host, addrs)
 	}
+	if a := slurmAddr(host, resolve, nodeAddr); a != "" {
+		return a, nil
+	}
 	for _, o := range others {
 		if oa, err := resolve(o); err != nil || len(oa) == 0 || !allLoopback(oa) {
 			others = nil
@@ -248,9 +270,33 @@ func masterAddr(host string, others []string, resolve func(string) ([]string, er
 	}
 	if len(others) == 0 {
 		return "", fmt.Errorf("%s resolves to %s on this machine, which other hosts cannot reach: "+
-			"map it to its network address in /etc/hosts or the DNS", host, loopback)
+			"map it to its network address in /etc/hosts or the DNS (or give the node a NodeAddr in slurm.conf)", host, loopback)
 	}
 	return loopback, nil
+}
+
+// slurmAddr is the first address other than loopback of host's Slurm
+// NodeAddr, "" when there is none (or no Slurm).
+func slurmAddr(host string, resolve func(string) ([]string, error), nodeAddr func(string) (string, error)) string {
+	if nodeAddr == nil {
+		return ""
+	}
+	na, err := nodeAddr(host)
+	if err != nil || na == "" || na == host {
+		return ""
+	}
+	addrs := []string{na}
+	if net.ParseIP(na) == nil {
+		if addrs, err = resolve(na); err != nil {
+			return ""
+		}
+	}
+	for _, a := range addrs {
+		if ip := net.ParseIP(a); ip != nil && !ip.IsLoopback() {
+			return a
+		}
+	}
+	return ""
 }
 
 func allLoopback(addrs []string) bool {
@@ -270,15 +316,20 @@ func resolveHost(host string) ([]string, error) {
 	if err == nil {
 		return addrs, nil
 	}
-	out, serr := exec.Command("scontrol", "show", "node", "-o", host).Output()
-	if serr != nil {
-		return nil, err
-	}
-	addr := nodeAddr(string(out))
-	if addr == "" || addr == host {
+	addr, serr := scontrolNodeAddr(host)
+	if serr != nil || addr == "" || addr == host {
 		return nil, err
 	}
 	return net.LookupHost(addr)
+}
+
+// scontrolNodeAddr asks Slurm for a node's NodeAddr.
+func scontrolNodeAddr(node string) (string, error) {
+	out, err := exec.Command("scontrol", "show", "node", "-o", node).Output()
+	if err != nil {
+		return "", fmt.Errorf("scontrol show node %s: %w", node, err)
+	}
+	return nodeAddr(string(out)), nil
 }
 
 // nodeAddr finds NodeAddr=... in `scontrol show node -o` output.

@@ -262,6 +262,9 @@ func (j *job) supervise(agent *rendezvous.Client, running map[int]*worker, exits
 			if !w.signaled {
 				w.signaled = true
 				signalGroup(w, syscall.SIGTERM)
+				// A stopped worker (SIGSTOP, Ctrl-Z) takes SIGTERM only
+				// once it runs again.
+				signalGroup(w, syscall.SIGCONT)
 			}
 		}
 		if ev.Code != ExitRequeue {
@@ -295,7 +298,11 @@ func (j *job) supervise(agent *rendezvous.Client, running map[int]*worker, exits
 		case <-aborted:
 			aborted = nil
 			if ev := j.abortEvent(agent); cause == nil {
-				if j.lead || agent.ServerLost() {
+				switch {
+				case ev.Code == ExitRequeue && j.lead:
+					j.logf("%v after its checkpoint, a planned stop: every rank stops", ev)
+				case ev.Code == ExitRequeue:
+				case j.lead || agent.ServerLost():
 					j.logf("%v: stopping all ranks", ev)
 				}
 				stop(ev)

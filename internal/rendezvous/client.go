@@ -29,6 +29,10 @@ type Options struct {
 	JoinTimeout time.Duration
 	// Heartbeat and DeadAfter as in ServerConfig (defaults 1 s and 10 s).
 	Heartbeat, DeadAfter time.Duration
+	// KnownServer says that the port is this job's server (launch found it
+	// and told the worker): a refusal there means this member's secret or
+	// scope is wrong, and Dial says so at once instead of searching on.
+	KnownServer bool
 }
 
 // Client is a member's connection to the job's server. For a worker it is
@@ -54,7 +58,10 @@ type Client struct {
 	lost      bool // the abort is the loss of the server
 }
 
-var _ dist.Store = (*Client)(nil)
+var (
+	_ dist.Store       = (*Client)(nil)
+	_ dist.LocalHoster = (*Client)(nil)
+)
 
 // reply is the server's answer to a call: a value, or an error message.
 type reply struct {
@@ -110,6 +117,10 @@ func Dial(host string, ports []int, o Options) (*Client, error) {
 				return nil, fmt.Errorf("rendezvous: %s port %d: rejected: %s", host, p, rej.msg)
 			}
 			if errors.Is(err, errWrongKey) {
+				if o.KnownServer {
+					return nil, fmt.Errorf("rendezvous: the job's server at %s port %d refused this member's key: "+
+						"its %s (or %s) differs from the one launch gave the job", host, p, EnvSecret, EnvScope)
+				}
 				refused[p] = time.Now()
 			}
 			last[p] = err
@@ -380,6 +391,16 @@ func (c *Client) ServerLost() bool {
 // Rank is the member's (first) rank; World the job's size.
 func (c *Client) Rank() int  { return c.opts.Ranks[0] }
 func (c *Client) World() int { return c.opts.World }
+
+// LocalHost is the address this member's connection to the server leaves
+// from: where the job's other hosts can reach this one (dist.LocalHoster),
+// loopback when the server is on loopback.
+func (c *Client) LocalHost() string {
+	if a, ok := c.conn.LocalAddr().(*net.TCPAddr); ok {
+		return a.IP.String()
+	}
+	return ""
+}
 
 // Port is the port of the server this client found.
 func (c *Client) Port() int { return c.port }

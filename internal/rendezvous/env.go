@@ -43,6 +43,9 @@ func FromEnv() (dist.Store, error) {
 		}
 		vals[name] = v
 	}
+	if err := CheckSecret(vals[EnvSecret]); err != nil {
+		return nil, fmt.Errorf("rendezvous: %w", err)
+	}
 	rank, err1 := strconv.Atoi(vals[EnvRank])
 	world, err2 := strconv.Atoi(vals[EnvWorld])
 	if err1 != nil || err2 != nil || rank < 0 || rank >= world {
@@ -55,6 +58,6 @@ func FromEnv() (dist.Store, error) {
 	}
 	return Dial(host, []int{port}, Options{
 		Key: Key(vals[EnvSecret], vals[EnvScope]), Role: Worker, Ranks: []int{rank}, World: world,
-		JoinTimeout: workerJoinTimeout,
+		JoinTimeout: workerJoinTimeout, KnownServer: true,
 	})
 }

@@ -29,6 +29,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"hash/fnv"
 )
 
@@ -75,6 +76,20 @@ func Ports(base int) []int {
 		ports = append(ports, base+i)
 	}
 	return ports
+}
+
+// MinSecretLen is the shortest secret accepted, in characters: 32 hex
+// digits are 128 random bits. The challenge-response lets whoever sees one
+// exchange try secrets offline, so a short one could be guessed.
+const MinSecretLen = 32
+
+// CheckSecret refuses a secret too short to keep strangers out.
+func CheckSecret(secret string) error {
+	if len(secret) < MinSecretLen {
+		return fmt.Errorf("%s has %d characters; it needs at least %d, random (e.g. `openssl rand -hex 32`), or strangers could guess it",
+			EnvSecret, len(secret), MinSecretLen)
+	}
+	return nil
 }
 
 // NewSecret returns 32 random bytes in hex, a secret for one job.

@@ -72,6 +72,13 @@ type Server struct {
 	done      chan struct{}
 	doneSet   bool
 	wg        sync.WaitGroup
+
+	// preAuth holds a token for each connection not yet authenticated
+	// (at most maxPreAuth); turnedAway counts those closed unanswered since
+	// the last log line about them, at floodLogged.
+	preAuth     chan struct{}
+	turnedAway  int
+	floodLogged time.Time
 }
 
 type memberKey struct {
@@ -139,7 +146,7 @@ func Listen(host string, ports []int, cfg ServerConfig) (*Server, error) {
 			kv: map[string][]byte{}, gets: map[string][]*waiter{}, barriers: map[string]*barrier{},
 			members: map[memberKey]*sconn{}, conns: map[*sconn]bool{},
 			covered: make([]bool, cfg.World), watched: make([]bool, cfg.World), finished: make([]bool, cfg.World),
-			done: make(chan struct{}),
+			done: make(chan struct{}), preAuth: make(chan struct{}, maxPreAuth),
 		}
 		if len(busy) > 0 {
 			cfg.Logf("ports %s busy, serving on %d", formatInts(busy), s.port)
@@ -213,14 +220,35 @@ func (s *Server) accept() {
 			time.Sleep(100 * time.Millisecond)
 			continue
 		}
+		select {
+		case s.preAuth <- struct{}{}:
+		default:
+			conn.Close()
+			s.turnAway()
+			continue
+		}
 		s.wg.Add(1)
 		go s.serve(conn)
 	}
 }
 
+// turnAway notes a connection closed unanswered because maxPreAuth others
+// were authenticating, and says so at most every 10 s.
+func (s *Server) turnAway() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.turnedAway++
+	if time.Since(s.floodLogged) < 10*time.Second {
+		return
+	}
+	s.cfg.Logf("closed %d connection(s) unanswered: %d others were still to prove the key (a flood of strangers, or a very large job joining: its members try again)", s.turnedAway, maxPreAuth)
+	s.turnedAway, s.floodLogged = 0, time.Now()
+}
+
 func (s *Server) serve(conn net.Conn) {
 	defer s.wg.Done()
 	c, err := s.handshake(conn)
+	<-s.preAuth
 	if err != nil {
 		conn.Close()
 		return
@@ -233,7 +261,7 @@ func (s *Server) serve(conn net.Conn) {
 // Refusals and rejections are logged with the peer's address.
 func (s *Server) handshake(conn net.Conn) (*sconn, error) {
 	addr := conn.RemoteAddr().String()
-	conn.SetDeadline(time.Now().Add(handshakeTimeout))
+	conn.SetDeadline(time.Now().Add(preAuthTimeout))
 	nonce := make([]byte, nonceSize)
 	rand.Read(nonce)
 	if _, err := conn.Write(append([]byte(magic), nonce...)); err != nil {
@@ -546,6 +574,13 @@ func (s *Server) drop(c *sconn, err error) {
 		}
 	case !c.left && !s.watched[c.ranks[0]]:
 		s.abort(Event{Rank: c.ranks[0], Host: c.host, Code: -1, Reason: "disappeared (" + lossReason(err) + ")"})
+	case !c.left && isTimeout(err) && !s.finished[c.ranks[0]]:
+		// A watched worker whose process ends is its launcher's to report,
+		// with its exit code; one that goes silent while its process lives
+		// (stopped, or hung so hard that its heartbeat goroutine never runs)
+		// would otherwise hold every other rank until a collective times out.
+		s.abort(Event{Rank: c.ranks[0], Host: c.host, Code: -1,
+			Reason: fmt.Sprintf("stopped answering: no heartbeat for %v (the process is stopped or hung)", s.cfg.DeadAfter)})
 	case c.left && c.role == Worker && !s.watched[c.ranks[0]]:
 		s.finish(c.ranks[0])
 	}
@@ -693,14 +728,20 @@ func distinct(arrived map[int]*waiter) []*waiter {
 
 // lossReason says in words why a connection ended.
 func lossReason(err error) string {
-	var ne net.Error
 	switch {
 	case err == nil || errors.Is(err, io.EOF):
 		return "connection closed"
-	case errors.As(err, &ne) && ne.Timeout():
+	case isTimeout(err):
 		return "no heartbeat"
 	}
 	return err.Error()
+}
+
+// isTimeout reports whether a read ended at its deadline: the peer sent
+// nothing, not even a heartbeat, for DeadAfter.
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }
 
 // formatInts writes sorted ints with runs as ranges: "0, 2-5, 9".

@@ -319,3 +319,14 @@ func TestClientWaitsForServer(t *testing.T) {
 	}
 	c.Close()
 }
+
+// TestLocalHost: a member's LocalHost is the address its connection leaves
+// from, loopback for a server on loopback: where its ring listens.
+func TestLocalHost(t *testing.T) {
+	s, _ := startServer(t, 1, ServerConfig{})
+	c := join(t, s, Worker, 1, "n0", 0)
+	defer c.Close()
+	if got := c.LocalHost(); got != "127.0.0.1" {
+		t.Errorf("LocalHost = %q, want 127.0.0.1", got)
+	}
+}

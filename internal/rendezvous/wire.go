@@ -42,12 +42,25 @@ const (
 const (
 	nonceSize = 32
 	// maxHelloFrame bounds frames before authentication, so that a stranger
-	// cannot make the server allocate much.
-	maxHelloFrame = 1 << 20
+	// cannot make the server allocate much: a hello of a launcher watching
+	// 8000 ranks (4 bytes each) with a long host name fits.
+	maxHelloFrame = 32 << 10
 	// maxFrame bounds frames after it: values of a few MB fit easily.
 	maxFrame = 64 << 20
-	// handshakeTimeout bounds the greeting, hello and welcome exchange.
+	// handshakeTimeout bounds the client's side of the handshake (connect,
+	// hello, welcome).
 	handshakeTimeout = 5 * time.Second
+	// preAuthTimeout bounds the server's wait for a stranger's hello: a
+	// client sends it at once after the greeting, so a connection that has
+	// not within this time is idle or hostile, and its slot (maxPreAuth) is
+	// wanted by others.
+	preAuthTimeout = 2 * time.Second
+	// maxPreAuth caps the connections the server holds before they prove the
+	// key; more are closed unanswered, and their clients try again. Launchers
+	// and workers join one each, so a job of thousands of ranks is only held
+	// back by a pause, while a flood pins at most maxPreAuth·maxHelloFrame
+	// bytes (2 MiB).
+	maxPreAuth = 64
 	// greetingTimeout bounds a client's wait for the server's greeting,
 	// sent on accept: a port held by a program that waits for its client to
 	// speak first (a web server, say) costs this much per try. A server too
@@ -241,6 +254,9 @@ func decodeHello(key, serverNonce, payload []byte) (hello, bool, error) {
 		h.ranks = append(h.ranks, int(d.u32()))
 	}
 	h.host = d.str()
+	if d.err == nil && len(d.b) > 0 {
+		d.err = fmt.Errorf("%d bytes after the host name", len(d.b))
+	}
 	if d.err != nil {
 		return hello{}, true, fmt.Errorf("hello: %w", d.err)
 	}
