@@ -6,6 +6,7 @@ package cpu
 import (
 	"fmt"
 
+	"github.com/zerodiff/zerodiff/internal/optim"
 	"github.com/zerodiff/zerodiff/internal/tensor"
 )
 
@@ -129,3 +130,30 @@ func FromSlice(data []float32, shape ...int) *tensor.Tensor {
 	}
 	return &tensor.Tensor{Shape: append([]int(nil), shape...), DType: tensor.F32, Data: f32(data)}
 }
+
+// AdamW applies optim.AdamW.StepScaled to p's memory (optim.Kernels).
+func (*Backend) AdamW(p, g, m, v *tensor.Tensor, a optim.AdamW, t int, lr, gradScale float64) {
+	a.StepScaled(Data(p), Data(g), Data(m), Data(v), t, lr, gradScale)
+}
+
+// SumSquares is optim.SumSquares of x's memory (optim.Kernels).
+func (*Backend) SumSquares(x *tensor.Tensor) (float64, error) {
+	return optim.SumSquares(Data(x)), nil
+}
+
+// EMAUpdate applies optim.EMA.Update to shadow's memory (optim.Kernels).
+func (*Backend) EMAUpdate(shadow, params *tensor.Tensor, e *optim.EMA, step int) {
+	e.Update(Data(shadow), Data(params), step)
+}
+
+// FreezeBF16 does nothing: the CPU computes in float32 only
+// (tensor.WeightFreezer).
+func (*Backend) FreezeBF16(*tensor.Tensor) {}
+
+// ThawBF16 does nothing, as FreezeBF16.
+func (*Backend) ThawBF16(*tensor.Tensor) {}
+
+var (
+	_ optim.Kernels        = (*Backend)(nil)
+	_ tensor.WeightFreezer = (*Backend)(nil)
+)

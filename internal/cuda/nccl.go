@@ -229,6 +229,18 @@ func (n *NCCL) Broadcast(buf *tensor.Tensor, root int) error {
 	})
 }
 
+// AllGatherBytes moves host bytes as float32 words through the GPU
+// (dist.AllGatherWords).
+func (n *NCCL) AllGatherBytes(dst, src []byte) error {
+	return dist.AllGatherWords(n, n.be, dst, src)
+}
+
+// BroadcastBytes moves host bytes as float32 words through the GPU
+// (dist.BroadcastWords).
+func (n *NCCL) BroadcastBytes(buf []byte, root int) error {
+	return dist.BroadcastWords(n, n.be, buf, root)
+}
+
 // Barrier all-reduces one value and waits for the stream.
 func (n *NCCL) Barrier() error {
 	one := n.be.New(tensor.F32, 1) // (1)

@@ -79,6 +79,15 @@ type Comm interface {
 	// Broadcast copies root's buf into buf on every rank.
 	// NCCL: ncclBroadcast(buf, buf, n, dtype, root).
 	Broadcast(buf *tensor.Tensor, root int) error
+	// AllGatherBytes places every rank's src (n bytes, the same n on every
+	// rank) at offset r·n of dst (n·World bytes; src may be that piece of
+	// dst), and BroadcastBytes copies
+	// root's buf into buf on every rank: host values — ids, hashes, float64
+	// partials — moved bit for bit, on every backend. They travel as the
+	// float32 words of AllGather and Broadcast, which copy without arithmetic
+	// (AllGatherWords, BroadcastWords).
+	AllGatherBytes(dst, src []byte) error
+	BroadcastBytes(buf []byte, root int) error
 	// Barrier returns when every rank has called it.
 	// NCCL: an all-reduce of one value, then a stream synchronize.
 	Barrier() error
@@ -174,6 +183,24 @@ func (s *Solo) AllGather(dst, src *tensor.Tensor) error {
 }
 
 func (s *Solo) Broadcast(buf *tensor.Tensor, root int) error {
+	if root != 0 {
+		panic(fmt.Sprintf("dist: broadcast from rank %d of 1", root))
+	}
+	return s.failed()
+}
+
+func (s *Solo) AllGatherBytes(dst, src []byte) error {
+	if len(dst) != len(src) {
+		panic(fmt.Sprintf("dist: all-gather of %d bytes into %d on 1 rank", len(src), len(dst)))
+	}
+	if err := s.failed(); err != nil {
+		return err
+	}
+	copy(dst, src)
+	return nil
+}
+
+func (s *Solo) BroadcastBytes(buf []byte, root int) error {
 	if root != 0 {
 		panic(fmt.Sprintf("dist: broadcast from rank %d of 1", root))
 	}

@@ -91,7 +91,7 @@ func Open(dir string, ema bool, note func(string)) (*Model, error) {
 			return nil, err
 		}
 		m.UNet.Params.Alloc(be, false)
-		if err := fill(c, buf, m.UNet.Params.W, c.Manifest.Table, m.UNet.Params.Size); err != nil {
+		if err := fill(be, c, buf, m.UNet.Params.W, c.Manifest.Table, m.UNet.Params.Size); err != nil {
 			return nil, err
 		}
 	case "lora":
@@ -109,7 +109,7 @@ func Open(dir string, ema bool, note func(string)) (*Model, error) {
 			return nil, err
 		}
 		m.LoRA.Alloc(be, false)
-		if err := fill(c, buf, m.LoRA.Params.W, c.Manifest.Table, m.LoRA.Params.Size); err != nil {
+		if err := fill(be, c, buf, m.LoRA.Params.W, c.Manifest.Table, m.LoRA.Params.Size); err != nil {
 			return nil, err
 		}
 	default:
@@ -120,7 +120,7 @@ func Open(dir string, ema bool, note func(string)) (*Model, error) {
 
 // fill reads the whole flat buffer name into w after checking the
 // checkpoint's table against the model's size.
-func fill(c *ckpt.Checkpoint, name string, w *tensor.Tensor, table []ckpt.Entry, size int) error {
+func fill(be tensor.Backend, c *ckpt.Checkpoint, name string, w *tensor.Tensor, table []ckpt.Entry, size int) error {
 	if c.Manifest.Size != size {
 		return fmt.Errorf("checkpoint %s holds %d values, the model has %d (a different config?)", c.Dir, c.Manifest.Size, size)
 	}
@@ -128,7 +128,7 @@ func fill(c *ckpt.Checkpoint, name string, w *tensor.Tensor, table []ckpt.Entry,
 	if err != nil {
 		return err
 	}
-	copy(cpu.Data(w), v)
+	be.Upload(w, v)
 	return nil
 }
 
@@ -159,8 +159,11 @@ func (m *Model) WriteUNet(w io.Writer, dt tensor.DType) error {
 	if err != nil {
 		return err
 	}
+	be := cpu.New()
+	var v []float32
 	for _, p := range tab.Params {
-		if err := sw.WriteFloat32(p.Name, cpu.Data(p.W)); err != nil {
+		v = downloadInto(be, v, p.W)
+		if err := sw.WriteFloat32(p.Name, v); err != nil {
 			return err
 		}
 	}
@@ -178,4 +181,16 @@ func ParseDType(s string) (tensor.DType, error) {
 		return tensor.BF16, nil
 	}
 	return 0, fmt.Errorf("dtype %q: fp32, fp16 or bf16", s)
+}
+
+// downloadInto returns t's values in buf, grown as needed: one buffer
+// reused while a writer streams tensor after tensor.
+func downloadInto(be tensor.Backend, buf []float32, t *tensor.Tensor) []float32 {
+	n := t.Numel()
+	if cap(buf) < n {
+		buf = make([]float32, n) // t's shape
+	}
+	buf = buf[:n]
+	be.Download(buf, t)
+	return buf
 }

@@ -77,7 +77,7 @@ func (m *Model) writeSingleFile(out string, dt tensor.DType) error {
 		return err
 	}
 	var infos []safetensors.Info
-	var values [][]float32
+	var values []*tensor.Tensor
 	add := func(tab *nn.Table, mp sd.Mapping) error {
 		for _, p := range tab.Params {
 			key, err := mp.Key(p.Name)
@@ -89,7 +89,7 @@ func (m *Model) writeSingleFile(out string, dt tensor.DType) error {
 				shape = []int{shape[0], shape[1], 1, 1} // LDM keeps these projections as 1x1 convs
 			}
 			infos = append(infos, safetensors.Info{Name: key, DType: dt, Shape: shape})
-			values = append(values, cpu.Data(p.W))
+			values = append(values, p.W)
 		}
 		return nil
 	}
@@ -107,8 +107,10 @@ func (m *Model) writeSingleFile(out string, dt tensor.DType) error {
 		if err != nil {
 			return err
 		}
+		var v []float32
 		for i, in := range infos {
-			if err := sw.WriteFloat32(in.Name, values[i]); err != nil {
+			v = downloadInto(be, v, values[i])
+			if err := sw.WriteFloat32(in.Name, v); err != nil {
 				return err
 			}
 		}

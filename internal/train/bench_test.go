@@ -8,9 +8,9 @@ import (
 	"github.com/zerodiff/zerodiff/internal/demo"
 )
 
-// BenchmarkDemoStep is one optimizer step of the demo recipe (REFERENCE.md
-// §9): the 1.7M-parameter pixel-space UNet on 64 images of 16x16 with
-// 8-token captions. testdata/bench/torch_demo_step.py times the same step.
+// BenchmarkDemoStep is one optimizer step of the demo recipe
+// (internal/demo): the 1.7M-parameter pixel-space UNet on 64 images of
+// 16x16 with 8-token captions. testdata/bench/torch_demo_step.py times the same step.
 func BenchmarkDemoStep(b *testing.B) {
 	dir := b.TempDir()
 	if err := demo.WriteModel(dir, 1, demo.Options{}); err != nil {

@@ -5,7 +5,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"math"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -28,14 +27,11 @@ type loraMeta struct {
 // dropped after it.
 func (j *Job) partBuffers() (names []string, bufs map[string][]float32) {
 	s := j.step
-	lo, hi := s.Lo, s.Hi
+	lo, _ := s.zero.own()
 	own := func(b *tensor.Tensor) []float32 { // b covers own(); cut it to [Lo, Hi)
-		if s.Stage == 0 {
-			b = j.be.View(b, lo, hi-lo)
-		}
-		return hostValues(j.be, b)
+		return hostValues(j.be, j.be.View(b, s.Lo-lo, s.Hi-s.Lo))
 	}
-	w := own(s.ownWeights())
+	w := own(s.zero.weights())
 	bufs = map[string][]float32{ckpt.Weights: w, ckpt.ExpAvg: own(s.M), ckpt.ExpAvgSq: own(s.V)}
 	names = []string{ckpt.Weights, ckpt.ExpAvg, ckpt.ExpAvgSq}
 	if s.Shadow != nil {
@@ -103,42 +99,33 @@ func (j *Job) commit(dir string, names []string, parts []ckpt.Part) error {
 	return ckpt.Prune(j.Cfg.CheckpointDir, j.Cfg.KeepCheckpoints)
 }
 
-// partWords is a Part as float32 words for an all-gather: rank, lo, hi and
-// the 32 bytes of its SHA-256, moved bit for bit.
-const partWords = 3 + 8
+// partRecord is the length of a Part as bytes for an all-gather: rank, lo
+// and hi as little-endian uint64s, then the 32 bytes of its SHA-256.
+const partRecord = 3*8 + 32
 
 // gatherParts collects every rank's Part (empty ranks, lo = hi, left out).
 func (j *Job) gatherParts(p ckpt.Part) ([]ckpt.Part, error) {
 	world := j.Comm.World()
-	all := j.be.New(tensor.F32, world*partWords) // (world, partWords)
-	mine := j.be.View(all, j.Comm.Rank()*partWords, partWords)
-	w := make([]float32, partWords)
+	all := make([]byte, world*partRecord) // (World, partRecord)
+	mine := all[j.Comm.Rank()*partRecord : (j.Comm.Rank()+1)*partRecord]
 	for i, v := range []int{p.Rank, p.Lo, p.Hi} {
-		w[i] = math.Float32frombits(uint32(v))
+		binary.LittleEndian.PutUint64(mine[8*i:], uint64(v))
 	}
 	if sum, err := hex.DecodeString(p.SHA256); err == nil && len(sum) == 32 {
-		for i := range 8 {
-			w[3+i] = math.Float32frombits(binary.LittleEndian.Uint32(sum[4*i:]))
-		}
+		copy(mine[24:], sum)
 	}
-	j.be.Upload(mine, w)
-	if err := j.Comm.AllGather(all, mine); err != nil {
+	if err := j.Comm.AllGatherBytes(all, mine); err != nil {
 		return nil, err
 	}
 	var parts []ckpt.Part
-	v := make([]float32, world*partWords) // (world, partWords)
-	j.be.Download(v, all)
 	for r := range world {
-		rec := v[r*partWords : (r+1)*partWords]
-		q := ckpt.Part{Rank: int(math.Float32bits(rec[0])), Lo: int(math.Float32bits(rec[1])), Hi: int(math.Float32bits(rec[2]))}
+		rec := all[r*partRecord : (r+1)*partRecord]
+		field := func(i int) int { return int(binary.LittleEndian.Uint64(rec[8*i:])) }
+		q := ckpt.Part{Rank: field(0), Lo: field(1), Hi: field(2)}
 		if q.Hi == q.Lo {
 			continue
 		}
-		sum := make([]byte, 32)
-		for i := range 8 {
-			binary.LittleEndian.PutUint32(sum[4*i:], math.Float32bits(rec[3+i]))
-		}
-		q.File, q.SHA256 = ckpt.PartFile(q.Rank), hex.EncodeToString(sum)
+		q.File, q.SHA256 = ckpt.PartFile(q.Rank), hex.EncodeToString(rec[24:])
 		parts = append(parts, q)
 	}
 	return parts, nil
@@ -185,16 +172,10 @@ func (j *Job) resume() error {
 			return fmt.Errorf("resume from %s: tensor %d is %s there and %s here", c.Dir, i, e.Name, p.Name)
 		}
 	}
-	wlo, whi := 0, s.Trainable.Size
-	if s.wpart != nil {
-		wlo, whi = s.Lo, s.Hi // its chunk is all stage 3 keeps
-	}
-	w, err := c.ReadRange(ckpt.Weights, wlo, whi)
-	if err != nil {
+	if err := s.zero.load(func(lo, hi int) ([]float32, error) { return c.ReadRange(ckpt.Weights, lo, hi) }); err != nil {
 		return err
 	}
-	s.setWeights(w)
-	lo, hi := s.own()
+	lo, hi := s.zero.own()
 	state := map[string]*tensor.Tensor{ckpt.ExpAvg: s.M, ckpt.ExpAvgSq: s.V}
 	if s.Shadow != nil {
 		state[ckpt.EMA] = s.Shadow

@@ -154,7 +154,10 @@ func runDeepSpeedReplay(t *testing.T, c *golden.Case, cfg Config, dir string, wo
 		if err != nil {
 			t.Fatal(err)
 		}
-		s := NewStepper(be, u, u.Params, rings[r], cfg.Zero.Stage)
+		s, err := NewStepper(be, u, u.Params, rings[r], cfg.Zero.Stage)
+		if err != nil {
+			t.Fatal(err)
+		}
 		s.Opt = optim.AdamW{Beta1: p.Betas[0], Beta2: p.Betas[1], Eps: p.Eps, WeightDecay: p.WeightDecay}
 		s.LR = sched
 		s.MaxGradNorm = cfg.GradClip

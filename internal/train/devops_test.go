@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/zerodiff/zerodiff/internal/cpu"
@@ -16,7 +17,8 @@ import (
 // foreign is the CPU backend under another name with its own optimizer
 // passes (internal/optim's, counted): to the Stepper and the Job it is a
 // device like a GPU, whose buffers the host reads through Download and
-// writes through Upload, and whose optimizer step goes through optimOps.
+// writes through Upload, and whose optimizer step goes through its own
+// optim.Kernels.
 type foreign struct {
 	*cpu.Backend
 	calls map[string]int
@@ -26,17 +28,17 @@ func (*foreign) Name() string { return "foreign" }
 
 func (f *foreign) AdamW(p, g, m, v *tensor.Tensor, a optim.AdamW, t int, lr, gradScale float64) {
 	f.calls["adamw"]++
-	hostOps{}.AdamW(p, g, m, v, a, t, lr, gradScale)
+	f.Backend.AdamW(p, g, m, v, a, t, lr, gradScale)
 }
 
 func (f *foreign) SumSquares(x *tensor.Tensor) (float64, error) {
 	f.calls["sumsq"]++
-	return hostOps{}.SumSquares(x)
+	return f.Backend.SumSquares(x)
 }
 
 func (f *foreign) EMAUpdate(shadow, params *tensor.Tensor, e *optim.EMA, step int) {
 	f.calls["ema"]++
-	hostOps{}.EMAUpdate(shadow, params, e, step)
+	f.Backend.EMAUpdate(shadow, params, e, step)
 }
 
 // TestDeviceBackendMatchesCPU trains the tiny model 4 steps under ZeRO
@@ -96,25 +98,25 @@ func sameBuffers(t *testing.T, what string, want, got *Job) {
 	}
 }
 
-// TestOpsFor: the CPU backend gets internal/optim, a backend with its own
-// passes keeps them, and one without is refused by name.
+// TestOpsFor: the CPU backend gets its own passes (internal/optim's), a
+// backend with its own passes keeps them, and one without is refused by
+// name.
 func TestOpsFor(t *testing.T) {
-	if _, ok := opsFor(cpu.New()).(hostOps); !ok {
-		t.Error("the CPU backend does not get hostOps")
+	be := cpu.New()
+	if got, err := opsFor(be); err != nil || got != optim.Kernels(be) {
+		t.Errorf("the CPU backend gets %T, %v", got, err)
 	}
 	f := &foreign{Backend: cpu.New()}
-	if got := opsFor(f); got != optimOps(f) {
-		t.Errorf("a backend with optimizer passes gets %T", got)
+	if got, err := opsFor(f); err != nil || got != optim.Kernels(f) {
+		t.Errorf("a backend with optimizer passes gets %T, %v", got, err)
 	}
-	defer func() {
-		if r := recover(); r == nil {
-			t.Error("a backend without optimizer passes was accepted")
-		}
-	}()
-	opsFor(plainForeign{cpu.New()})
+	if _, err := opsFor(plainForeign{cpu.New()}); err == nil || !strings.Contains(err.Error(), "plain backend has no optimizer kernels") {
+		t.Errorf("a backend without optimizer passes: error %v, want one naming it", err)
+	}
 }
 
-// plainForeign is a non-CPU backend without optimizer passes.
-type plainForeign struct{ *cpu.Backend }
+// plainForeign is a backend without optimizer passes: only tensor.Backend's
+// methods of the CPU backend.
+type plainForeign struct{ tensor.Backend }
 
 func (plainForeign) Name() string { return "plain" }

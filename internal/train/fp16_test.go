@@ -127,7 +127,7 @@ func TestOverflowOnOneRankSkipsEveryRank(t *testing.T) {
 	before := fullState(jobs)
 	eachRank(t, jobs, func(j *Job) error {
 		if j.Comm.Rank() == 1 {
-			j.be.Upload(j.be.View(j.step.gpart, 0, 1), []float32{float32(math.Inf(1))})
+			j.be.Upload(j.be.View(j.step.hooks.gpart, 0, 1), []float32{float32(math.Inf(1))})
 		}
 		return j.trainStep()
 	})

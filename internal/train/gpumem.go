@@ -1,6 +1,7 @@
 package train
 
 import (
+	"encoding/binary"
 	"fmt"
 	"math"
 	"strconv"
@@ -8,6 +9,7 @@ import (
 
 	"github.com/zerodiff/zerodiff/internal/gpuinfo"
 	"github.com/zerodiff/zerodiff/internal/logx"
+	"github.com/zerodiff/zerodiff/internal/optim"
 	"github.com/zerodiff/zerodiff/internal/tensor"
 )
 
@@ -18,7 +20,7 @@ import (
 // makes; any other is a call on the nil Backend it embeds and panics.
 type meter struct {
 	tensor.Backend
-	hostOps // opsFor accepts the meter; it runs no optimizer step
+	optim.Kernels // nil: opsFor accepts the meter, which runs no optimizer step
 
 	live        map[*tensor.Tensor]int64 // bytes of each tensor New made
 	inUse, peak int64
@@ -183,30 +185,23 @@ func gpuLine(gpus []logx.GPU) string {
 }
 
 // allGather64 returns every rank's vals (the same count on every rank),
-// indexed by rank, bit for bit: each float64 travels as two float32 words,
-// which the collectives copy without arithmetic, as newRunID moves the run
-// id, so byte counts stay exact and NaNs arrive as NaNs.
+// indexed by rank, bit for bit: each float64 travels as its 8 bytes, so
+// byte counts stay exact and NaNs arrive as NaNs.
 func (j *Job) allGather64(vals []float64) ([][]float64, error) {
 	n, world := len(vals), j.Comm.World()
-	words := make([]float32, 2*n) // (2n)
+	all := make([]byte, world*8*n) // (World, n, 8)
+	mine := all[j.Comm.Rank()*8*n : (j.Comm.Rank()+1)*8*n]
 	for i, v := range vals {
-		b := math.Float64bits(v)
-		words[2*i], words[2*i+1] = math.Float32frombits(uint32(b)), math.Float32frombits(uint32(b>>32))
+		binary.LittleEndian.PutUint64(mine[8*i:], math.Float64bits(v))
 	}
-	src := j.be.New(tensor.F32, 2*n)       // (2n)
-	dst := j.be.New(tensor.F32, world*2*n) // (World, 2n)
-	j.be.Upload(src, words)
-	if err := j.Comm.AllGather(dst, src); err != nil {
+	if err := j.Comm.AllGatherBytes(all, mine); err != nil {
 		return nil, err
 	}
-	all := make([]float32, world*2*n) // (World, 2n)
-	j.be.Download(all, dst)
 	out := make([][]float64, world)
 	for r := range out {
 		out[r] = make([]float64, n)
 		for i := range out[r] {
-			lo, hi := math.Float32bits(all[(r*n+i)*2]), math.Float32bits(all[(r*n+i)*2+1])
-			out[r][i] = math.Float64frombits(uint64(hi)<<32 | uint64(lo))
+			out[r][i] = math.Float64frombits(binary.LittleEndian.Uint64(all[(r*n+i)*8:]))
 		}
 	}
 	return out, nil

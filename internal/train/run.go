@@ -2,12 +2,10 @@ package train
 
 import (
 	"context"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -68,9 +66,11 @@ type Job struct {
 	epoch, sample int
 	// resumedFrom is the checkpoint the run resumed from ("" for a new run).
 	resumedFrom string
-	done        bool        // the checkpoint resumed from is at the run's last step
-	lock        *outputLock // rank 0's lock of the output folder
-	gpuLog      bool        // log the ranks' GPUs: some rank's query worked at the pre-flight
+	done        bool           // the checkpoint resumed from is at the run's last step
+	lock        *outputLock    // rank 0's lock of the output folder
+	gpuLog      bool           // log the ranks' GPUs: some rank's query worked at the pre-flight
+	one         *tensor.Tensor // (1) agree's and mean's value on the backend; nil until the first
+	oneHost     [1]float32     // its host copy
 }
 
 // state is the small part of the training state a checkpoint keeps beside the buffers.
@@ -316,9 +316,12 @@ func (j *Job) buildModel(be tensor.Backend, weights bool) (*unet.UNet, *lora.Set
 	}
 	var s *Stepper
 	if wpart != nil {
-		s = NewStepper3(be, u, trainable, j.Comm, wpart)
+		s, err = NewStepper3(be, u, trainable, j.Comm, wpart)
 	} else {
-		s = NewStepper(be, u, trainable, j.Comm, c.Zero.Stage)
+		s, err = NewStepper(be, u, trainable, j.Comm, c.Zero.Stage)
+	}
+	if err != nil {
+		return nil, nil, nil, err
 	}
 	s.Prefetch = c.Zero.prefetch()
 	if c.UseEMA {
@@ -406,7 +409,8 @@ func (j *Job) unetConfig() (unet.Config, error) {
 
 // zeroLast picks the layers that start at zero when training from scratch:
 // the output conv, each resnet's second conv and each transformer's output
-// projection, so every block starts as the identity (REFERENCE.md §9).
+// projection, so every block starts as the identity (as guided-diffusion's
+// unet.py wraps those layers in zero_module).
 func zeroLast(module string) bool {
 	return module == "conv_out" || strings.HasSuffix(module, ".conv2") || strings.HasSuffix(module, ".proj_out")
 }
@@ -518,18 +522,8 @@ func (j *Job) trainStep() error {
 // newRunID makes the run's UUID on rank 0 and gives it to every rank.
 func (j *Job) newRunID() error {
 	id := uuid.New()
-	buf := j.be.New(tensor.F32, 4) // the 16 bytes as 4 words, moved bit for bit
-	w := make([]float32, 4)
-	for i := range w {
-		w[i] = math.Float32frombits(binary.LittleEndian.Uint32(id[4*i:]))
-	}
-	j.be.Upload(buf, w)
-	if err := j.Comm.Broadcast(buf, 0); err != nil {
+	if err := j.Comm.BroadcastBytes(id[:], 0); err != nil {
 		return err
-	}
-	j.be.Download(w, buf)
-	for i, v := range w {
-		binary.LittleEndian.PutUint32(id[4*i:], math.Float32bits(v))
 	}
 	j.runID = id.String()
 	return nil
@@ -542,26 +536,29 @@ func (j *Job) agree(stop bool) (bool, error) {
 	if stop {
 		v = 1
 	}
-	f := j.be.New(tensor.F32, 1)
-	j.be.Upload(f, []float32{v})
-	if err := j.Comm.AllReduce(f, dist.Max); err != nil {
-		return false, err
-	}
-	got := make([]float32, 1)
-	j.be.Download(got, f)
-	return got[0] > 0, nil
+	got, err := j.allReduce1(v, dist.Max)
+	return got > 0, err
 }
 
 // mean is the average of x over the ranks.
 func (j *Job) mean(x float64) (float64, error) {
-	f := j.be.New(tensor.F32, 1)
-	j.be.Upload(f, []float32{float32(x)})
-	if err := j.Comm.AllReduce(f, dist.Avg); err != nil {
+	got, err := j.allReduce1(float32(x), dist.Avg)
+	return float64(got), err
+}
+
+// allReduce1 combines one value across the ranks in a buffer made once for
+// the run, as agree and mean run at every step.
+func (j *Job) allReduce1(v float32, op dist.Op) (float32, error) {
+	if j.one == nil {
+		j.one = j.be.New(tensor.F32, 1) // (1)
+	}
+	j.oneHost[0] = v
+	j.be.Upload(j.one, j.oneHost[:])
+	if err := j.Comm.AllReduce(j.one, op); err != nil {
 		return 0, err
 	}
-	got := make([]float32, 1)
-	j.be.Download(got, f)
-	return float64(got[0]), nil
+	j.be.Download(j.oneHost[:], j.one)
+	return j.oneHost[0], nil
 }
 
 // openLogs opens rank 0's logs: log.jsonl for appending and a new

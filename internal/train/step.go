@@ -4,6 +4,7 @@
 package train
 
 import (
+	"encoding/binary"
 	"fmt"
 	"math"
 
@@ -16,41 +17,27 @@ import (
 )
 
 // Stepper runs micro-batches and optimizer steps on one backend, as one rank
-// of a data-parallel job with ZeRO's stages (REFERENCE.md §5). Trainable is
-// the table the optimizer updates: the whole UNet for a full fine-tune, the
-// LoRA adapters otherwise; its flat buffers are padded to a multiple of the
-// world size and cut into equal chunks, chunk r [Lo, Hi) belonging to rank r.
-//
-//	stage 0: gradients all-reduced; every rank keeps and updates everything.
-//	stage 1: gradients reduce-scattered at the optimizer step; each rank keeps
-//	         Adam's moments and the EMA weights of its chunk only, updates its
-//	         chunk, and the weights are all-gathered.
-//	stage 2: as 1, but gradients go to their owners' partitions during
-//	         backward: a full fine-tune reduces each UNet unit's gradients
-//	         right after its backward (unitHooks) and holds no full gradient
-//	         buffer; LoRA's tiny adapter gradients are reduce-scattered
-//	         after every micro-batch.
-//	stage 3: as 2, and each rank keeps only its chunk of the UNet's
-//	         weights (trained, or LoRA's frozen base): a unit's weights are
-//	         gathered before its forward and its backward and released
-//	         after, with Prefetch the next unit's while one computes.
+// of a data-parallel job under one of ZeRO's stages 0–3, its sharding (see
+// sharding for what each stage keeps and moves). Trainable is the table the
+// optimizer updates: the whole UNet for a full fine-tune, the LoRA adapters
+// otherwise; its flat buffers are padded to a multiple of the world size
+// and cut into equal chunks, chunk r [Lo, Hi) belonging to rank r.
 //
 // Weights, gradients, Adam moments and EMA weights are float32 tensors of
 // the stepper's backend (on a GPU they stay there: the fp32 master weights
-// are the weights); the optimizer's passes over them run there too (optimOps).
+// are the weights); the optimizer's passes over them run there too (optim.Kernels).
 type Stepper struct {
 	be        tensor.Backend
 	UNet      *unet.UNet
 	Trainable *nn.Table
 	Comm      dist.Comm
-	Stage     int
 	// Prefetch, under stage 3, gathers the weights of the unit a pass
 	// reaches next while one computes (unitHooks): set it before the first
 	// step and alike on every rank.
 	Prefetch bool
 	// Lo, Hi bound this rank's chunk of the flat buffers, clipped to Size.
 	Lo, Hi int
-	M, V   *tensor.Tensor // Adam moments: (Hi−Lo) under stages 1 and 2, (Size) under 0
+	M, V   *tensor.Tensor // Adam moments of the range zero.own() covers
 	EMA    *optim.EMA
 	Shadow *tensor.Tensor // EMA weights, shaped as M; nil without EMA
 	Opt    optim.AdamW
@@ -72,20 +59,19 @@ type Stepper struct {
 	// AdamW, no EMA update, no LR schedule step.
 	Skipped int
 
-	chunk int            // padded length / world
-	gpart *tensor.Tensor // stages 2, 3: this rank's accumulated gradient partition (chunk)
-	wpart *tensor.Tensor // stage 3 of a full fine-tune: this rank's chunk of the weights (chunk); Trainable.W is nil
-	hooks *unitHooks     // stages 2, 3 of a full fine-tune, stage 3 of LoRA; nil otherwise
-	ops   optimOps
+	zero  sharding
+	chunk int        // padded length / world
+	hooks *unitHooks // the UNet's unit hooks under stages 2 and 3 of a full fine-tune and stage 3 of LoRA; nil otherwise
+	ops   optim.Kernels
 }
 
 // NewStepper sets up the optimizer state of trainable — allocated with
 // gradients by AllocPadded to a multiple of comm.World() — for ZeRO stage 0,
 // 1 or 2. A stage-3 stepper starts from the UNet's weights already sharded
 // (NewStepper3).
-func NewStepper(be tensor.Backend, u *unet.UNet, trainable *nn.Table, comm dist.Comm, stage int) *Stepper {
+func NewStepper(be tensor.Backend, u *unet.UNet, trainable *nn.Table, comm dist.Comm, stage int) (*Stepper, error) {
 	if stage == 3 {
-		panic("train: NewStepper for ZeRO stage 3: the UNet's weights go sharded to NewStepper3")
+		return nil, fmt.Errorf("train: ZeRO stage 3 keeps the UNet's weights sharded: set it up with NewStepper3")
 	}
 	return newStepper(be, u, trainable, comm, stage, nil)
 }
@@ -93,123 +79,60 @@ func NewStepper(be tensor.Backend, u *unet.UNet, trainable *nn.Table, comm dist.
 // NewStepper3 sets up a ZeRO-3 stepper for trainable — the UNet's table, or
 // LoRA's allocated as for NewStepper — on the UNet u whose weights exist only
 // as this rank's chunk, wpart (shardUNet): u.Params.W and its views are nil.
-func NewStepper3(be tensor.Backend, u *unet.UNet, trainable *nn.Table, comm dist.Comm, wpart *tensor.Tensor) *Stepper {
+func NewStepper3(be tensor.Backend, u *unet.UNet, trainable *nn.Table, comm dist.Comm, wpart *tensor.Tensor) (*Stepper, error) {
 	return newStepper(be, u, trainable, comm, 3, wpart)
 }
 
 // newStepper is NewStepper, and NewStepper3 with wpart.
-func newStepper(be tensor.Backend, u *unet.UNet, trainable *nn.Table, comm dist.Comm, stage int, wpart *tensor.Tensor) *Stepper {
-	s := &Stepper{be: be, UNet: u, Trainable: trainable, Comm: comm, Stage: stage, ops: opsFor(be)}
+func newStepper(be tensor.Backend, u *unet.UNet, trainable *nn.Table, comm dist.Comm, stage int, wpart *tensor.Tensor) (*Stepper, error) {
+	ops, err := opsFor(be)
+	if err != nil {
+		return nil, err
+	}
+	s := &Stepper{be: be, UNet: u, Trainable: trainable, Comm: comm, ops: ops}
 	world, rank := comm.World(), comm.Rank()
 	padded := (trainable.Size + world - 1) / world * world // a sharded UNet's table has no W
 	if trainable.W != nil {
 		if padded = trainable.W.Numel(); padded%world != 0 {
-			panic(fmt.Sprintf("train: flat buffer of %d values is not padded to a multiple of %d ranks", padded, world))
+			return nil, fmt.Errorf("train: flat buffer of %d values is not padded to a multiple of %d ranks", padded, world)
 		}
 	}
 	s.chunk = padded / world
 	s.Lo, s.Hi = min(rank*s.chunk, trainable.Size), min((rank+1)*s.chunk, trainable.Size)
-	n := trainable.Size
-	if stage > 0 {
-		n = s.Hi - s.Lo
+	if s.zero, err = newSharding(s, stage, wpart); err != nil {
+		return nil, err
 	}
-	s.M, s.V = be.New(tensor.F32, n), be.New(tensor.F32, n) // (n)
-	if stage >= 2 {
-		s.gpart = be.New(tensor.F32, s.chunk) // (chunk)
-	}
-	perUnit := stage >= 2 && trainable == u.Params // a full fine-tune's gradients go per unit
-	if perUnit || stage == 3 {
-		units, err := u.Units()
-		if err != nil {
-			panic(fmt.Sprintf("train: ZeRO-%d needs the UNet's units: %v", stage, err))
-		}
-		s.hooks = newUnitHooks(s, units)
-		s.hooks.grads = perUnit
-		u.Hooks = s.hooks
-	}
-	if perUnit && trainable.G != nil {
-		// The units' gradients live in the hooks' buffers only.
-		be.Free(trainable.G)
-		trainable.G = nil
-		for _, p := range trainable.Params {
-			p.G = nil
-		}
-	}
-	if stage == 3 {
-		// The UNet's weights — trainable, or LoRA's frozen base — are sharded
-		// in chunks as the trainable buffers are.
-		base := u.Params
-		if base.W != nil || wpart.Numel() != (base.Size+world-1)/world {
-			panic(fmt.Sprintf("train: ZeRO-3 needs the UNet's %d weights as this rank's chunk of %d ranks alone", base.Size, world))
-		}
-		h := s.hooks
-		h.wpart = wpart
-		if perUnit {
-			s.wpart = h.wpart
-		}
-	}
-	return s
-}
-
-// unitGrads tells whether the trainable gradients are reduced per UNet unit
-// (stages 2 and 3 of a full fine-tune) into gpart.
-func (s *Stepper) unitGrads() bool { return s.hooks != nil && s.hooks.grads }
-
-// ownWeights are this rank's weights of the range own() covers.
-func (s *Stepper) ownWeights() *tensor.Tensor {
-	lo, hi := s.own()
-	if s.wpart != nil {
-		return s.be.View(s.wpart, 0, hi-lo)
-	}
-	return s.be.View(s.Trainable.W, lo, hi-lo)
-}
-
-// setWeights loads the weights: those of [0, Size), or under stage 3 those
-// of its chunk [Lo, Hi).
-func (s *Stepper) setWeights(w []float32) {
-	if s.wpart != nil {
-		s.be.Upload(s.be.View(s.wpart, 0, len(w)), w)
-		return
-	}
-	s.be.Upload(s.be.View(s.Trainable.W, 0, s.Trainable.Size), w)
-}
-
-// own is the range of the flat buffers this rank's optimizer state covers.
-func (s *Stepper) own() (lo, hi int) {
-	if s.Stage == 0 {
-		return 0, s.Trainable.Size
-	}
-	return s.Lo, s.Hi
+	lo, hi := s.zero.own()
+	s.M, s.V = be.New(tensor.F32, hi-lo), be.New(tensor.F32, hi-lo) // (hi−lo)
+	return s, nil
 }
 
 // EnableEMA starts EMA weights as a copy of the current trainable weights
-// (of this rank's chunk under stages 1 and 2), as EMAModel does.
+// (of this rank's chunk under stages 1–3), as EMAModel does.
 func (s *Stepper) EnableEMA(e *optim.EMA) {
 	s.EMA = e
-	lo, hi := s.own()
+	lo, hi := s.zero.own()
 	s.Shadow = s.be.New(tensor.F32, hi-lo) // (hi−lo)
-	s.be.Copy(s.Shadow, s.ownWeights())
+	s.be.Copy(s.Shadow, s.zero.weights())
 }
 
 // ModelStateBytes is the memory this rank holds for the model states at
-// their peak: the weights (whole, or its chunk under stage 3), the gradients
-// (whole under stages 0 and 1, its partition under 2 and 3), Adam moments
-// and EMA weights (its share under stages 1–3), and under stages 2 and 3 of
-// a full fine-tune the units' passing buffers at their peak
-// (unitHooks.peakBytes: the largest unit's, and with Prefetch the next
-// unit's weights beside them).
+// their peak: the trainable weights and gradients it holds whole, Adam
+// moments and EMA weights of its share, and the stage's own buffers and
+// passing buffers at their peak (sharding.stateBytes).
 func (s *Stepper) ModelStateBytes() int64 {
 	var n int64
-	for _, t := range []*tensor.Tensor{s.Trainable.W, s.Trainable.G, s.wpart, s.gpart, s.M, s.V, s.Shadow} {
+	for _, t := range []*tensor.Tensor{s.Trainable.W, s.Trainable.G, s.M, s.V, s.Shadow} {
 		if t != nil {
 			n += int64(t.Numel())
 		}
 	}
-	if s.hooks != nil {
-		return 4*n + s.hooks.peakBytes()
-	}
-	return 4 * n
+	return 4*n + s.zero.stateBytes()
 }
+
+// memoryFormula says what ModelStateBytes counts, in bytes per trainable
+// parameter (float32 everywhere: Ψ parameters, N ranks).
+func (s *Stepper) memoryFormula() string { return s.zero.formula() }
 
 // Micro is one micro-batch of clean inputs and the noise and timesteps drawn for it.
 type Micro struct {
@@ -292,26 +215,10 @@ func (s *Stepper) MicroStep(m Micro, scale float64) (float64, error) {
 	if s.hooks != nil && s.hooks.err != nil {
 		return 0, s.hooks.err
 	}
-	if s.Stage >= 2 && !s.unitGrads() {
-		if err := s.scatterGrads(); err != nil {
-			return 0, err
-		}
+	if err := s.zero.microDone(); err != nil {
+		return 0, err
 	}
 	return float64(lv[0]), nil
-}
-
-// scatterGrads reduce-scatters the gradient buffer, adds this rank's chunk to
-// its partition and clears the buffer for the next micro-batch (stage 2).
-func (s *Stepper) scatterGrads() error {
-	r := s.Comm.Rank()
-	g := s.Trainable.G
-	mine := s.be.View(g, r*s.chunk, s.chunk) // (chunk)
-	if err := s.Comm.ReduceScatter(mine, g, dist.Sum); err != nil {
-		return err
-	}
-	s.be.Add(s.gpart, s.gpart, mine)
-	s.be.Zero(g)
-	return nil
 }
 
 // StepResult reports one optimizer step: the global norm of the unscaled
@@ -337,21 +244,8 @@ type StepResult struct {
 // (clip factor / S), which with a power-of-two S gives the bits of an
 // unscaled run.
 func (s *Stepper) OptimizerStep() (StepResult, error) {
-	r := s.Comm.Rank()
-	g := s.Trainable.G
-	switch {
-	case s.unitGrads(): // the units' gradients are in gpart already
-	case s.Stage == 0:
-		if err := s.Comm.AllReduce(g, dist.Sum); err != nil {
-			return StepResult{}, err
-		}
-	case s.Stage == 1:
-		if err := s.Comm.ReduceScatter(s.be.View(g, r*s.chunk, s.chunk), g, dist.Sum); err != nil {
-			return StepResult{}, err
-		}
-	default: // stages 2 and 3 of LoRA
-		s.be.Copy(s.be.View(g, r*s.chunk, s.chunk), s.gpart)
-		s.be.Zero(s.gpart)
+	if err := s.zero.reduce(); err != nil {
+		return StepResult{}, err
 	}
 	scale := s.lossScale()
 	norm, err := s.gradNorm()
@@ -373,7 +267,7 @@ func (s *Stepper) OptimizerStep() (StepResult, error) {
 	if overflow {
 		s.Steps++
 		s.Skipped++
-		s.clearGrads()
+		s.zero.clear()
 		return StepResult{GradNorm: norm, LR: lr, LossScale: scale, Skipped: true}, nil
 	}
 	norm /= scale
@@ -381,18 +275,16 @@ func (s *Stepper) OptimizerStep() (StepResult, error) {
 	if s.MaxGradNorm > 0 {
 		factor = optim.ClipFactor(norm, s.MaxGradNorm)
 	}
-	p := s.ownWeights() // (hi−lo)
-	s.ops.AdamW(p, s.ownGrads(), s.M, s.V, s.Opt, applied+1, lr, factor/scale)
+	p := s.zero.weights() // (hi−lo)
+	s.ops.AdamW(p, s.zero.grads(), s.M, s.V, s.Opt, applied+1, lr, factor/scale)
 	s.Steps++
 	if s.EMA != nil {
 		s.ops.EMAUpdate(s.Shadow, p, s.EMA, applied+1)
 	}
-	if s.Stage > 0 && s.wpart == nil {
-		if err := s.Comm.AllGather(s.Trainable.W, s.be.View(s.Trainable.W, r*s.chunk, s.chunk)); err != nil {
-			return StepResult{}, err
-		}
+	if err := s.zero.share(); err != nil {
+		return StepResult{}, err
 	}
-	s.clearGrads()
+	s.zero.clear()
 	// A GPU reports the failures of the step's queued work here.
 	if err := s.be.Sync(); err != nil {
 		return StepResult{}, fmt.Errorf("step %d: %w", s.Steps, err)
@@ -400,60 +292,48 @@ func (s *Stepper) OptimizerStep() (StepResult, error) {
 	return StepResult{GradNorm: norm, LR: lr, LossScale: scale}, nil
 }
 
-// ownGrads are the reduced gradients of the range own() covers, at the
-// optimizer step.
-func (s *Stepper) ownGrads() *tensor.Tensor {
-	lo, hi := s.own()
-	if s.unitGrads() {
-		return s.be.View(s.gpart, 0, hi-lo)
-	}
-	return s.be.View(s.Trainable.G, lo, hi-lo)
-}
-
-// clearGrads zeroes the gradients for the next step.
-func (s *Stepper) clearGrads() {
-	if s.unitGrads() {
-		s.be.Zero(s.gpart)
-		return
-	}
-	s.be.Zero(s.Trainable.G)
-}
-
 // gradNorm is the global gradient norm: the sum of squares of each rank's
 // chunk in float64, combined in chunk order on every rank, so that every
 // stage and rank computes the same bits.
 func (s *Stepper) gradNorm() (float64, error) {
-	world := s.Comm.World()
-	partial := func(c int) (float64, error) {
-		lo, hi := min(c*s.chunk, s.Trainable.Size), min((c+1)*s.chunk, s.Trainable.Size)
-		return s.ops.SumSquares(s.be.View(s.Trainable.G, lo, hi-lo))
-	}
-	sums := make([]float64, world)
-	if s.Stage == 0 {
-		for c := range sums {
-			var err error
-			if sums[c], err = partial(c); err != nil {
-				return 0, err
-			}
-		}
-		return optim.GlobalNorm(sums), nil
-	}
-	// Move each float64 partial bit for bit as two float32 words.
-	own, err := s.ops.SumSquares(s.ownGrads())
+	sums, err := s.zero.normPartials()
 	if err != nil {
 		return 0, err
 	}
-	words := s.be.New(tensor.F32, 2*world) // (2·world)
-	mine := s.be.View(words, 2*s.Comm.Rank(), 2)
-	bits := math.Float64bits(own)
-	s.be.Upload(mine, []float32{math.Float32frombits(uint32(bits)), math.Float32frombits(uint32(bits >> 32))})
-	if err := s.Comm.AllGather(words, mine); err != nil {
-		return 0, err
-	}
-	w := make([]float32, 2*world) // (2·world)
-	s.be.Download(w, words)
-	for c := range sums {
-		sums[c] = math.Float64frombits(uint64(math.Float32bits(w[2*c])) | uint64(math.Float32bits(w[2*c+1]))<<32)
-	}
 	return optim.GlobalNorm(sums), nil
+}
+
+// chunkSquares are the sums of squares of every chunk of the reduced
+// gradients, which a rank holding them whole computes alone.
+func (s *Stepper) chunkSquares() ([]float64, error) {
+	sums := make([]float64, s.Comm.World())
+	for c := range sums {
+		lo, hi := min(c*s.chunk, s.Trainable.Size), min((c+1)*s.chunk, s.Trainable.Size)
+		var err error
+		if sums[c], err = s.ops.SumSquares(s.be.View(s.Trainable.G, lo, hi-lo)); err != nil {
+			return nil, err
+		}
+	}
+	return sums, nil
+}
+
+// gatherSquares are the sums of squares of every rank's reduced gradients
+// of its chunk, each rank computing its own and the ranks gathering them.
+func (s *Stepper) gatherSquares() ([]float64, error) {
+	world := s.Comm.World()
+	own, err := s.ops.SumSquares(s.zero.grads())
+	if err != nil {
+		return nil, err
+	}
+	all := make([]byte, 8*world) // (World, 8): each rank's float64, little-endian
+	mine := all[8*s.Comm.Rank() : 8*s.Comm.Rank()+8]
+	binary.LittleEndian.PutUint64(mine, math.Float64bits(own))
+	if err := s.Comm.AllGatherBytes(all, mine); err != nil {
+		return nil, err
+	}
+	sums := make([]float64, world)
+	for c := range sums {
+		sums[c] = math.Float64frombits(binary.LittleEndian.Uint64(all[8*c:]))
+	}
+	return sums, nil
 }

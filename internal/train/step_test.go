@@ -59,7 +59,10 @@ func micro(t *testing.T, c *golden.Case, step, a int) Micro {
 // clipping, min-SNR and prediction settings recorded in the golden file.
 func goldenStepper(t *testing.T, c *golden.Case, be tensor.Backend, u *unet.UNet, trainable *nn.Table, dir string) *Stepper {
 	t.Helper()
-	s := NewStepper(be, u, trainable, dist.NewSolo(be), 0)
+	s, err := NewStepper(be, u, trainable, dist.NewSolo(be), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
 	s.Opt = optim.AdamW{Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: metaFloat(t, c, "weight_decay")}
 	s.LR = optim.Constant{Value: metaFloat(t, c, "lr")}
 	s.MaxGradNorm = metaFloat(t, c, "clip")

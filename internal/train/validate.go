@@ -10,7 +10,6 @@ import (
 	"github.com/zerodiff/zerodiff/internal/atomicfile"
 	"github.com/zerodiff/zerodiff/internal/imageio"
 	"github.com/zerodiff/zerodiff/internal/sd/pipeline"
-	"github.com/zerodiff/zerodiff/internal/tensor"
 )
 
 // validate samples the validation prompts with the weights being trained —
@@ -20,32 +19,11 @@ import (
 func (j *Job) validate() error {
 	c := &j.Cfg
 	s := j.step
-	if s.Stage == 3 {
-		restore, err := s.gatherWeights(s.EMA != nil && s.wpart != nil)
-		if err != nil {
-			return err
-		}
-		defer restore()
+	restore, err := s.zero.full(s.EMA != nil)
+	if err != nil {
+		return err
 	}
-	if s.EMA != nil && s.wpart == nil {
-		// Every rank swaps its EMA share in, keeping the weights in a copy
-		// on the backend to put back after; the weights are then gathered.
-		w := s.Trainable.W
-		stored := j.be.New(tensor.F32, w.Shape...) // (padded size)
-		j.be.Copy(stored, w)
-		defer func() {
-			j.be.Copy(w, stored)
-			j.be.Free(stored)
-		}()
-		lo, hi := s.own()
-		j.be.Copy(j.be.View(w, lo, hi-lo), s.Shadow)
-		if s.Stage > 0 {
-			r := j.Comm.Rank()
-			if err := j.Comm.AllGather(w, j.be.View(w, r*s.chunk, s.chunk)); err != nil {
-				return err
-			}
-		}
-	}
+	defer restore()
 	if j.Comm.Rank() != 0 {
 		return j.Comm.Barrier() // rank 0 samples with the weights every rank holds
 	}
@@ -69,8 +47,8 @@ func (j *Job) validate() error {
 	}
 	for k, x := range imgs {
 		var buf bytes.Buffer
-		params := fmt.Sprintf("%s\nSteps: %d, Sampler: %s, CFG scale: %g, Seed: %d, Size: %dx%d, Training step: %d",
-			req.Prompts[k], req.Steps, req.Sampler, req.Guidance, req.Seed, req.Width, req.Height, s.Steps)
+		params := imageio.Parameters{Prompt: req.Prompts[k], Steps: req.Steps, Sampler: req.Sampler, CFGScale: req.Guidance, Seed: req.Seed, Width: req.Width,
+			Height: req.Height, Model: imageio.ModelName(c.PretrainedModel), Extra: [][2]string{{"Training step", fmt.Sprint(s.Steps)}}}.String()
 		if err := imageio.WritePNG(&buf, imageio.FromCHW(x, req.Height, req.Width), [][2]string{{"parameters", params}}); err != nil {
 			return err
 		}

@@ -48,10 +48,11 @@ type unitHooks struct {
 	units []unet.Unit
 	ps    [][]*nn.Param // each unit's parameters
 	// grads: the UNet's table is trainable, its gradients reduced per unit
-	// into the stepper's partition. wpart (stage 3): this rank's chunk of
-	// the UNet's weights (its chunk length is every rank's); nil when they
-	// are whole.
+	// into gpart, this rank's partition (chunk). wpart (stage 3): this
+	// rank's chunk of the UNet's weights (its chunk length is every rank's);
+	// nil when they are whole.
 	grads bool
+	gpart *tensor.Tensor
 	wpart *tensor.Tensor
 	w, g  *tensor.Tensor // the current unit's gathered weights and gradients; nil when released
 	ahead *fetch         // the next unit's weights, gathered in the background; nil when none
@@ -67,12 +68,28 @@ type fetch struct {
 	done chan error     // nil once received
 }
 
-func newUnitHooks(s *Stepper, units []unet.Unit) *unitHooks {
-	h := &unitHooks{s: s, units: units}
+// installHooks puts unit hooks on the stepper's UNet, reducing a full
+// fine-tune's gradients per unit into gpart when grads; the UNet's whole
+// gradient buffer, if any, is freed then, as the units' gradients live in
+// the hooks' buffers only.
+func (s *Stepper) installHooks(gpart *tensor.Tensor, grads bool) (*unitHooks, error) {
+	units, err := s.UNet.Units()
+	if err != nil {
+		return nil, fmt.Errorf("train: ZeRO's per-unit passes need the UNet's units: %w", err)
+	}
+	h := &unitHooks{s: s, units: units, grads: grads, gpart: gpart}
 	for _, u := range units {
 		h.ps = append(h.ps, s.UNet.Params.Prefixed(u.Name))
 	}
-	return h
+	if t := s.Trainable; grads && t.G != nil {
+		s.be.Free(t.G)
+		t.G = nil
+		for _, p := range t.Params {
+			p.G = nil
+		}
+	}
+	s.hooks, s.UNet.Hooks = h, h
+	return h, nil
 }
 
 func (h *unitHooks) params(k int) []*nn.Param { return h.ps[k] }
@@ -161,7 +178,7 @@ func (h *unitHooks) AfterBackward(k int) {
 	}
 	h.join()
 	if h.err == nil {
-		h.err = dist.ReduceRange(s.Comm, s.be, s.gpart, h.g, u.Lo, s.chunk, reduceBucket)
+		h.err = dist.ReduceRange(s.Comm, s.be, h.gpart, h.g, u.Lo, s.chunk, reduceBucket)
 	}
 	for _, p := range h.params(k) {
 		p.G = nil
@@ -202,66 +219,4 @@ func (h *unitHooks) peakBytes() int64 {
 		peak = max(peak, 4*int64(back), 4*int64(size(k)+ahead(k+1)))
 	}
 	return peak
-}
-
-// gatherWeights binds the whole UNet to its weights gathered from every
-// rank — with the EMA weights in place of each rank's chunk when ema (a
-// full fine-tune's) — for validation, which samples on rank 0 with forward
-// passes that call no collectives; every rank takes part in the gather.
-// restore frees the weights and puts the unit hooks back (stage 3).
-func (s *Stepper) gatherWeights(ema bool) (restore func(), err error) {
-	be, t, h := s.be, s.UNet.Params, s.hooks
-	src := h.wpart
-	if ema {
-		src = be.New(tensor.F32, h.wpart.Numel()) // (UNet chunk)
-		be.Copy(src, h.wpart)
-		be.Copy(be.View(src, 0, s.Hi-s.Lo), s.Shadow)
-		defer be.Free(src)
-	}
-	full := be.New(tensor.F32, h.wpart.Numel()*s.Comm.World()) // (padded size)
-	if err := s.Comm.AllGather(full, src); err != nil {
-		be.Free(full)
-		return nil, err
-	}
-	t.W = full
-	for _, p := range t.Params {
-		p.W = be.View(full, p.Offset, p.Shape...)
-	}
-	s.UNet.Hooks = nil
-	return func() {
-		for _, p := range t.Params {
-			p.W = nil
-		}
-		t.W = nil
-		be.Free(full)
-		s.UNet.Hooks = h
-	}, nil
-}
-
-// memoryFormula says what ModelStateBytes counts, in bytes per trainable
-// parameter (float32 everywhere: Ψ parameters, N ranks).
-func (s *Stepper) memoryFormula() string {
-	share := "/N"
-	if s.Stage == 0 {
-		share = ""
-	}
-	opt := "Adam moments 8Ψ" + share
-	if s.Shadow != nil {
-		opt += ", EMA 4Ψ" + share
-	}
-	passing := "the largest unit's gathered weights"
-	if s.Prefetch {
-		passing = "a unit's gathered weights with the next unit's (prefetch)"
-	}
-	switch {
-	case s.wpart != nil:
-		return "weights 4Ψ/N, gradients 4Ψ/N, " + opt + ", and at their peak " + passing + ", its gradients and reduce scratch"
-	case s.Stage == 3:
-		return "weights 4Ψ, gradients 4Ψ + 4Ψ/N, " + opt + ", at their peak " + passing + ", and the frozen UNet's weights 4Ψ_unet/N (not counted)"
-	case s.unitGrads():
-		return "weights 4Ψ, gradients 4Ψ/N, " + opt + ", and the largest unit's gradients and reduce scratch"
-	case s.Stage == 2:
-		return "weights 4Ψ, gradients 4Ψ + 4Ψ/N, " + opt
-	}
-	return "weights 4Ψ, gradients 4Ψ, " + opt
 }

@@ -18,7 +18,6 @@ import (
 // and not yet freed, their peak and the largest single tensor.
 type allocRecorder struct {
 	*cpu.Backend
-	hostOps // opsFor accepts the recorder
 
 	live                 map[*tensor.Tensor]int64
 	inUse, peak, largest int64

@@ -153,6 +153,14 @@ func (c *recComm) Broadcast(buf *tensor.Tensor, root int) error {
 	return c.do(fmt.Sprint("broadcast ", buf.Numel(), " from ", root), func() error { return c.Comm.Broadcast(buf, root) })
 }
 
+func (c *recComm) AllGatherBytes(dst, src []byte) error {
+	return c.do(fmt.Sprint("allgather bytes ", len(src)), func() error { return c.Comm.AllGatherBytes(dst, src) })
+}
+
+func (c *recComm) BroadcastBytes(buf []byte, root int) error {
+	return c.do(fmt.Sprint("broadcast bytes ", len(buf), " from ", root), func() error { return c.Comm.BroadcastBytes(buf, root) })
+}
+
 func (c *recComm) Barrier() error { return c.do("barrier", c.Comm.Barrier) }
 
 // watchHooks wraps the stepper's unit hooks and, after each call, measures
