@@ -73,21 +73,30 @@ func (l *outputLock) create() error {
 		return err
 	}
 	tmp := fmt.Sprintf("%s.%s.%d", l.path, l.me.Host, l.me.PID)
-	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
+	// Exclusive create of a fresh name, so a link planted at tmp is removed,
+	// never written through.
+	os.Remove(tmp)
+	if err := writeExclusive(tmp, append(b, '\n')); err != nil {
 		return fmt.Errorf("lock of the output folder: %w", err)
 	}
 	defer os.Remove(tmp)
 	err = os.Link(tmp, l.path)
 	if errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.ENOTSUP) {
 		// A file system without hard links: create the lock in place.
-		f, err := os.OpenFile(l.path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
-		if err != nil {
-			return err
-		}
-		_, err = f.Write(append(b, '\n'))
-		return errors.Join(err, f.Close())
+		return writeExclusive(l.path, append(b, '\n'))
 	}
 	return err
+}
+
+// writeExclusive creates path, which must not exist (not even as a link),
+// and writes b to it.
+func writeExclusive(path string, b []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o666)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(b)
+	return errors.Join(err, f.Close())
 }
 
 // release removes the lock if it is still this process's.

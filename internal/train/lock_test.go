@@ -112,3 +112,28 @@ func TestStaleLocks(t *testing.T) {
 		t.Errorf("another host's lock was removed: %v", err)
 	}
 }
+
+// TestLockIgnoresPlantedLink: a symlink planted at the lock's temporary name
+// is replaced, and the file it points to is left as it was.
+func TestLockIgnoresPlantedLink(t *testing.T) {
+	dir, victim := t.TempDir(), filepath.Join(t.TempDir(), "victim")
+	if err := os.WriteFile(victim, []byte("keep"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	host, _ := os.Hostname()
+	tmp := fmt.Sprintf("%s.%s.%d", filepath.Join(dir, LockFile), host, os.Getpid())
+	if err := os.Symlink(victim, tmp); err != nil {
+		t.Fatal(err)
+	}
+	l, err := lockOutput(dir, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.release()
+	if b, _ := os.ReadFile(victim); string(b) != "keep" {
+		t.Fatalf("the planted link's target was written: %q", b)
+	}
+	if held, err := readLock(l.path); err != nil || held.PID != os.Getpid() {
+		t.Fatalf("lock %s: %+v, %v", l.path, held, err)
+	}
+}
