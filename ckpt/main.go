@@ -5,7 +5,7 @@
 // stands for its newest complete checkpoint.
 //
 //	ckpt merge runs/x/checkpoints/step-004000 -o - | sample --model ./sd15 --unet - --prompt "..."
-//	ckpt export runs/x --format diffusers -o out/   # StableDiffusionPipeline.from_pretrained("out")
+//	ckpt export runs/x --format diffusers -o out/   # StableDiffusionPipeline (SDXL: StableDiffusionXLPipeline).from_pretrained("out")
 package main
 
 import (

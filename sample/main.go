@@ -3,6 +3,7 @@
 // VAE decoder, PNG with the generation parameters in a text chunk.
 //
 //	sample --model ./sd15 --prompt "a fire dragon" --seed 1 -o dragon.png
+//	sample --model ./sdxl-base --prompt "a fire dragon" --width 1216 --height 832 -o dragon.png
 //	ckpt merge runs/x/step-004000 | sample --model ./sd15 --unet - --prompt "..." -o out/
 package main
 

@@ -87,7 +87,7 @@ func Open(dir string, ema bool, note func(string)) (*Model, error) {
 	}
 	switch c.Manifest.Trainable {
 	case "unet":
-		if m.UNet, err = unet.New(uc); err != nil {
+		if m.UNet, err = unet.NewAdded(uc); err != nil {
 			return nil, err
 		}
 		m.UNet.Params.Alloc(be, false)
@@ -98,7 +98,7 @@ func Open(dir string, ema bool, note func(string)) (*Model, error) {
 		if rc.Config.UNetConfig != "" {
 			return nil, fmt.Errorf("checkpoint %s: a LoRA run needs a pretrained base UNet", dir)
 		}
-		if m.UNet, err = unet.Load(be, m.Base, false); err != nil {
+		if m.UNet, err = unet.LoadAdded(be, m.Base, false); err != nil {
 			return nil, fmt.Errorf("checkpoint %s: base model: %w", dir, err)
 		}
 		var lm loraMeta

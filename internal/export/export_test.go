@@ -121,7 +121,7 @@ func TestLoRAExports(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		set, err := lora.Load(out, base.Params)
+		set, err := lora.Load(out, base.Params, nil)
 		if err != nil {
 			t.Fatalf("%s: %v", format, err)
 		}

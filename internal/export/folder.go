@@ -15,10 +15,12 @@ import (
 )
 
 // writeDiffusers writes the diffusers format: a whole pipeline folder that
-// StableDiffusionPipeline.from_pretrained loads — the trained unet/ and the
-// base model's other components — or, with o.UNetOnly or for a run whose
-// base folder is no pipeline to complete (one trained from a bare UNet
-// config), the folder UNet2DConditionModel.from_pretrained loads.
+// StableDiffusionPipeline (StableDiffusionXLPipeline for SDXL)
+// .from_pretrained loads — the trained unet/ and every other component
+// model_index.json names in the base folder (text_encoder_2 and tokenizer_2
+// too) — or, with o.UNetOnly or for a run whose base folder is no pipeline
+// to complete (one trained from a bare UNet config), the folder
+// UNet2DConditionModel.from_pretrained loads.
 func (m *Model) writeDiffusers(out string, o Options) (string, error) {
 	var index, why string
 	var parts []string

@@ -45,9 +45,11 @@ func fixtureCheckpoint(t *testing.T, dir, base string, w []float32, lm *loraMeta
 // model into out — a full fine-tune (its weights moved by a fixed pattern)
 // as pipeline/, unet_only/ and single.safetensors, and a LoRA run (fixed
 // adapters, r=4, alpha=8) as lora_diffusers.safetensors and
-// lora_kohya.safetensors — and go_io.safetensors: inputs x, t, ctx and the
-// Go UNet outputs y_full and y_lora. The weights are fixed numbers, not
-// trained, so the files are the same bytes on any machine.
+// lora_kohya.safetensors; the same of two tiny SDXL checkpoints as sdxl_*
+// (writeXLExports); and go_io.safetensors: inputs x, t, ctx, the Go UNet
+// outputs y_full and y_lora, and the SDXL inputs and outputs (xl_*). The
+// weights are fixed numbers, not trained, so the files are the same bytes on
+// any machine.
 func writeGoExports(t *testing.T, out string) {
 	t.Helper()
 	base := filepath.Join(golden.Root(t), "models", "tiny")
@@ -122,6 +124,7 @@ func writeGoExports(t *testing.T, out string) {
 			t.Fatal(err)
 		}
 	}
+	io = append(io, writeXLExports(t, out)...)
 	if err := safetensors.WriteFile(filepath.Join(out, "go_io.safetensors"), io, nil); err != nil {
 		t.Fatal(err)
 	}

@@ -33,8 +33,9 @@ const (
 	// "adapter_config" metadata.
 	PEFT = "peft"
 	// Kohya is the form of kohya's sd-scripts, which A1111 and ComfyUI read:
-	// "lora_unet_<layer with . → _>.lora_down.weight", ".lora_up.weight" and
-	// ".alpha", a float32 scalar.
+	// "lora_unet_<module path with . → _>.lora_down.weight", ".lora_up.weight"
+	// and ".alpha", a float32 scalar; the module path is the one KohyaNaming
+	// gives.
 	Kohya = "kohya"
 )
 
@@ -67,9 +68,36 @@ type config struct {
 	UseDoRA       bool               `json:"use_dora,omitempty"`
 }
 
+// Naming gives a UNet layer's module path as kohya's sd-scripts names it.
+// nil is the diffusers name itself.
+type Naming func(layer string) (string, error)
+
+// KohyaNaming is the naming sd-scripts uses for a UNet of structure b. For
+// SD 1.x/2.x it runs diffusers' UNet, so the names are diffusers' (nil). For
+// SDXL it runs the original SGM UNet (library/sdxl_original_unet.py), so the
+// module paths are SGM's — input_blocks.4.1.transformer_blocks.0.attn1.to_q,
+// middle_block.1..., output_blocks... — as networks/lora.py collects them and
+// diffusers' _convert_non_diffusers_lora_to_diffusers
+// (loaders/lora_conversion_utils.py) maps back: the single-file names of
+// sd.SingleFileUNet without their prefix.
+func KohyaNaming(b sd.UNetBlocks) Naming {
+	if !b.AddEmbedding {
+		return nil
+	}
+	m := sd.SingleFileUNet(b)
+	return func(layer string) (string, error) {
+		k, err := m.Key(layer + ".weight")
+		if err != nil {
+			return "", err
+		}
+		return strings.TrimSuffix(strings.TrimPrefix(k, sd.LDMUNetPrefix), ".weight"), nil
+	}
+}
+
 // Save writes the adapters of s (allocated on be) to path in format, one of
-// Formats, atomically. Tensors are float32, in name order.
-func Save(be tensor.Backend, path string, s *Set, format string) error {
+// Formats, atomically; kohya names the layers in the Kohya form (nil:
+// diffusers names). Tensors are float32, in name order.
+func Save(be tensor.Backend, path string, s *Set, format string, kohya Naming) error {
 	if s.Params.W == nil {
 		return fmt.Errorf("lora save %s: adapters not allocated", path)
 	}
@@ -108,7 +136,10 @@ func Save(be tensor.Backend, path string, s *Set, format string) error {
 	case Kohya:
 		owner := map[string]string{}
 		for _, m := range s.Modules {
-			k := kohyaName(m.Name)
+			k, err := kohyaName(m.Name, kohya)
+			if err != nil {
+				return fmt.Errorf("lora save %s: %w", path, err)
+			}
 			if other, dup := owner[k]; dup {
 				return fmt.Errorf("lora save %s: layers %s and %s have the same kohya name %s", path, other, m.Name, k)
 			}
@@ -136,10 +167,16 @@ func renamedByDiffusers(name string) bool {
 	return false
 }
 
-// kohyaName is a layer's kohya name: "lora_unet_" and the name with every
-// "." made "_".
-func kohyaName(name string) string {
-	return kohyaPrefix + strings.ReplaceAll(name, ".", "_")
+// kohyaName is a layer's kohya name: "lora_unet_" and its module path under
+// naming with every "." made "_".
+func kohyaName(name string, naming Naming) (string, error) {
+	if naming != nil {
+		var err error
+		if name, err = naming(name); err != nil {
+			return "", err
+		}
+	}
+	return kohyaPrefix + strings.ReplaceAll(name, ".", "_"), nil
 }
 
 // configJSON is the LoRA config of s as JSON, with every key prefixed:
@@ -201,10 +238,11 @@ func mostCommon[T int | float64](ms []Module, key func(Module) T) T {
 // attaches them to model's linear layers; Alloc then uploads them. A layer's
 // alpha comes from its ".alpha" tensor, else from the LoRA config in the
 // metadata, else it is the rank (scale 1, as diffusers assumes). Kohya names
-// are matched against the names model's layers would get, never parsed. Any
+// are matched against the names model's layers would get under kohya (nil:
+// diffusers names; see KohyaNaming), never parsed. Any
 // tensor that is not part of an adapter of one of model's linear layers is
 // an error naming it and the file, and nothing is attached.
-func Load(path string, model *nn.Table) (*Set, error) {
+func Load(path string, model *nn.Table, kohya Naming) (*Set, error) {
 	// OpenWeights refuses pickle files (.bin, .pt, …) with the command that converts them.
 	w, err := sd.OpenWeights(path)
 	if err != nil {
@@ -216,7 +254,7 @@ func Load(path string, model *nn.Table) (*Set, error) {
 		return nil, fmt.Errorf("lora: %w", err)
 	}
 	defer f.Close()
-	s, err := read(f, model)
+	s, err := read(f, model, kohya)
 	if err != nil {
 		return nil, fmt.Errorf("lora %s: %w", path, err)
 	}
@@ -245,10 +283,13 @@ var suffixes = []struct {
 var kohyaParts = map[string]int{"lora_down.weight": partA, "lora_up.weight": partB, "alpha": partAlpha}
 
 // read builds the adapters of model from f.
-func read(f *safetensors.File, model *nn.Table) (*Set, error) {
+func read(f *safetensors.File, model *nn.Table, naming Naming) (*Set, error) {
 	kohya := map[string]string{} // kohya name → layer name, "" when two layers share it
 	for name := range model.Linears {
-		k := kohyaName(name)
+		k, err := kohyaName(name, naming)
+		if err != nil {
+			return nil, err
+		}
 		if _, dup := kohya[k]; dup {
 			name = ""
 		}

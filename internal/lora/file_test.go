@@ -72,7 +72,7 @@ func TestLoadDiffusersMatchesPEFT(t *testing.T) {
 	be := cpu.New()
 	u := loadTiny(t, be, "tiny")
 	c := golden.Load(t, "lora/outputs.safetensors")
-	s, err := Load(goldenPath(t, "pytorch_lora_weights.safetensors"), u.Params)
+	s, err := Load(goldenPath(t, "pytorch_lora_weights.safetensors"), u.Params, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -137,7 +137,7 @@ func loadValues(t *testing.T, be tensor.Backend, model, path string) loaded {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := Load(path, u.Params)
+	s, err := Load(path, u.Params, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -198,7 +198,7 @@ func TestSaveLoadRoundTrip(t *testing.T) {
 		b := make([]float32, l.Out*rank) // (Out, R)
 		r.Normal(a)
 		r.Normal(b)
-		k := kohyaName(name)
+		k, _ := kohyaName(name, nil)
 		tensors = append(tensors,
 			safetensors.Tensor{Name: k + ".lora_down.weight", DType: tensor.F32, Shape: []int{rank, l.In}, F32: a},
 			safetensors.Tensor{Name: k + ".lora_up.weight", DType: tensor.F32, Shape: []int{l.Out, rank}, F32: b},
@@ -222,7 +222,7 @@ func TestSaveLoadRoundTrip(t *testing.T) {
 	for _, format := range Formats {
 		t.Run(format, func(t *testing.T) {
 			path := filepath.Join(dir, format+".safetensors")
-			if err := Save(be, path, ref.s, format); err != nil {
+			if err := Save(be, path, ref.s, format, nil); err != nil {
 				t.Fatal(err)
 			}
 			sameAdapters(t, ref, loadValues(t, be, "tiny", path))
@@ -258,7 +258,7 @@ func TestSaveNames(t *testing.T) {
 			"lora_unet_mid_block_attentions_0_transformer_blocks_0_attn2_to_out_0.alpha"}, nil},
 	} {
 		path := filepath.Join(t.TempDir(), "x.safetensors")
-		if err := Save(be, path, s, tc.format); err != nil {
+		if err := Save(be, path, s, tc.format, nil); err != nil {
 			t.Fatal(err)
 		}
 		f, err := safetensors.Open(path)
@@ -337,7 +337,7 @@ func TestLoadRejects(t *testing.T) {
 			if err := safetensors.WriteFile(path, tc.tensors, tc.meta); err != nil {
 				t.Fatal(err)
 			}
-			_, err := Load(path, u.Params)
+			_, err := Load(path, u.Params, nil)
 			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), path) {
 				t.Fatalf("error %v, want one naming %s and holding %q", err, path, tc.want)
 			}
@@ -350,12 +350,12 @@ func TestLoadRejects(t *testing.T) {
 	}
 	// An integer alpha, as diffusers' convert_state_dict_to_kohya writes it, is read.
 	path := filepath.Join(t.TempDir(), "i64.safetensors")
-	k := kohyaName(q)
+	k, _ := kohyaName(q, nil)
 	tensors := append(ab(k, ".lora_down.weight", ".lora_up.weight", 2, 32, 32), alpha(k+".alpha", tensor.I64))
 	if err := safetensors.WriteFile(path, tensors, nil); err != nil {
 		t.Fatal(err)
 	}
-	s, err := Load(path, u.Params)
+	s, err := Load(path, u.Params, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -407,7 +407,7 @@ func writeGoFiles(t *testing.T, dir string) {
 	ts := []float32{3, 917}    // (2)
 	y, _ := u.Forward(be, upload(be, x, 2, 4, 16, 16), upload(be, ts, 2), upload(be, ctx, 2, 7, 32))
 	for _, format := range Formats {
-		if err := Save(be, filepath.Join(dir, goWritten[format]), s, format); err != nil {
+		if err := Save(be, filepath.Join(dir, goWritten[format]), s, format, nil); err != nil {
 			t.Fatal(err)
 		}
 	}

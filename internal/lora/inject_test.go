@@ -8,6 +8,7 @@ import (
 
 	"github.com/zerodiff/zerodiff/internal/cpu"
 	"github.com/zerodiff/zerodiff/internal/golden"
+	"github.com/zerodiff/zerodiff/internal/sd"
 	"github.com/zerodiff/zerodiff/internal/sd/unet"
 )
 
@@ -37,6 +38,58 @@ func TestInjectSD15Count(t *testing.T) {
 	}
 	if attached != 128 || u.Params.W != nil || s.Params.W != nil {
 		t.Fatalf("%d layers attached (want 128); model allocated %v, adapters allocated %v (want neither)", attached, u.Params.W != nil, s.Params.W != nil)
+	}
+}
+
+// sdxlBase is the UNet config of stabilityai/stable-diffusion-xl-base-1.0
+// (unet/config.json), the keys that shape its layers.
+const sdxlBase = `{"addition_embed_type": "text_time", "addition_time_embed_dim": 256, "attention_head_dim": [5, 10, 20],
+	"block_out_channels": [320, 640, 1280], "cross_attention_dim": 2048,
+	"down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"], "layers_per_block": 2,
+	"projection_class_embeddings_input_dim": 2816, "sample_size": 128, "transformer_layers_per_block": [1, 2, 10],
+	"up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"], "use_linear_projection": true}`
+
+// TestInjectSDXLCount checks the count PEFT gives for the same targets on
+// the SDXL base UNet — 70 transformer blocks (down: 2 attentions of depth 2
+// and 2 of depth 10; up: 3 of depth 10 and 3 of depth 2; mid: 10), each with
+// two attentions of four projections: 560 layers, 1120 tensors, as
+// get_peft_model_state_dict counts on the same config with empty weights —
+// and the kohya names sd-scripts gives
+// SDXL layers (SGM module paths). Only the table is built.
+func TestInjectSDXLCount(t *testing.T) {
+	cfg, err := unet.ParseConfig([]byte(sdxlBase))
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, err := unet.NewAdded(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := Inject(u.Params, targets, 4, 4, "gaussian", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(s.Modules) != 560 || len(s.Params.Params) != 1120 {
+		t.Fatalf("%d adapters, %d tensors; want 560 and 1120", len(s.Modules), len(s.Params.Params))
+	}
+	if u.Params.W != nil || s.Params.W != nil {
+		t.Fatalf("model allocated %v, adapters allocated %v (want neither)", u.Params.W != nil, s.Params.W != nil)
+	}
+	naming := KohyaNaming(u.Blocks())
+	for layer, want := range map[string]string{
+		"down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q":   "lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q",
+		"down_blocks.2.attentions.1.transformer_blocks.9.attn2.to_k":   "lora_unet_input_blocks_8_1_transformer_blocks_9_attn2_to_k",
+		"mid_block.attentions.0.transformer_blocks.3.attn1.to_out.0":   "lora_unet_middle_block_1_transformer_blocks_3_attn1_to_out_0",
+		"up_blocks.0.attentions.2.transformer_blocks.0.attn2.to_v":     "lora_unet_output_blocks_2_1_transformer_blocks_0_attn2_to_v",
+		"up_blocks.1.attentions.0.transformer_blocks.1.attn1.to_out.0": "lora_unet_output_blocks_3_1_transformer_blocks_1_attn1_to_out_0",
+	} {
+		got, err := kohyaName(layer, naming)
+		if err != nil || got != want {
+			t.Errorf("kohya name of %s: %q, %v; want %q", layer, got, err, want)
+		}
+	}
+	if got, _ := kohyaName("down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q", KohyaNaming(sd.UNetBlocks{LayersPerBlock: 2})); got != "lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn1_to_q" {
+		t.Errorf("SD 1.x/2.x kohya name %q, want the diffusers name", got)
 	}
 }
 

@@ -21,7 +21,7 @@ func TestMergeMatchesFuse(t *testing.T) {
 	}{{1, []string{"y_scale1", "y_fused1"}}, {0.5, []string{"y_scale05", "y_fused05"}}} {
 		be := cpu.New()
 		u := loadTiny(t, be, "tiny")
-		s, err := Load(goldenPath(t, "pytorch_lora_weights.safetensors"), u.Params)
+		s, err := Load(goldenPath(t, "pytorch_lora_weights.safetensors"), u.Params, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -49,7 +49,7 @@ func TestMergeMatchesFuse(t *testing.T) {
 func TestMergeRejects(t *testing.T) {
 	be := cpu.New()
 	u := loadTiny(t, be, "tiny")
-	s, err := Load(goldenPath(t, "pytorch_lora_weights.safetensors"), u.Params)
+	s, err := Load(goldenPath(t, "pytorch_lora_weights.safetensors"), u.Params, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,7 +71,7 @@ func TestMergeRejects(t *testing.T) {
 			t.Fatalf("a failed Merge changed weight %d to %g", i, v)
 		}
 	}
-	bare, err := Load(goldenPath(t, "pytorch_lora_weights.safetensors"), loadTiny(t, be, "tiny").Params)
+	bare, err := Load(goldenPath(t, "pytorch_lora_weights.safetensors"), loadTiny(t, be, "tiny").Params, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,7 +87,7 @@ func TestMergeThreads(t *testing.T) {
 		got := withProcs(procs, func() []float32 {
 			be := cpu.New()
 			u := loadTiny(t, be, "tiny")
-			s, err := Load(goldenPath(t, "pytorch_lora_weights.safetensors"), u.Params)
+			s, err := Load(goldenPath(t, "pytorch_lora_weights.safetensors"), u.Params, nil)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -9,14 +9,13 @@ import (
 
 	"github.com/zerodiff/zerodiff/internal/device"
 	"github.com/zerodiff/zerodiff/internal/gpuinfo"
-	"github.com/zerodiff/zerodiff/internal/sd/pipeline"
 	"github.com/zerodiff/zerodiff/internal/tensor"
 )
 
 // checkMemory refuses a job whose activations (pipeline.MemoryEstimate for
 // one prompt's --batch images) exceed the memory there is, with a sentence
 // instead of an out-of-memory death minutes in.
-func checkMemory(c *Command, p *pipeline.Pipeline, be tensor.Backend) error {
+func checkMemory(c *Command, p model, be tensor.Backend) error {
 	limit, source := int64(c.MaxMemory*(1<<30)), "--max-memory"
 	if c.MaxMemory <= 0 {
 		var ok bool

@@ -1,7 +1,7 @@
 // Package txt2img is the sample tool's job: text to image with a Stable
-// Diffusion model (its UNet replaced by a file or standard input, a LoRA
-// merged in), PNGs that carry A1111's parameters text, grids, comparison
-// grids and the demo's prompt-adherence score.
+// Diffusion 1.x/2.x or SDXL model (its UNet replaced by a file or standard
+// input, a LoRA merged in), PNGs that carry A1111's parameters text, grids,
+// comparison grids and the demo's prompt-adherence score.
 package txt2img
 
 import (
@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"image"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -23,6 +24,7 @@ import (
 	"github.com/zerodiff/zerodiff/internal/safetensors"
 	"github.com/zerodiff/zerodiff/internal/sd"
 	"github.com/zerodiff/zerodiff/internal/sd/pipeline"
+	"github.com/zerodiff/zerodiff/internal/sd/sdxl"
 	"github.com/zerodiff/zerodiff/internal/sd/unet"
 	"github.com/zerodiff/zerodiff/internal/tensor"
 )
@@ -34,7 +36,7 @@ const maxStdinWeights = 16 << 30
 // or change its UNet, the prompts, the sampler and the outputs. Run does
 // the job.
 type Command struct {
-	Model          string   `required:"" help:"Diffusers model folder, or a single-file .safetensors checkpoint (then --config names a folder for the configs)." type:"path"`
+	Model          string   `required:"" help:"Diffusers model folder (SD 1.x/2.x or SDXL), or a single-file .safetensors checkpoint (LDM or SGM; then --config names a folder for the configs)." type:"path"`
 	Config         string   `help:"Diffusers folder that supplies configs, tokenizer and scheduler for a single-file --model." type:"path"`
 	UNet           string   `name:"unet" help:"UNet weights (safetensors, diffusers names) replacing the model's: a file, or - for standard input."`
 	LoRA           string   `name:"lora" help:"LoRA file (diffusers, PEFT or kohya form) merged into the UNet." type:"path"`
@@ -73,6 +75,9 @@ func (c *Command) Run() error {
 		for _, h := range demo.HeldOut {
 			c.Prompt = append(c.Prompt, demo.Caption(demo.Labels{Color: h.Color, Shape: h.Shape, Position: demo.NoPosition}))
 		}
+	}
+	if math.IsNaN(c.Guidance) || math.IsInf(c.Guidance, 0) {
+		return fmt.Errorf("--guidance %g: give a finite scale (7.5 is usual; 1 or less turns guidance off)", c.Guidance)
 	}
 	prompts, err := readPrompts(c)
 	if err != nil {
@@ -113,10 +118,10 @@ func (c *Command) Run() error {
 	}
 	f := p.Factor()
 	if c.Width == 0 {
-		c.Width = p.UNet.Cfg.SampleSize * f
+		c.Width = p.Denoiser().Cfg.SampleSize * f
 	}
 	if c.Height == 0 {
-		c.Height = p.UNet.Cfg.SampleSize * f
+		c.Height = p.Denoiser().Cfg.SampleSize * f
 	}
 	if err := p.CheckSize(c.Width, c.Height); err != nil {
 		return fmt.Errorf("--width/--height: %w", err)
@@ -133,7 +138,7 @@ func (c *Command) Run() error {
 		if len(c.Compare) > 0 {
 			n = 1
 		}
-		if lat, err = readLatents(c.Latents, []int{n, p.UNet.Cfg.InChannels, c.Height / f, c.Width / f}); err != nil {
+		if lat, err = readLatents(c.Latents, []int{n, p.Denoiser().Cfg.InChannels, c.Height / f, c.Width / f}); err != nil {
 			return err
 		}
 	}
@@ -147,7 +152,7 @@ func (c *Command) Run() error {
 // promptNotices names each prompt (and the negative prompt) that is longer
 // than the text encoder reads, with the number of tokens dropped: the same
 // truncation diffusers warns about, once per prompt.
-func promptNotices(p *pipeline.Pipeline, prompts []string, negative string) []string {
+func promptNotices(p model, prompts []string, negative string) []string {
 	var out []string
 	note := func(what, text string) {
 		if kept, dropped, tail := p.PromptTokens(text); len(dropped) > 0 {
@@ -184,32 +189,80 @@ func readPrompts(c *Command) ([]string, error) {
 	return prompts, nil
 }
 
-func loadModel(c *Command, be tensor.Backend) (*pipeline.Pipeline, error) {
+func loadModel(c *Command, be tensor.Backend) (model, error) {
 	st, err := os.Stat(c.Model)
 	if err != nil {
 		return nil, fmt.Errorf("--model: %w", err)
 	}
 	if st.IsDir() {
-		if c.UNet == "" {
-			return pipeline.Load(be, c.Model)
-		}
-		// The UNet's weights come from --unet: the folder needs only its config
-		// (a model trained from scratch has no weights there).
 		cfg, err := unet.ReadConfig(c.Model)
 		if err != nil {
 			return nil, err
 		}
-		u, err := unet.New(cfg)
+		if c.UNet == "" {
+			if cfg.TextTime() {
+				m, err := sdxl.Load(be, c.Model)
+				return xlOf(m, be, err)
+			}
+			p, err := pipeline.Load(be, c.Model)
+			return sd1Of(p, err)
+		}
+		// The UNet's weights come from --unet: the folder needs only its config
+		// (a model trained from scratch has no weights there).
+		u, err := unet.NewAdded(cfg)
 		if err != nil {
 			return nil, err
 		}
 		u.Params.Alloc(be, false)
-		return pipeline.LoadWith(be, c.Model, u)
+		if cfg.TextTime() {
+			m, err := sdxl.LoadWith(be, c.Model, u)
+			return xlOf(m, be, err)
+		}
+		p, err := pipeline.LoadWith(be, c.Model, u)
+		return sd1Of(p, err)
 	}
 	if c.Config == "" {
 		return nil, fmt.Errorf("--model %s is a single file: give --config DIR, a diffusers folder with the matching configs, tokenizer and scheduler", c.Model)
 	}
-	return pipeline.LoadSingleFile(be, c.Model, c.Config)
+	w, err := sd.OpenWeights(c.Model)
+	if err != nil {
+		return nil, fmt.Errorf("--model: %w", err)
+	}
+	isXL := sdxl.IsSingleFile(w)
+	w.Close()
+	cfg, err := unet.ReadConfig(c.Config)
+	if err != nil {
+		return nil, fmt.Errorf("--config: %w", err)
+	}
+	if kinds := [2]string{"an SD 1.x/2.x", "an SDXL"}; isXL != cfg.TextTime() {
+		file, folder := kinds[0], kinds[1]
+		if isXL {
+			file, folder = kinds[1], kinds[0]
+		}
+		return nil, fmt.Errorf("--model %s is %s single file but --config %s is %s folder (its unet/config.json): give the folder of the model the file was made from",
+			c.Model, file, c.Config, folder)
+	}
+	if isXL {
+		m, err := sdxl.LoadSingleFile(be, c.Model, c.Config)
+		return xlOf(m, be, err)
+	}
+	p, err := pipeline.LoadSingleFile(be, c.Model, c.Config)
+	return sd1Of(p, err)
+}
+
+// sd1Of and xlOf wrap a loaded model, or pass on its error.
+func sd1Of(p *pipeline.Pipeline, err error) (model, error) {
+	if err != nil {
+		return nil, err
+	}
+	return sd1{p}, nil
+}
+
+func xlOf(m *sdxl.Model, be tensor.Backend, err error) (model, error) {
+	if err != nil {
+		return nil, err
+	}
+	return newXL(m, be), nil
 }
 
 // isDir reports whether path is a folder (loadModel has checked it exists).
@@ -220,7 +273,7 @@ func isDir(path string) bool {
 
 // loadUNet replaces the UNet's weights by a safetensors file, or standard
 // input for "-", and returns the SHA-256 of the bytes it read, hex.
-func loadUNet(p *pipeline.Pipeline, path string) (string, error) {
+func loadUNet(p model, path string) (string, error) {
 	var w *sd.Weights
 	h := sha256.New()
 	if path == "-" {
@@ -240,11 +293,11 @@ func loadUNet(p *pipeline.Pipeline, path string) (string, error) {
 		}
 	}
 	defer w.Close()
-	return hex.EncodeToString(h.Sum(nil)), p.UNet.LoadFile(p.Backend(), w)
+	return hex.EncodeToString(h.Sum(nil)), p.Denoiser().LoadFile(p.Backend(), w)
 }
 
 // generate writes one PNG per image, and the grid when asked.
-func generate(c *Command, p *pipeline.Pipeline, prompts []string, pv provenance, lat *latents) error {
+func generate(c *Command, p model, prompts []string, pv provenance, lat *latents) error {
 	total := len(prompts) * c.Batch
 	single := strings.HasSuffix(strings.ToLower(c.Output), ".png")
 	if single && total > 1 && !c.Grid {
@@ -320,7 +373,7 @@ func generate(c *Command, p *pipeline.Pipeline, prompts []string, pv provenance,
 
 // images runs p.Generate, then waits for the backend so that a GPU's failed
 // kernels surface as an error here instead of as a broken image.
-func images(p *pipeline.Pipeline, req pipeline.Request, progress func(step, steps int)) ([][]float32, error) {
+func images(p model, req pipeline.Request, progress func(step, steps int)) ([][]float32, error) {
 	imgs, err := p.Generate(req, progress)
 	if err == nil {
 		err = p.Backend().Sync()
@@ -331,7 +384,7 @@ func images(p *pipeline.Pipeline, req pipeline.Request, progress func(step, step
 // compare samples one prompt and seed with every UNet of --compare (rows)
 // at every step count of --compare-steps (columns) into one labelled grid;
 // the rows name the UNets, so the text names the base model only.
-func compare(c *Command, p *pipeline.Pipeline, prompt string, pv provenance, lat *latents) error {
+func compare(c *Command, p model, prompt string, pv provenance, lat *latents) error {
 	var cells []image.Image
 	var rows []string
 	bar := newProgress(len(c.Compare)*len(c.CompareSteps), 0)

@@ -7,6 +7,7 @@ import (
 	"image"
 	"image/draw"
 	"image/png"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -118,6 +119,22 @@ func TestOneFileForManyImagesIsAnError(t *testing.T) {
 	}
 }
 
+// TestGuidanceMustBeFinite: a NaN or infinite --guidance was accepted and
+// sampled (NaN compares false with 1, so guidance ran with it).
+func TestGuidanceMustBeFinite(t *testing.T) {
+	for _, g := range []float64{math.NaN(), math.Inf(1), math.Inf(-1)} {
+		out := filepath.Join(t.TempDir(), "x.png")
+		c := tinyCLI(t, out)
+		c.Guidance = g
+		if err := c.Run(); err == nil || !strings.Contains(err.Error(), "--guidance") {
+			t.Errorf("--guidance %g: %v, want an error naming --guidance", g, err)
+		}
+		if _, err := os.Stat(out); err == nil {
+			t.Errorf("--guidance %g wrote %s", g, out)
+		}
+	}
+}
+
 // TestPlantedLinksRedirectNothing: sample wrote <out>.tmp with a plain
 // write that follows symbolic links, so a link planted there overwrote any
 // file the user can write. A link planted at the temporary name or at the
@@ -160,7 +177,7 @@ func TestLongPromptNotice(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n := len(p.Tok.Encode("red")); n != 1 {
+	if n := len(p.(sd1).Tok.Encode("red")); n != 1 {
 		t.Fatalf(`"red" is %d tokens, the test assumes one`, n)
 	}
 	long := strings.Repeat("red ", 80)

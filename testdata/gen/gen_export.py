@@ -19,8 +19,15 @@ users do, offline:
                offline); its VAE and text encoder must equal the tiny model's;
 - lora-diffusers, lora-kohya: pipe.load_lora_weights on the tiny pipeline.
 
-Each loaded UNet runs x, t, ctx and must give Go's output (y_full, or y_lora for
-the adapters), which differs from the tiny model's own output. Files:
+The same four formats of two tiny SDXL checkpoints (sdxl_*) load as
+StableDiffusionXLPipeline.from_pretrained (then a 2-step call), from_single_file
+(config=models/tiny-sdxl; its VAE and both text encoders must equal the tiny SDXL
+model's) and load_lora_weights (kohya's SGM names go through diffusers'
+_convert_non_diffusers_lora_to_diffusers, and every adapter must be attached).
+
+Each loaded UNet runs x, t, ctx (SDXL: xl_x, xl_t, xl_ctx, xl_text_embeds,
+xl_time_ids) and must give Go's output (y_full, or y_lora for the adapters;
+y_xl_full, y_xl_lora), which differs from the tiny model's own output. Files:
   outputs.safetensors  diffusers' output for each format (y_<format>)
   accepted.json        per format: how diffusers loaded it, the output tensor, the
                        Go tensor it matched, the largest difference, and the
@@ -41,6 +48,7 @@ from common import GOLDEN, ROOT, save, versions
 
 REPO = os.path.dirname(ROOT)
 TINY = os.path.join(ROOT, "models", "tiny")
+TINY_XL = os.path.join(ROOT, "models", "tiny-sdxl")
 OUT = os.path.join(GOLDEN, "export")
 
 # Go against torch through the tiny UNet: internal/lora's unetTol (seen: 2e-6 at most).
@@ -50,6 +58,21 @@ ATOL, RTOL = 2e-5, 1e-3
 def run(unet, io):
     with torch.no_grad():
         return unet(io["x"], io["t"], encoder_hidden_states=io["ctx"]).sample
+
+
+def run_xl(unet, io):
+    with torch.no_grad():
+        return unet(io["xl_x"], io["xl_t"], encoder_hidden_states=io["xl_ctx"],
+                    added_cond_kwargs={"text_embeds": io["xl_text_embeds"], "time_ids": io["xl_time_ids"]}).sample
+
+
+def same_parts(name, got, want, parts):
+    """The components parts of pipeline got hold exactly the weights of want's."""
+    for part in parts:
+        a, b = getattr(got, part).state_dict(), getattr(want, part).state_dict()
+        assert sorted(a) == sorted(b), f"{name} {part}: other keys"
+        for k, v in b.items():
+            assert torch.equal(a[k], v), f"{name} {part}: {k} differs from the base model's"
 
 
 def close(name, got, want):
@@ -142,7 +165,43 @@ def generate():
             accept(format, "StableDiffusionPipeline.load_lora_weights", "y_" + format.replace("-", "_"), "y_lora",
                    sums(tmp, name), run(pipe.unet, io), io)
 
+        xl_formats(tmp, io, accept)
+
     save("export/outputs.safetensors", outputs)
     with open(os.path.join(OUT, "accepted.json"), "w") as f:
         json.dump({"versions": versions(), "control_refused": refused, "formats": formats}, f, indent=1, sort_keys=True)
         f.write("\n")
+
+
+def xl_formats(tmp, io, accept):
+    """Loads the SDXL exports as diffusers' users do."""
+    from diffusers import StableDiffusionXLPipeline, UNet2DConditionModel
+
+    y_base = run_xl(UNet2DConditionModel.from_pretrained(TINY_XL, subfolder="unet", local_files_only=True), io)
+    for go in ("y_xl_full", "y_xl_lora"):
+        assert (io[go] - y_base).abs().max() > 100 * ATOL, f"{go} is the tiny SDXL model's own output"
+    base = StableDiffusionXLPipeline.from_pretrained(TINY_XL, local_files_only=True)
+
+    pipe = StableDiffusionXLPipeline.from_pretrained(os.path.join(tmp, "sdxl_pipeline"), local_files_only=True)
+    same_parts("sdxl pipeline", pipe, base, ("vae", "text_encoder", "text_encoder_2"))
+    image = pipe("a red circle", num_inference_steps=2, height=32, width=48, output_type="np",
+                 generator=torch.Generator().manual_seed(0)).images
+    assert image.shape == (1, 32, 48, 3) and torch.isfinite(torch.from_numpy(image)).all(), image.shape
+    accept("sdxl-diffusers", "StableDiffusionXLPipeline.from_pretrained, then a 2-step pipe(prompt)", "y_xl_pipeline",
+           "y_xl_full", sums(tmp, "sdxl_pipeline"), run_xl(pipe.unet, io), io)
+
+    single = StableDiffusionXLPipeline.from_single_file(os.path.join(tmp, "sdxl_single.safetensors"), config=TINY_XL,
+                                                        local_files_only=True)
+    same_parts("sdxl single-file", single, base, ("vae", "text_encoder", "text_encoder_2"))
+    accept("sdxl-single-file", "StableDiffusionXLPipeline.from_single_file(config=models/tiny-sdxl)",
+           "y_xl_single_file", "y_xl_full", sums(tmp, "sdxl_single.safetensors"), run_xl(single.unet, io), io)
+
+    for format, name in (("sdxl-lora-diffusers", "sdxl_lora_diffusers.safetensors"),
+                         ("sdxl-lora-kohya", "sdxl_lora_kohya.safetensors")):
+        pipe = StableDiffusionXLPipeline.from_pretrained(TINY_XL, local_files_only=True)
+        pipe.load_lora_weights(tmp, weight_name=name)
+        n = sum(1 for k in pipe.unet.state_dict() if k.endswith("lora_A.default_0.weight"))
+        want = sum(1 for k in load_file(os.path.join(tmp, name)) if k.endswith((".lora.down.weight", ".lora_down.weight")))
+        assert n == want, f"{format}: diffusers attached {n} adapters of the file's {want}"
+        accept(format, "StableDiffusionXLPipeline.load_lora_weights", "y_" + format.replace("-", "_"), "y_xl_lora",
+               sums(tmp, name), run_xl(pipe.unet, io), io)

@@ -20,6 +20,7 @@ type Request struct {
 	Width, Height int
 	Steps         int
 	Sampler       string  // a sampler.Names() entry; "" is euler, SDXL base's EulerDiscreteScheduler
+	Karras        bool    // Karras sigmas (euler, dpmpp_2m), the scheduler's use_karras_sigmas
 	Guidance      float64 // ≤ 1 turns classifier-free guidance off
 	ClipSkip      int
 	Seed          uint64
@@ -56,9 +57,13 @@ func (m *Model) Generate(be tensor.Backend, req Request, progress func(step, tot
 	if name == "" {
 		name = "euler"
 	}
-	s, err := sampler.New(name, m.Sched, req.Steps, sampler.Options{})
+	s, err := sampler.New(name, m.Sched, req.Steps, sampler.Options{Karras: req.Karras})
 	if err != nil {
 		return nil, err
+	}
+	if f, ok := be.(weightFreezer); ok {
+		f.FreezeBF16(m.UNet.Params.W)
+		defer f.ThawBF16(m.UNet.Params.W)
 	}
 	ctx, pooled, err := m.Text.Encode(be, req.Prompts, req.ClipSkip) // (N, 77, D), (N, P)
 	if err != nil {
@@ -159,6 +164,14 @@ func (m *Model) Generate(be tensor.Backend, req Request, progress func(step, tot
 		images[k] = pix[k*len(pix)/n : (k+1)*len(pix)/n]
 	}
 	return images, nil
+}
+
+// weightFreezer is a backend whose GEMMs can read a bfloat16 copy of weights
+// that stay unchanged meanwhile (internal/cuda under bf16 math): the UNet's
+// weights are converted once per Generate instead of at every step.
+type weightFreezer interface {
+	FreezeBF16(w *tensor.Tensor)
+	ThawBF16(w *tensor.Tensor)
 }
 
 // stack joins a (N, ...) and b (N, ...) into (2N, ...).

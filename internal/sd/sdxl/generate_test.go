@@ -2,6 +2,7 @@ package sdxl
 
 import (
 	"encoding/json"
+	"slices"
 	"strings"
 	"testing"
 
@@ -80,5 +81,26 @@ func TestGenerateRejectsSizes(t *testing.T) {
 	_, err = m.Generate(be, Request{Prompts: []string{"x"}, Width: 36, Height: 32, Steps: 1}, nil)
 	if err == nil || !strings.Contains(err.Error(), "multiples of 8") {
 		t.Fatalf("width 36: %v, want an error naming multiples of 8", err)
+	}
+}
+
+// TestGenerateKarras passes Karras on to the sampler: Karras sigmas move
+// the image away from the plain schedule's.
+func TestGenerateKarras(t *testing.T) {
+	be := cpu.New()
+	m, err := Load(be, tinyDir(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var imgs [2][]float32
+	for i, karras := range []bool{false, true} {
+		out, err := m.Generate(be, Request{Prompts: []string{"a cat"}, Width: 32, Height: 32, Steps: 3, Guidance: 5, Seed: 2, Karras: karras}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		imgs[i] = out[0]
+	}
+	if slices.Equal(imgs[0], imgs[1]) {
+		t.Fatal("Karras sigmas gave the same image as the plain schedule")
 	}
 }

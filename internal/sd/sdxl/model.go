@@ -3,6 +3,8 @@ package sdxl
 import (
 	"fmt"
 	"path/filepath"
+	"slices"
+	"strings"
 
 	"github.com/zerodiff/zerodiff/internal/nn"
 	"github.com/zerodiff/zerodiff/internal/sampler"
@@ -30,6 +32,13 @@ func Load(be tensor.Backend, dir string) (*Model, error) {
 	if err != nil {
 		return nil, err
 	}
+	return LoadWith(be, dir, u)
+}
+
+// LoadWith reads the folder's text side, VAE and scheduler and uses u as its
+// UNet: sample --unet, whose weights come from elsewhere (the folder needs
+// only the UNet's config).
+func LoadWith(be tensor.Backend, dir string, u *unet.UNet) (*Model, error) {
 	t, err := LoadText(be, dir)
 	if err != nil {
 		return nil, err
@@ -131,6 +140,16 @@ func loadCLIP(be tensor.Backend, w *sd.Weights, configDir, sub string, mapping f
 		return nil, err
 	}
 	return m, load(be, b.Table(), w, mapping(c), sub)
+}
+
+// IsSingleFile reports whether the single file w is an SDXL (SGM) one: it
+// holds the first text encoder under conditioner.embedders.0, where SD 1.x
+// and 2.x files have cond_stage_model (diffusers' infer_diffusers_model_type
+// tells them apart by the conditioner keys too).
+func IsSingleFile(w *sd.Weights) bool {
+	keys := w.Keys()
+	i, _ := slices.BinarySearch(keys, sd.SGMCLIPPrefix)
+	return i < len(keys) && strings.HasPrefix(keys[i], sd.SGMCLIPPrefix)
 }
 
 func load(be tensor.Backend, tab *nn.Table, w *sd.Weights, m sd.Mapping, what string) error {

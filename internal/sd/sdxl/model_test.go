@@ -8,6 +8,7 @@ import (
 
 	"github.com/zerodiff/zerodiff/internal/cpu"
 	"github.com/zerodiff/zerodiff/internal/golden"
+	"github.com/zerodiff/zerodiff/internal/sd"
 	"github.com/zerodiff/zerodiff/internal/sd/unet"
 	"github.com/zerodiff/zerodiff/internal/tensor"
 )
@@ -74,5 +75,20 @@ func TestSingleFileWrongModel(t *testing.T) {
 	_, err := LoadSingleFile(cpu.New(), filepath.Join(golden.Root(t), "models", "tiny.safetensors"), tinyDir(t))
 	if err == nil || !strings.Contains(err.Error(), "missing") {
 		t.Fatalf("SD1 file loaded as SDXL: %v", err)
+	}
+}
+
+// TestIsSingleFile tells an SGM file (conditioner.embedders) from an SD1
+// one (cond_stage_model), as sample does before choosing the loader.
+func TestIsSingleFile(t *testing.T) {
+	for file, want := range map[string]bool{"tiny-sdxl.safetensors": true, "tiny.safetensors": false} {
+		w, err := sd.OpenWeights(filepath.Join(golden.Root(t), "models", file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := IsSingleFile(w); got != want {
+			t.Errorf("IsSingleFile(%s) = %v, want %v", file, got, want)
+		}
+		w.Close()
 	}
 }
