@@ -7,6 +7,7 @@
 //
 //	prep --dataset pokemon --data train.parquet --model ./sd15 --out shards/
 //	prep --dataset demo --out demo-shards/     # built-in colored shapes, pixel space, no download
+//	prep --data photos/ --model ./sd15 --out shards/ --buckets   # aspect-ratio buckets instead of square crops
 //
 // A killed run resumes: rerun the same command. A rerun on a finished
 // output checks every shard and rebuilds only the damaged ones;

@@ -5,6 +5,7 @@ import (
 	"image"
 	"math"
 
+	"github.com/zerodiff/zerodiff/internal/bucket"
 	"github.com/zerodiff/zerodiff/internal/rng"
 )
 
@@ -90,6 +91,32 @@ func (t Transform) Apply(src *RGB, item int, dst []float32) error {
 	img := ResizeCrop(src, w, h, t.Filter, t.CropRect(w, h, item))
 	ToCHW(img, t.Flipped(item), dst)
 	return nil
+}
+
+// ApplyBucket transforms src for item into dst (3, b.H, b.W), values in
+// [-1, 1], for aspect-ratio buckets as sd-scripts' trim_and_resize_if_required
+// (library/train_util.py) does: resized to the size that covers the bucket
+// (bucket.Select gives it), then cropped to the bucket — centred (the
+// excess halved, rounded down) or, without CenterCrop, at offsets drawn
+// uniformly from the item's crop stream — then flipped and scaled as Apply.
+// It returns the crop's offsets in the resized image.
+func (t Transform) ApplyBucket(src *RGB, item int, b, resized bucket.Size, dst []float32) (top, left int, err error) {
+	if b.W <= 0 || b.H <= 0 || resized.W < b.W || resized.H < b.H {
+		return 0, 0, fmt.Errorf("transform: %d×%d image resized to %v does not cover its bucket %v", src.W, src.H, resized, b)
+	}
+	if len(dst) != 3*b.W*b.H {
+		return 0, 0, fmt.Errorf("transform: destination holds %d values, want 3×%d×%d", len(dst), b.H, b.W)
+	}
+	if t.CenterCrop {
+		top, left = bucket.Crop(resized, b)
+	} else {
+		s := itemStream(t.Seed, item, streamCrop)
+		top = s.Intn(resized.H - b.H + 1)
+		left = s.Intn(resized.W - b.W + 1)
+	}
+	img := ResizeCrop(src, resized.W, resized.H, t.Filter, image.Rect(left, top, left+b.W, top+b.H))
+	ToCHW(img, t.Flipped(item), dst)
+	return top, left, nil
 }
 
 // ToCHW is ToTensor then Normalize([0.5], [0.5]) in float32, as torchvision

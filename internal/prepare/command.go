@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/zerodiff/zerodiff/internal/bucket"
 	"github.com/zerodiff/zerodiff/internal/data"
 	"github.com/zerodiff/zerodiff/internal/demo"
 	"github.com/zerodiff/zerodiff/internal/device"
@@ -45,6 +46,11 @@ type Command struct {
 	ClipSkip       int    `help:"Text-encoder layers to skip from the top (diffusers' clip_skip)."`
 	DType          string `name:"dtype" default:"fp16" enum:"fp16,bf16,fp32" help:"Stored precision: ${enum}."`
 	Seed           uint64 `default:"0" help:"Seed of random crops, flips, caption choice (and the demo set)."`
+
+	Buckets    bool `help:"Aspect-ratio buckets, as kohya's sd-scripts: each image goes to the bucket of the nearest aspect ratio (sides multiples of --bucket-step from --bucket-min to --bucket-max, area at most resolution²), is resized to cover it and cropped to it (center, or --random-crop), instead of cropped to a square."`
+	BucketMin  int  `default:"256" help:"Smallest bucket side in pixels (with --buckets)."`
+	BucketMax  int  `default:"1024" help:"Largest bucket side in pixels (with --buckets)."`
+	BucketStep int  `default:"64" help:"Bucket sides are multiples of this many pixels (with --buckets; a multiple of 8)."`
 
 	Workers         int  `help:"Decode and resize workers (default: one per CPU)."`
 	Batch           int  `default:"8" help:"Images and captions encoded at once."`
@@ -124,9 +130,14 @@ func (c *Command) Run(ctx context.Context) error {
 	if tty {
 		interval = 200 * time.Millisecond
 	}
+	var rules *bucket.Rules
+	if c.Buckets {
+		rules = &bucket.Rules{Min: c.BucketMin, Max: c.BucketMax, Step: c.BucketStep}
+	}
 	res, err := Run(ctx, reader, Options{
 		Out:       c.Out,
 		Transform: data.Transform{Resolution: c.Resolution, CenterCrop: !c.RandomCrop, Flip: c.Flip, Filter: filter, Seed: c.Seed, MaxPixels: c.MaxImagePixels},
+		Buckets:   rules,
 		Image:     synced{img, be}, Text: syncedText{clipEnc, be}, Model: id, DType: dt,
 		Workers: c.Workers, BatchSize: c.Batch, RecordsPerShard: c.RecordsPerShard, Overwrite: c.Overwrite,
 		Progress: NewBar(os.Stderr, interval, tty),
@@ -155,7 +166,21 @@ func (c *Command) Run(ctx context.Context) error {
 		fmt.Fprintf(os.Stderr, "; skipped items listed in %s", filepath.Join(c.Out, x.Report))
 	}
 	fmt.Fprintln(os.Stderr)
+	if len(x.Buckets) > 0 {
+		fmt.Fprintf(os.Stderr, "prep: records per bucket (width x height): %s\n", histogram(x.Buckets))
+	}
 	return nil
+}
+
+// histogram lists the buckets that hold records, "WxH:n", in table order.
+func histogram(bs []shard.Bucket) string {
+	var s []string
+	for _, b := range bs {
+		if b.Records > 0 {
+			s = append(s, fmt.Sprintf("%s:%d", b.Name(), b.Records))
+		}
+	}
+	return strings.Join(s, " ")
 }
 
 // verify checks the output in out without writing: each shard's size and

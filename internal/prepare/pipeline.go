@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/zerodiff/zerodiff/internal/bucket"
 	"github.com/zerodiff/zerodiff/internal/data"
 	"github.com/zerodiff/zerodiff/internal/shard"
 	"github.com/zerodiff/zerodiff/internal/tensor"
@@ -22,8 +23,13 @@ import (
 type Options struct {
 	Out       string         // output folder
 	Transform data.Transform // resize, crop, flip; its Seed also picks among several captions
-	Image     ImageEncoder   // VAE, or Pixels for --vae none
-	Text      TextEncoder
+	// Buckets, when set, sort images into aspect-ratio buckets (kohya's
+	// rules at Transform.Resolution; see package bucket): each image is
+	// resized to cover its bucket and cropped to it, instead of to a
+	// square. Nil: every image is cropped to a Resolution square.
+	Buckets *bucket.Rules
+	Image   ImageEncoder // VAE, or Pixels for --vae none
+	Text    TextEncoder
 	// Model identifies the model weights (e.g. a hash of the model folder's
 	// files); with the data set and every setting it makes the fingerprint.
 	Model string
@@ -77,20 +83,29 @@ func Settings(r data.Reader, o Options) map[string]string {
 	if t.CenterCrop {
 		crop = "center"
 	}
-	return map[string]string{
+	m := map[string]string{
 		"model": o.Model, "data": r.Describe(), "image": o.Image.Name(), "text": o.Text.Name(),
 		"resolution": strconv.Itoa(t.Resolution), "crop": crop, "flip": strconv.FormatBool(t.Flip),
 		"filter": t.Filter.String(), "seed": strconv.FormatUint(t.Seed, 10), "dtype": o.DType.String(),
 		"batch": strconv.Itoa(o.BatchSize),
 	}
+	if b := o.Buckets; b != nil {
+		m["buckets"] = fmt.Sprintf("%d-%d/%d", b.Min, b.Max, b.Step)
+	}
+	return m
 }
 
 // Fingerprint is the string of Settings that identifies the output; its
-// form is that of earlier versions, so their outputs still resume.
+// form is that of earlier versions, so their outputs still resume (buckets
+// are named at the end, only when set).
 func Fingerprint(r data.Reader, o Options) string {
 	s := Settings(r, o)
-	return fmt.Sprintf("model=%s data=%q image=%s text=%s resolution=%s crop=%s flip=%s filter=%s seed=%s dtype=%s batch=%s",
+	fp := fmt.Sprintf("model=%s data=%q image=%s text=%s resolution=%s crop=%s flip=%s filter=%s seed=%s dtype=%s batch=%s",
 		s["model"], s["data"], s["image"], s["text"], s["resolution"], s["crop"], s["flip"], s["filter"], s["seed"], s["dtype"], s["batch"])
+	if b, ok := s["buckets"]; ok {
+		fp += " buckets=" + b
+	}
+	return fp
 }
 
 // Fields are the tensors of every record for these encoders.
@@ -107,12 +122,37 @@ func Fields(o Options) []shard.Field {
 	return append(f, shard.Field{Name: shard.FieldText, DType: o.DType, Shape: o.Text.OutShape()})
 }
 
+// Buckets are the shard buckets of o's bucket table: each size with the
+// fields of an image of that size (nil without buckets).
+func Buckets(o Options) []shard.Bucket {
+	if o.Buckets == nil {
+		return nil
+	}
+	var out []shard.Bucket
+	for _, s := range o.Buckets.Table() {
+		f := Fields(o)
+		for i := range f {
+			if f[i].Name != shard.FieldText {
+				f[i].Shape = o.Image.OutShape(s.H, s.W)
+			}
+		}
+		out = append(out, shard.Bucket{Width: s.W, Height: s.H, Fields: f})
+	}
+	return out
+}
+
 func (o *Options) defaults() error {
 	if o.Image == nil || o.Text == nil {
 		return errors.New("prep: an image and a text encoder are needed")
 	}
 	if o.Transform.Resolution <= 0 {
 		return fmt.Errorf("prep: resolution %d", o.Transform.Resolution)
+	}
+	if b := o.Buckets; b != nil {
+		b.Resolution = o.Transform.Resolution
+		if err := b.Check(); err != nil {
+			return fmt.Errorf("--buckets at resolution %d: %w; set --bucket-min, --bucket-max and --bucket-step to fit", o.Transform.Resolution, err)
+		}
 	}
 	if o.Workers <= 0 {
 		o.Workers = runtime.NumCPU()
@@ -145,11 +185,13 @@ type job struct {
 
 // event is one item's outcome, in input order.
 type event struct {
-	skip  *shard.Skip
-	item  int
-	key   string
-	text  string
-	pixel []float32 // (3, R, R)
+	skip   *shard.Skip
+	item   int
+	key    string
+	text   string
+	pixel  []float32 // (3, R, R), or (3, H, W) of its bucket
+	bucket int       // position in the bucket table (0 without buckets)
+	geo    shard.Geometry
 }
 
 type result struct {
@@ -167,9 +209,13 @@ func Run(ctx context.Context, r data.Reader, o Options) (*Result, error) {
 		return nil, err
 	}
 	t := o.Transform
+	var table []bucket.Size
+	if o.Buckets != nil {
+		table = o.Buckets.Table()
+	}
 	fp := Fingerprint(r, o)
 	w, err := shard.Create(o.Out, shard.Options{
-		Fingerprint: fp, Settings: Settings(r, o), Fields: Fields(o), RecordsPerShard: o.RecordsPerShard, Overwrite: o.Overwrite, Now: o.Now,
+		Fingerprint: fp, Settings: Settings(r, o), Fields: Fields(o), Buckets: Buckets(o), RecordsPerShard: o.RecordsPerShard, Overwrite: o.Overwrite, Now: o.Now,
 		Meta: map[string]string{
 			shard.MetaDataset: r.Describe(), shard.MetaImageEncoder: o.Image.Name(), shard.MetaTextEncoder: o.Text.Name(),
 			shard.MetaResolution: strconv.Itoa(t.Resolution), shard.MetaCenterCrop: strconv.FormatBool(t.CenterCrop),
@@ -262,7 +308,7 @@ func Run(ctx context.Context, r data.Reader, o Options) (*Result, error) {
 			for j := range jobs {
 				res := result{seq: j.seq, events: skipEvents(j.skips)}
 				if j.ok {
-					res.events = append(res.events, process(j.rec, t))
+					res.events = append(res.events, process(j.rec, t, table))
 				}
 				select {
 				case results <- res:
@@ -278,7 +324,7 @@ func Run(ctx context.Context, r data.Reader, o Options) (*Result, error) {
 	}()
 
 	// Collector: reorder, batch, encode, write.
-	c := collector{w: w, o: o, start: time.Now(), total: r.Len(), records: resumed, resumed: resumed, items: fromItem}
+	c := collector{w: w, o: o, table: table, start: time.Now(), total: r.Len(), records: resumed, resumed: resumed, items: fromItem}
 	pending := map[int]result{}
 	next := 0
 	for res := range results {
@@ -342,11 +388,22 @@ func skipEvents(skips []data.Skip) []event {
 	return out
 }
 
-// process decodes and transforms one record, or says why it is skipped.
-func process(rec data.Record, t data.Transform) event {
+// process decodes and transforms one record — to a square, or with a
+// bucket table to the bucket of the nearest aspect ratio — or says why it
+// is skipped.
+func process(rec data.Record, t data.Transform, table []bucket.Size) event {
 	e := event{item: rec.Item, key: rec.Key, text: data.PickCaption(rec.Captions, t.Seed, rec.Item)}
 	img, err := t.Decode(rec.Image)
-	if err == nil {
+	switch {
+	case err != nil:
+	case table != nil:
+		var resized bucket.Size
+		e.bucket, resized = bucket.Select(table, img.W, img.H)
+		b := table[e.bucket]
+		e.pixel = make([]float32, 3*b.H*b.W) // (3, H, W)
+		e.geo = shard.Geometry{Width: img.W, Height: img.H}
+		e.geo.Top, e.geo.Left, err = t.ApplyBucket(img, rec.Item, b, resized, e.pixel)
+	default:
 		e.pixel = make([]float32, 3*t.Resolution*t.Resolution) // (3, R, R)
 		err = t.Apply(img, rec.Item, e.pixel)
 	}
@@ -366,8 +423,9 @@ func process(rec data.Record, t data.Transform) event {
 type collector struct {
 	w       *shard.Writer
 	o       Options
-	batch   []event // images and the skips between them
-	n       int     // images in batch
+	table   []bucket.Size // nil without buckets
+	batch   []event       // images and the skips between them
+	n       int           // images in batch
 	start   time.Time
 	total   int
 	records int
@@ -387,45 +445,82 @@ func (c *collector) add(e event) error {
 	return nil
 }
 
-func (c *collector) flush() error {
-	r := c.o.Transform.Resolution
-	plane := 3 * r * r
-	x := make([]float32, 0, c.n*plane) // (n, 3, R, R)
-	var caps []string
-	for _, e := range c.batch {
-		if e.skip == nil {
-			x = append(x, e.pixel...)
-			caps = append(caps, e.text)
-		}
+// size is the image height and width of bucket b (the square without
+// buckets).
+func (c *collector) size(b int) (h, w int) {
+	if c.table == nil {
+		return c.o.Transform.Resolution, c.o.Transform.Resolution
 	}
-	var mean, std, emb []float32
-	var img, txt int
-	if c.n > 0 {
-		var err error
-		if mean, std, err = c.o.Image.EncodeImages(x, c.n, r, r); err != nil {
+	return c.table[b].H, c.table[b].W
+}
+
+// flush encodes the batch and writes its records and skips in input order.
+// Images of one size are encoded together: the whole batch without
+// buckets, each bucket's images (in the order the batch first holds them)
+// with buckets.
+func (c *collector) flush() error {
+	var caps []string
+	var groups [][]int  // batch positions of the images of each size
+	at := map[int]int{} // bucket → its group
+	for i, e := range c.batch {
+		if e.skip != nil {
+			continue
+		}
+		caps = append(caps, e.text)
+		g, ok := at[e.bucket]
+		if !ok {
+			g, at[e.bucket] = len(groups), len(groups)
+			groups = append(groups, nil)
+		}
+		groups[g] = append(groups[g], i)
+	}
+	means := make([][]float32, len(c.batch)) // per batch position: (OutShape...)
+	stds := make([][]float32, len(c.batch))
+	var emb []float32
+	txt := numel(c.o.Text.OutShape())
+	for _, g := range groups {
+		h, w := c.size(c.batch[g[0]].bucket)
+		x := make([]float32, 0, len(g)*3*h*w) // (n, 3, h, w)
+		for _, i := range g {
+			x = append(x, c.batch[i].pixel...)
+		}
+		mean, std, err := c.o.Image.EncodeImages(x, len(g), h, w)
+		if err != nil {
 			return fmt.Errorf("prep: image encoder %s: %w", c.o.Image.Name(), err)
 		}
+		img := numel(c.o.Image.OutShape(h, w))
+		if len(mean) != len(g)*img || (c.o.Image.HasStd() && len(std) != len(g)*img) {
+			return fmt.Errorf("prep: image encoder %s returned %d and %d values for %d images of %dx%d, want %d each",
+				c.o.Image.Name(), len(mean), len(std), len(g), w, h, len(g)*img)
+		}
+		for k, i := range g {
+			means[i] = mean[k*img : (k+1)*img]
+			if c.o.Image.HasStd() {
+				stds[i] = std[k*img : (k+1)*img]
+			}
+		}
+	}
+	if c.n > 0 {
+		var err error
 		if emb, err = c.o.Text.EncodeTexts(caps); err != nil {
 			return fmt.Errorf("prep: text encoder %s: %w", c.o.Text.Name(), err)
 		}
-		img, txt = numel(c.o.Image.OutShape(r, r)), numel(c.o.Text.OutShape())
-		if len(mean) != c.n*img || (c.o.Image.HasStd() && len(std) != c.n*img) || len(emb) != c.n*txt {
-			return fmt.Errorf("prep: encoders returned %d, %d and %d values for %d images, want %d each and %d",
-				len(mean), len(std), len(emb), c.n, c.n*img, c.n*txt)
+		if len(emb) != c.n*txt {
+			return fmt.Errorf("prep: text encoder %s returned %d values for %d captions, want %d", c.o.Text.Name(), len(emb), c.n, c.n*txt)
 		}
 	}
 	i := 0
-	for _, e := range c.batch {
+	for k, e := range c.batch {
 		c.items = max(c.items, e.item+1)
 		if e.skip != nil {
 			c.w.Skip(*e.skip)
 			c.skipped++
 			continue
 		}
-		rec := shard.Record{Item: e.item, Key: e.key, Caption: e.text}
-		rec.Data = append(rec.Data, mean[i*img:(i+1)*img])
+		rec := shard.Record{Item: e.item, Key: e.key, Caption: e.text, Bucket: e.bucket, Geometry: e.geo}
+		rec.Data = append(rec.Data, means[k])
 		if c.o.Image.HasStd() {
-			rec.Data = append(rec.Data, std[i*img:(i+1)*img])
+			rec.Data = append(rec.Data, stds[k])
 		}
 		rec.Data = append(rec.Data, emb[i*txt:(i+1)*txt])
 		if err := c.w.Add(rec); err != nil {

@@ -452,11 +452,11 @@ func TestTooManyPixelsSkipped(t *testing.T) {
 	}
 	rec := data.Record{Item: 3, Key: "big.png", Image: buf.Bytes(), Captions: []string{"a"}}
 	tr := data.Transform{Resolution: 8, CenterCrop: true, Filter: data.Bilinear, MaxPixels: 199}
-	if e := process(rec, tr); e.skip == nil || e.skip.Reason != data.ReasonTooManyPixels {
+	if e := process(rec, tr, nil); e.skip == nil || e.skip.Reason != data.ReasonTooManyPixels {
 		t.Fatalf("a 20x10 image under a 199-pixel limit: skip %+v, want reason %q", e.skip, data.ReasonTooManyPixels)
 	}
 	tr.MaxPixels = 200
-	if e := process(rec, tr); e.skip != nil {
+	if e := process(rec, tr, nil); e.skip != nil {
 		t.Fatalf("a 20x10 image under a 200-pixel limit: skipped (%+v)", e.skip)
 	}
 }

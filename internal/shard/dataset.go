@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"slices"
 	"strconv"
 
 	"github.com/zerodiff/zerodiff/internal/atomicfile"
@@ -70,6 +71,8 @@ type Dataset struct {
 	mean, std, pix, tx int // field positions, −1 when absent
 	img                [3]int
 	text               [2]int
+	buckets            [][3]int // each bucket's image shape, for a bucketed output
+	of                 []int32  // (records,) each record's bucket, for a bucketed output
 	scale              float64
 	uncond             []float32
 }
@@ -103,6 +106,25 @@ func OpenDataset(dir string) (*Dataset, error) {
 		return bad("image field shape %v and text field shape %v, want (C, h, w) and (S, D)", is, ts)
 	}
 	d.img, d.text = [3]int{is[0], is[1], is[2]}, [2]int{ts[0], ts[1]}
+	for _, b := range r.Index.Buckets {
+		bi, bt := b.Fields[img].Shape, b.Fields[d.tx].Shape
+		if len(bi) != 3 || bi[0] != is[0] || !slices.Equal(bt, ts) {
+			return bad("bucket %s: image field shape %v and text field shape %v, want (%d, h, w) and %v", b.Name(), bi, bt, is[0], ts)
+		}
+		d.buckets = append(d.buckets, [3]int{bi[0], bi[1], bi[2]})
+	}
+	if len(d.buckets) > 0 {
+		d.of = make([]int32, 0, r.Len())
+		for i, s := range r.Index.Shards {
+			bs, err := recordBuckets(s, len(d.buckets))
+			if err != nil {
+				return bad("%s: shards[%d].%v", IndexFile, i, err)
+			}
+			for _, b := range bs {
+				d.of = append(d.of, int32(b))
+			}
+		}
+	}
 	f, err := safetensors.Open(filepath.Join(dir, UncondFile))
 	if err != nil {
 		return bad("%v (prep writes it)", err)
@@ -135,8 +157,22 @@ func (d *Dataset) Len() int { return d.r.Len() }
 // Uncond is the empty caption's text states (S, D).
 func (d *Dataset) Uncond() []float32 { return d.uncond }
 
-// ImageShape is one record's latent or pixels (C, h, w).
+// ImageShape is one record's latent or pixels (C, h, w) at the resolution
+// prep was given; in a bucketed output, records have their bucket's shape.
 func (d *Dataset) ImageShape() [3]int { return d.img }
+
+// Buckets are the image shapes (C, h, w) of a bucketed output's buckets,
+// nil for an output without buckets.
+func (d *Dataset) Buckets() [][3]int { return d.buckets }
+
+// Bucket is record i's bucket in Buckets (0 without buckets), read from the
+// index, so grouping records by bucket reads no shard.
+func (d *Dataset) Bucket(i int) int {
+	if d.of == nil {
+		return 0
+	}
+	return int(d.of[i])
+}
 
 // TextShape is one caption's states (S, D).
 func (d *Dataset) TextShape() [2]int { return d.text }
@@ -149,7 +185,8 @@ func (d *Dataset) ScalingFactor() float64 { return d.scale }
 func (d *Dataset) Settings() map[string]string { return d.r.Index.Meta }
 
 // Get returns record i: the latent distribution's mean and std (C, h, w),
-// or the pixels as mean with std nil, and the caption's states (S, D).
+// of its bucket's shape in a bucketed output, or the pixels as mean with
+// std nil, and the caption's states (S, D).
 func (d *Dataset) Get(i int) (mean, std, text []float32, err error) {
 	rec, err := d.r.Record(i)
 	if err != nil {

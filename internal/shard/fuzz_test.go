@@ -18,6 +18,10 @@ func FuzzIndex(f *testing.F) {
 		f.Fatal(err)
 	}
 	f.Add(b)
+	if b, err = os.ReadFile(filepath.Join(writeBucketOutput(f, 12), IndexFile)); err != nil {
+		f.Fatal(err)
+	}
+	f.Add(b)
 	f.Add([]byte(`{"version":1,"fields":[{"name":"x","dtype":"F32","shape":[9223372036854775807]}],"records_per_shard":1}`))
 	f.Add([]byte(`{"version":1,"fields":[{"name":"x","dtype":"F16","shape":[2]}],"records_per_shard":4,"records":-4,"shards":[{"file":"../a","records":-4,"bytes":1}]}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -39,14 +43,24 @@ func FuzzIndex(f *testing.F) {
 		if n != x.Records {
 			t.Fatalf("valid index: shards hold %d records, it says %d", n, x.Records)
 		}
+		for _, s := range x.Shards {
+			if _, err := recordBuckets(s, len(x.Buckets)); err != nil {
+				t.Fatalf("valid index with shard %+v: %v", s, err)
+			}
+		}
 	})
 }
 
 // FuzzShard decodes shard bodies for a real index: the fuzzer's bytes both
 // as a shard file and, compressed, as a shard's decompressed stream (where
 // the record structure is). Seeds: the shards of an output written here.
-func FuzzShard(f *testing.F) {
-	dir := writeOutput(f, 12)
+func FuzzShard(f *testing.F) { fuzzShard(f, writeOutput(f, 12)) }
+
+// FuzzBucketShard is FuzzShard for a bucketed output, whose records carry
+// a geometry and take their shapes from their buckets.
+func FuzzBucketShard(f *testing.F) { fuzzShard(f, writeBucketOutput(f, 12)) }
+
+func fuzzShard(f *testing.F, dir string) {
 	r, err := Open(dir, 1)
 	if err != nil {
 		f.Fatal(err)

@@ -13,6 +13,16 @@
 // checked against each other and the shard files before anything is
 // allocated by them, shard names that leave the folder are refused, and a
 // shard never decompresses past the size its index entry gives.
+//
+// Aspect-ratio buckets (prep --buckets): records then differ in image size.
+// The index lists the buckets ("buckets": each one's width, height, fields
+// with its shapes, and record count, the histogram), and each shard entry
+// lists the bucket of each of its records in order ("record_buckets",
+// comma-separated bucket numbers), so a reader knows every record's size
+// and a trainer can group records by bucket without reading the shards.
+// A bucketed record also stores its Geometry (source size, crop offset)
+// after its caption. Outputs without buckets have neither key, and their
+// bytes are those of earlier versions.
 package shard
 
 import (
@@ -131,6 +141,9 @@ type Info struct {
 	// RawBytes is the shard's decompressed size, which bounds what reading
 	// it may allocate (0 in outputs of earlier versions).
 	RawBytes int64 `json:"raw_bytes,omitempty"`
+	// RecordBuckets is, for a bucketed output, the bucket number of each
+	// record in order, comma-separated (see recordBuckets).
+	RecordBuckets string `json:"record_buckets,omitempty"`
 	// NextItem is the input position just after the shard's last record:
 	// a resumed run reads the input from there.
 	NextItem int `json:"next_item"`
@@ -152,8 +165,10 @@ type Index struct {
 	Fields          []Field           `json:"fields"`
 	RecordsPerShard int               `json:"records_per_shard"`
 	Records         int               `json:"records"`
-	Shards          []Info            `json:"shards"`
-	Meta            map[string]string `json:"meta,omitempty"`
+	// Buckets are the image sizes of a bucketed output (see Bucket).
+	Buckets []Bucket          `json:"buckets,omitempty"`
+	Shards  []Info            `json:"shards"`
+	Meta    map[string]string `json:"meta,omitempty"`
 	// Report is the skipped-items report beside the index, and Skipped the
 	// number of items it lists.
 	Report  string `json:"report,omitempty"`
@@ -233,6 +248,10 @@ func (x *Index) validate(path string) error {
 	if x.Skipped < 0 {
 		return bad("skipped is %d, want at least 0", x.Skipped)
 	}
+	if err := x.checkBuckets(); err != nil {
+		return bad("%v", err)
+	}
+	counts := make([]int, len(x.Buckets))
 	rec := int64(x.RecordBytes()) + minRecordBytes
 	total := 0
 	for i, s := range x.Shards {
@@ -249,7 +268,22 @@ func (x *Index) validate(path string) error {
 		if s.Bytes < 1 {
 			return bad("shards[%d].bytes is %d, want at least 1", i, s.Bytes)
 		}
+		bs, err := recordBuckets(s, len(x.Buckets))
+		if err != nil {
+			return bad("shards[%d].%v", i, err)
+		}
 		need := addSat(len(magic), mulSat(int64(s.Records), rec))
+		if bs != nil {
+			need = int64(len(magic))
+			for _, b := range bs {
+				counts[b]++
+				if per := int64(x.Buckets[b].RecordBytes()) + minRecordBytes + geometryBytes; need < math.MaxInt64-per {
+					need += per
+				} else {
+					need = math.MaxInt64
+				}
+			}
+		}
 		most := mulSat(s.Bytes, maxRatio)
 		raw := s.RawBytes
 		if raw == 0 {
@@ -265,6 +299,11 @@ func (x *Index) validate(path string) error {
 	}
 	if total != x.Records {
 		return bad("records is %d, the shards hold %d", x.Records, total)
+	}
+	for b, n := range counts {
+		if x.Buckets[b].Records != n {
+			return bad("buckets[%d].records is %d, the shards' record_buckets list %d", b, x.Buckets[b].Records, n)
+		}
 	}
 	return nil
 }
@@ -299,6 +338,8 @@ type Report struct {
 	Items   int            `json:"items"`   // input items seen
 	Records int            `json:"records"` // records written
 	Counts  map[string]int `json:"counts"`  // skipped items by reason
+	// Buckets is the records per bucket ("WxH") of a bucketed output.
+	Buckets map[string]int `json:"buckets,omitempty"`
 	Skipped []Skip         `json:"skipped"`
 }
 

@@ -138,6 +138,8 @@ type rawRecord struct {
 	item    int
 	key     string
 	caption string
+	bucket  int
+	geo     Geometry
 	fields  [][]byte // one per index field
 }
 
@@ -172,6 +174,10 @@ func (r *Reader) load(i int) (*Shard, error) {
 // more than the index entry's decompressed size (or, for outputs without
 // one, what the file could hold).
 func decodeShard(dec *zstd.Decoder, b []byte, x *Index, info Info) (*Shard, error) {
+	bs, err := recordBuckets(info, len(x.Buckets))
+	if err != nil {
+		return nil, err
+	}
 	limit := info.RawBytes
 	if limit == 0 {
 		limit = mulSat(int64(len(b)), maxRatio)
@@ -189,7 +195,7 @@ func decodeShard(dec *zstd.Decoder, b []byte, x *Index, info Info) (*Shard, erro
 	}
 	n, err := raw.ReadFrom(io.LimitReader(dec, limit+1))
 	if err != nil {
-		return nil, fmt.Errorf("record %d: %w", recordsIn(raw.Bytes(), x), err)
+		return nil, fmt.Errorf("record %d: %w", recordsIn(raw.Bytes(), x, bs), err)
 	}
 	if n > limit {
 		return nil, fmt.Errorf("decompresses to more than the %d bytes its index entry allows", limit)
@@ -197,19 +203,20 @@ func decodeShard(dec *zstd.Decoder, b []byte, x *Index, info Info) (*Shard, erro
 	if info.RawBytes > 0 && n != info.RawBytes {
 		return nil, fmt.Errorf("decompresses to %d bytes, the index says %d", n, info.RawBytes)
 	}
-	return parseShard(raw.Bytes(), x, info.Records)
+	return parseShard(raw.Bytes(), x, info.Records, bs)
 }
 
 // recordsIn counts the whole records at the start of a decompressed shard,
 // to name the record where decoding failed.
-func recordsIn(b []byte, x *Index) int {
-	s, _ := parseRecords(b, x)
+func recordsIn(b []byte, x *Index, bs []int) int {
+	s, _ := parseRecords(b, x, bs)
 	return len(s)
 }
 
-// parseShard splits a decompressed shard into its n records.
-func parseShard(b []byte, x *Index, n int) (*Shard, error) {
-	recs, err := parseRecords(b, x)
+// parseShard splits a decompressed shard into its n records, of buckets bs
+// for a bucketed output.
+func parseShard(b []byte, x *Index, n int, bs []int) (*Shard, error) {
+	recs, err := parseRecords(b, x, bs)
 	if err != nil {
 		return nil, err
 	}
@@ -219,15 +226,27 @@ func parseShard(b []byte, x *Index, n int) (*Shard, error) {
 	return &Shard{idx: x, recs: recs}, nil
 }
 
-// parseRecords splits a decompressed shard into records; on an error it
+// parseRecords splits a decompressed shard into records, record j of
+// bucket bs[j] for a bucketed output (bs nil otherwise); on an error it
 // returns the whole records before it.
-func parseRecords(b []byte, x *Index) ([]rawRecord, error) {
+func parseRecords(b []byte, x *Index, bs []int) ([]rawRecord, error) {
 	if len(b) < len(magic) || string(b[:len(magic)]) != magic {
 		return nil, fmt.Errorf("not a shard (no %q header)", magic)
 	}
 	b = b[len(magic):]
 	// Each record takes at least minRecordBytes besides its tensors.
 	recs := make([]rawRecord, 0, len(b)/(x.RecordBytes()+minRecordBytes))
+	if bs != nil {
+		recs = make([]rawRecord, 0, len(bs))
+	}
+	num := func() (int, bool) {
+		v, k := binary.Uvarint(b)
+		if k <= 0 || v > math.MaxInt32 {
+			return 0, false
+		}
+		b = b[k:]
+		return int(v), true
+	}
 	str := func() (string, error) {
 		l, k := binary.Uvarint(b)
 		if k <= 0 || uint64(len(b)-k) < l {
@@ -251,7 +270,22 @@ func parseRecords(b []byte, x *Index) ([]rawRecord, error) {
 		if rec.caption, err = str(); err != nil {
 			return recs, fmt.Errorf("record %d: caption %w", len(recs), err)
 		}
-		for _, f := range x.Fields {
+		fields := x.Fields
+		if bs != nil {
+			if len(recs) >= len(bs) {
+				return recs, fmt.Errorf("record %d: more records than record_buckets lists (%d)", len(recs), len(bs))
+			}
+			rec.bucket = bs[len(recs)]
+			g := &rec.geo
+			for _, p := range []*int{&g.Width, &g.Height, &g.Top, &g.Left} {
+				var ok bool
+				if *p, ok = num(); !ok {
+					return recs, fmt.Errorf("record %d: bad geometry", len(recs))
+				}
+			}
+			fields = x.Buckets[rec.bucket].Fields
+		}
+		for _, f := range fields {
 			if len(b) < f.Bytes() {
 				return recs, fmt.Errorf("record %d: field %s truncated", len(recs), f.Name)
 			}
@@ -272,8 +306,12 @@ func (s *Shard) Record(j int) (Record, error) {
 		return Record{}, fmt.Errorf("shard record %d of %d", j, len(s.recs))
 	}
 	rr := s.recs[j]
-	rec := Record{Item: rr.item, Key: rr.key, Caption: rr.caption, Data: make([][]float32, len(rr.fields))}
-	for i, f := range s.idx.Fields {
+	rec := Record{Item: rr.item, Key: rr.key, Caption: rr.caption, Bucket: rr.bucket, Geometry: rr.geo, Data: make([][]float32, len(rr.fields))}
+	fields := s.idx.Fields
+	if len(s.idx.Buckets) > 0 {
+		fields = s.idx.Buckets[rr.bucket].Fields
+	}
+	for i, f := range fields {
 		rec.Data[i] = make([]float32, f.Numel()) // f.Shape
 		if err := tensor.DecodeFloat32(rec.Data[i], rr.fields[i], f.DType); err != nil {
 			return Record{}, err

@@ -30,6 +30,11 @@ type Record struct {
 	Key     string // the item's name in the data set
 	Caption string
 	Data    [][]float32 // one slice per index field, in field order
+	// Bucket and Geometry are set for a bucketed output only: the record's
+	// position in Index.Buckets (its tensors have that bucket's shapes) and
+	// how its image was made.
+	Bucket   int
+	Geometry Geometry
 }
 
 // ErrComplete is returned by Create for a folder that already holds a
@@ -41,8 +46,11 @@ type Options struct {
 	Fingerprint string // model and settings; must match to resume
 	// Settings are the named values the fingerprint is made of; stored in
 	// the index so that a mismatch names the fields that differ.
-	Settings        map[string]string
-	Fields          []Field           // the tensors of every record
+	Settings map[string]string
+	Fields   []Field // the tensors of every record
+	// Buckets, when set, make a bucketed output: every record names its
+	// bucket, whose fields (Fields' names and dtypes) give its shapes.
+	Buckets         []Bucket
 	RecordsPerShard int               // records in each shard but the last
 	Meta            map[string]string // free-form settings for readers
 	// Overwrite discards whatever output the folder holds (only files this
@@ -73,6 +81,7 @@ type Writer struct {
 	raw   int64 // its decompressed bytes so far
 	n     int   // records in it
 	last  int   // item of its last record
+	bk    []int // buckets of its records, for a bucketed output
 	buf   []byte
 	bytes []byte // one record's tensors, reused
 }
@@ -96,6 +105,9 @@ func Create(dir string, opt Options) (*Writer, error) {
 		if err := f.check(); err != nil {
 			return nil, fmt.Errorf("shard writer: %w", err)
 		}
+	}
+	if err := (&Index{Fields: opt.Fields, Buckets: opt.Buckets}).checkBuckets(); err != nil {
+		return nil, fmt.Errorf("shard writer: %w", err)
 	}
 	if opt.Now == nil {
 		opt.Now = time.Now
@@ -135,13 +147,13 @@ func Create(dir string, opt Options) (*Writer, error) {
 		return nil, fmt.Errorf("%w; use --overwrite to replace it", err)
 	}
 	w.idx = Index{Version: Version, Fingerprint: opt.Fingerprint, Settings: opt.Settings, Created: opt.Now().UTC(), Fields: opt.Fields,
-		RecordsPerShard: opt.RecordsPerShard, Meta: opt.Meta}
+		RecordsPerShard: opt.RecordsPerShard, Meta: opt.Meta, Buckets: slices.Clone(opt.Buckets)}
 	x, err := readIndex(filepath.Join(dir, PartialFile))
 	switch {
 	case errors.Is(err, os.ErrNotExist):
 	case err != nil:
 		return nil, fmt.Errorf("%w; use --overwrite to start over", err)
-	case x.Fingerprint != opt.Fingerprint || !fieldsEqual(x.Fields, opt.Fields) || x.RecordsPerShard != opt.RecordsPerShard:
+	case x.Fingerprint != opt.Fingerprint || !fieldsEqual(x.Fields, opt.Fields) || !bucketsEqual(x.Buckets, opt.Buckets) || x.RecordsPerShard != opt.RecordsPerShard:
 		return nil, mismatch(dir, x, opt)
 	default:
 		w.idx.Created = x.Created
@@ -151,6 +163,9 @@ func Create(dir string, opt Options) (*Writer, error) {
 			}
 			w.idx.Shards = append(w.idx.Shards, s)
 			w.idx.Records += s.Records
+		}
+		if err := w.idx.countBuckets(); err != nil {
+			return nil, fmt.Errorf("%s: %w; use --overwrite to start over", filepath.Join(dir, PartialFile), err)
 		}
 	}
 	if err := removeOutput(dir, len(w.idx.Shards)); err != nil {
@@ -317,7 +332,21 @@ func (w *Writer) Add(r Record) error {
 	b = append(b, r.Key...)
 	b = binary.AppendUvarint(b, uint64(len(r.Caption)))
 	b = append(b, r.Caption...)
-	for i, f := range w.opt.Fields {
+	fields := w.opt.Fields
+	if len(w.opt.Buckets) > 0 {
+		if r.Bucket < 0 || r.Bucket >= len(w.opt.Buckets) {
+			return fmt.Errorf("record %q: bucket %d, the output has %d", r.Key, r.Bucket, len(w.opt.Buckets))
+		}
+		g := r.Geometry
+		if g.Width < 0 || g.Height < 0 || g.Top < 0 || g.Left < 0 {
+			return fmt.Errorf("record %q: negative geometry %+v", r.Key, g)
+		}
+		for _, v := range []int{g.Width, g.Height, g.Top, g.Left} {
+			b = binary.AppendUvarint(b, uint64(v))
+		}
+		fields = w.opt.Buckets[r.Bucket].Fields
+	}
+	for i, f := range fields {
 		if len(r.Data[i]) != f.Numel() {
 			return fmt.Errorf("record %q: field %s has %d values, want %d %v", r.Key, f.Name, len(r.Data[i]), f.Numel(), f.Shape)
 		}
@@ -334,6 +363,9 @@ func (w *Writer) Add(r Record) error {
 	w.raw += int64(len(b))
 	w.n++
 	w.last = r.Item
+	if len(w.opt.Buckets) > 0 {
+		w.bk = append(w.bk, r.Bucket)
+	}
 	if w.n == w.target() {
 		return w.finishShard()
 	}
@@ -359,7 +391,7 @@ func (w *Writer) openShard() error {
 		f.Abort()
 		return err
 	}
-	w.tmp, w.enc, w.n, w.raw = f, enc, 0, int64(len(magic))
+	w.tmp, w.enc, w.n, w.raw, w.bk = f, enc, 0, int64(len(magic)), w.bk[:0]
 	_, err = enc.Write([]byte(magic))
 	return err
 }
@@ -369,7 +401,7 @@ func (w *Writer) openShard() error {
 func (w *Writer) finishShard() error {
 	name := w.shardName()
 	if w.repair {
-		if want := w.idx.Shards[w.current()]; w.n != want.Records || w.last+1 != want.NextItem {
+		if want := w.idx.Shards[w.current()]; w.n != want.Records || w.last+1 != want.NextItem || formatBuckets(w.bk) != want.RecordBuckets {
 			w.Abort()
 			return fmt.Errorf("shard %s: rebuilt with %d records up to item %d, %s lists %d up to item %d: the data set changed since prep made it; rerun prep with --overwrite",
 				name, w.n, w.last, IndexFile, want.Records, want.NextItem-1)
@@ -387,6 +419,9 @@ func (w *Writer) finishShard() error {
 	}
 	info := Info{File: name, Records: w.n, Bytes: w.tmp.Size(), SHA256: sum,
 		RawBytes: w.raw, NextItem: w.last + 1, Skipped: w.skip}
+	if len(w.opt.Buckets) > 0 {
+		info.RecordBuckets = formatBuckets(w.bk)
+	}
 	w.tmp, w.enc, w.n, w.skip = nil, nil, 0, nil
 	if w.repair {
 		w.idx.Shards[w.redo[0].Shard] = info
@@ -395,6 +430,9 @@ func (w *Writer) finishShard() error {
 	}
 	w.idx.Shards = append(w.idx.Shards, info)
 	w.idx.Records += info.Records
+	for _, b := range w.bk {
+		w.idx.Buckets[b].Records++
+	}
 	return w.writeIndex(PartialFile, &w.idx)
 }
 
@@ -422,7 +460,7 @@ func (w *Writer) Close(items int) (*Index, error) {
 		x := w.idx
 		return &x, nil
 	}
-	rep := Report{Items: items, Records: w.idx.Records, Counts: map[string]int{}, Skipped: []Skip{}}
+	rep := Report{Items: items, Records: w.idx.Records, Counts: map[string]int{}, Buckets: w.idx.Histogram(), Skipped: []Skip{}}
 	for _, s := range w.idx.Shards {
 		rep.Skipped = append(rep.Skipped, s.Skipped...)
 	}

@@ -2,6 +2,7 @@ package train
 
 import (
 	"fmt"
+	"slices"
 
 	"github.com/zerodiff/zerodiff/internal/rng"
 )
@@ -22,6 +23,26 @@ type Dataset interface {
 	ScalingFactor() float64
 }
 
+// Bucketed is a Dataset made with aspect-ratio buckets (prep --buckets):
+// the records of a bucket share an image shape, and each global batch is
+// drawn from one bucket (see bucketOrder).
+type Bucketed interface {
+	Dataset
+	// BucketShapes are the buckets' image shapes (C, h, w), none for a
+	// data set made without buckets.
+	BucketShapes() [][3]int
+	// Bucket is record i's bucket, its position in BucketShapes.
+	Bucket(i int) int
+	// Members lists each bucket's records, in record order.
+	Members() [][]int
+}
+
+// bucketsOf returns d as a Bucketed data set, and whether it has buckets.
+func bucketsOf(d Dataset) (Bucketed, bool) {
+	b, ok := d.(Bucketed)
+	return b, ok && len(b.BucketShapes()) > 0
+}
+
 // Sample is one record: the VAE's latent distribution (C, h, w) — or the
 // pixels, with Std nil — and the caption's text states (S, D).
 type Sample struct {
@@ -39,6 +60,8 @@ const (
 	streamTimestep
 	streamDropout
 	streamOffset
+	streamBucket  // a bucket's order in an epoch, by bucket
+	streamBatches // the order of an epoch's batches over the buckets
 )
 
 func stream(seed, purpose uint64, epoch, index int) *rng.Stream {
@@ -59,6 +82,70 @@ func epochOrder(seed uint64, epoch, n int) []int {
 	return order
 }
 
+// bucketOrder is epoch e's order of a bucketed data set whose buckets hold
+// records members, for global batches of g, as kohya's sd-scripts orders
+// an epoch (library/train_util.py BaseDataset.shuffle_buckets): each
+// bucket's records shuffled, cut into batches of g, and the batches of all
+// buckets shuffled. A bucket's last records that fill no batch (fewer than
+// g) are left out of the epoch, as a PyTorch DataLoader's drop_last does;
+// the shuffle leaves out others the next epoch. kohya trains them as a
+// smaller batch instead, which would make a step's batch size depend on the
+// bucket. The order depends on (seed, epoch, g) only: ranks split each
+// batch, so the samples of a step do not depend on the world size, and the
+// data position (epoch, sample) of a checkpoint names the same samples on
+// resume — unless the global batch changed (resume_allow_changes), which
+// cuts the epoch into other batches from that position on.
+func bucketOrder(seed uint64, epoch int, members [][]int, g int) []int {
+	type batch struct{ bucket, first int }
+	var batches []batch
+	shuffled := make([][]int, len(members))
+	for b, m := range members {
+		o := slices.Clone(m)
+		s := stream(seed, streamBucket, epoch, b)
+		for i := len(o) - 1; i > 0; i-- {
+			j := s.Intn(i + 1)
+			o[i], o[j] = o[j], o[i]
+		}
+		shuffled[b] = o
+		for k := 0; k+g <= len(o); k += g {
+			batches = append(batches, batch{b, k})
+		}
+	}
+	s := stream(seed, streamBatches, epoch, 0)
+	for i := len(batches) - 1; i > 0; i-- {
+		j := s.Intn(i + 1)
+		batches[i], batches[j] = batches[j], batches[i]
+	}
+	order := make([]int, 0, len(batches)*g)
+	for _, b := range batches {
+		order = append(order, shuffled[b.bucket][b.first:b.first+g]...)
+	}
+	return order
+}
+
+// epochLen is the number of samples an epoch's order holds: every record,
+// or for a bucketed data set each bucket's whole global batches.
+func (j *Job) epochLen() int {
+	d, ok := bucketsOf(j.Data)
+	if !ok {
+		return j.Data.Len()
+	}
+	g, n := j.globalBatch(), 0
+	for _, m := range d.Members() {
+		n += len(m) / g * g
+	}
+	return n
+}
+
+// epochSamples is epoch e's order of records: a shuffle of them all
+// (epochOrder), or bucketOrder for a bucketed data set.
+func (j *Job) epochSamples(epoch int) []int {
+	if d, ok := bucketsOf(j.Data); ok {
+		return bucketOrder(j.Cfg.Seed, epoch, d.Members(), j.globalBatch())
+	}
+	return epochOrder(j.Cfg.Seed, epoch, j.Data.Len())
+}
+
 // draws is what the loop draws for one sample.
 type draws struct {
 	noiseOffset, captionDropout float64
@@ -68,8 +155,20 @@ type draws struct {
 // makeMicro assembles the micro-batch of records idx (in epoch e): a fresh
 // latent from each record's distribution, the noise and timestep, and the
 // empty caption in place of the caption with probability captionDropout.
+// In a bucketed data set the records must share a bucket, whose shape the
+// micro-batch has.
 func makeMicro(data Dataset, seed uint64, epoch int, idx []int, d draws) (Micro, error) {
-	c, h, w := data.ImageShape()[0], data.ImageShape()[1], data.ImageShape()[2]
+	shape := data.ImageShape()
+	if bd, ok := bucketsOf(data); ok && len(idx) > 0 {
+		b := bd.Bucket(idx[0])
+		for _, i := range idx {
+			if bd.Bucket(i) != b {
+				return Micro{}, fmt.Errorf("micro-batch of records %v mixes buckets %d and %d", idx, b, bd.Bucket(i))
+			}
+		}
+		shape = bd.BucketShapes()[b]
+	}
+	c, h, w := shape[0], shape[1], shape[2]
 	s, dim := data.TextShape()[0], data.TextShape()[1]
 	per, tper := c*h*w, s*dim
 	b := len(idx)

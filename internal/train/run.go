@@ -118,7 +118,7 @@ func (j *Job) Run(ctx context.Context) error {
 				return err
 			}
 		}
-		epochEnd := j.sample+j.globalBatch() > j.Data.Len() // no further step fits in this epoch
+		epochEnd := j.sample+j.globalBatch() > j.epochLen() // no further step fits in this epoch
 		if len(c.ValidationPrompts) > 0 && ((c.ValidationSteps > 0 && s%c.ValidationSteps == 0) ||
 			(epochEnd && c.ValidationEpochs > 0 && (j.epoch+1)%c.ValidationEpochs == 0)) {
 			if err := j.validate(); err != nil {
@@ -181,7 +181,7 @@ func (j *Job) start() error {
 		return err
 	}
 	g := j.globalBatch()
-	j.perEpoch = j.Data.Len() / g
+	j.perEpoch = j.epochLen() / g
 	if j.perEpoch == 0 {
 		return fmt.Errorf("data set %s has %d records, fewer than one global batch (%d = micro batch %d × accumulation %d × %d ranks)", c.DatasetDir, j.Data.Len(), g, c.MicroBatch, c.GradAccum, j.Comm.World())
 	}
@@ -428,14 +428,14 @@ func (j *Job) stepsLeft(epochs int) int {
 	if j.epoch >= epochs {
 		return 0
 	}
-	return max(0, j.Data.Len()-j.sample)/j.globalBatch() + (epochs-1-j.epoch)*j.perEpoch
+	return max(0, j.epochLen()-j.sample)/j.globalBatch() + (epochs-1-j.epoch)*j.perEpoch
 }
 
 // nextBatch moves the data position to the start of the next step's samples
 // and returns where they begin in the epoch's order: the next epoch's start
 // when the rest of this one fills no global batch.
 func (j *Job) nextBatch() int {
-	if j.sample+j.globalBatch() > j.Data.Len() {
+	if j.sample+j.globalBatch() > j.epochLen() {
 		j.epoch, j.sample = j.epoch+1, 0
 	}
 	return j.sample
@@ -449,7 +449,7 @@ func (j *Job) trainStep() error {
 	first := j.nextBatch()
 	epoch := j.epoch
 	if j.order == nil || j.orderOf != epoch {
-		j.order, j.orderOf = epochOrder(c.Seed, epoch, j.Data.Len()), epoch // once per epoch, not per step
+		j.order, j.orderOf = j.epochSamples(epoch), epoch // once per epoch, not per step
 	}
 	order := j.order
 	world, rank := j.Comm.World(), j.Comm.Rank()

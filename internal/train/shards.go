@@ -7,9 +7,13 @@ import (
 	"github.com/zerodiff/zerodiff/internal/shard"
 )
 
-// Shards is prep's output as a Dataset; the format, its fields and the
-// checks on opening are shard.Dataset's.
-type Shards struct{ d *shard.Dataset }
+// Shards is prep's output as a Dataset (a Bucketed one when prep made it
+// with buckets); the format, its fields and the checks on opening are
+// shard.Dataset's.
+type Shards struct {
+	d       *shard.Dataset
+	members [][]int // each bucket's records, for a bucketed output
+}
 
 // OpenShards opens prep's output in dir (see shard.OpenDataset).
 func OpenShards(dir string) (*Shards, error) {
@@ -17,8 +21,26 @@ func OpenShards(dir string) (*Shards, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Shards{d}, nil
+	s := &Shards{d: d}
+	if n := len(d.Buckets()); n > 0 {
+		s.members = make([][]int, n)
+		for i := range d.Len() {
+			b := d.Bucket(i)
+			s.members[b] = append(s.members[b], i)
+		}
+	}
+	return s, nil
 }
+
+// BucketShapes are the image shapes (C, h, w) of prep's buckets, none
+// without buckets.
+func (s *Shards) BucketShapes() [][3]int { return s.d.Buckets() }
+
+// Bucket is record i's bucket.
+func (s *Shards) Bucket(i int) int { return s.d.Bucket(i) }
+
+// Members lists each bucket's records.
+func (s *Shards) Members() [][]int { return s.members }
 
 // Close releases the shards.
 func (s *Shards) Close() { s.d.Close() }
@@ -40,8 +62,18 @@ type madeWith interface{ Settings() map[string]string }
 // random_flip with the settings prep recorded for d, which are the ones
 // the records have: train does not resize, crop or flip them again. A data
 // set without settings (in memory) or without one of the keys (an older
-// prep) is not checked for it.
+// prep) is not checked for it. A bucketed data set must have a bucket that
+// holds a batch of one rank (the world size is not known yet).
 func (c *Config) checkMadeWith(d Dataset) error {
+	if b, ok := bucketsOf(d); ok {
+		g, most := c.MicroBatch*c.GradAccum, 0
+		for _, m := range b.Members() {
+			most = max(most, len(m))
+		}
+		if most < g {
+			return fmt.Errorf("config: each step's batch comes from one bucket of the data set %s, and its largest bucket holds %d records, fewer than train_micro_batch_size_per_gpu %d × gradient_accumulation_steps %d: lower them, or run prep with fewer buckets", c.DatasetDir, most, c.MicroBatch, c.GradAccum)
+		}
+	}
 	m, ok := d.(madeWith)
 	if !ok {
 		return nil
