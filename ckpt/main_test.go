@@ -1,117 +1,46 @@
 package main
 
 import (
-	"bytes"
-	"context"
-	"io"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
-	"github.com/zerodiff/zerodiff/internal/ckpt"
-	"github.com/zerodiff/zerodiff/internal/golden"
-	"github.com/zerodiff/zerodiff/internal/safetensors"
-	"github.com/zerodiff/zerodiff/internal/train"
+	"github.com/alecthomas/kong"
+
+	"github.com/zerodiff/zerodiff/internal/export"
 )
 
-// runFolder trains the tiny model for 2 steps and returns its run folder,
-// with a newer checkpoint that the run was killed while writing (a part,
-// no manifest) beside the complete step-000002.
-func runFolder(t *testing.T) string {
-	t.Helper()
-	c := train.DefaultConfig()
-	c.PretrainedModel = filepath.Join(golden.Root(t), "models", "tiny")
-	c.DatasetDir, c.OutputDir = "memory", t.TempDir()
-	c.MaxTrainSteps, c.MicroBatch = 2, 2
-	j := &train.Job{Cfg: c, Data: train.NewRandomData(4, [3]int{4, 16, 16}, [2]int{7, 32}, 0.18215, 1), Out: io.Discard}
-	if err := j.Run(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	root := filepath.Join(c.OutputDir, "checkpoints")
-	killed := ckpt.StepDir(root, 9)
-	if err := os.MkdirAll(killed, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	part, err := os.ReadFile(filepath.Join(ckpt.StepDir(root, 2), ckpt.PartFile(0)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(killed, ckpt.PartFile(0)), part, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return c.OutputDir
-}
-
-// capture runs f with the commands' standard output and error going to
-// buffers and returns them.
-func capture(t *testing.T, f func() error) (out, errOut string, err error) {
-	t.Helper()
-	var o, e bytes.Buffer
-	stdout, stderr = &o, &e
-	defer func() { stdout, stderr = os.Stdout, os.Stderr }()
-	err = f()
-	return o.String(), e.String(), err
-}
-
-// TestCommandsTakeARunFolder: inspect, merge and export given a run folder
-// (or its checkpoints folder) use its newest complete checkpoint and say
-// which on standard error; verify checks every checkpoint in it.
-func TestCommandsTakeARunFolder(t *testing.T) {
-	run := runFolder(t)
-	root := filepath.Join(run, "checkpoints")
-	picked := "using its newest complete checkpoint, " + ckpt.StepDir(root, 2) + " (passed over the incomplete step-000009)"
-	for _, dir := range []string{run, root} {
-		out, errOut, err := capture(t, (&inspectCmd{Dir: dir}).Run)
+// TestCommandLine: each subcommand parses into its command with the
+// defaults the tool documents (merge: fp32 EMA weights to standard output),
+// and export refuses to run without a format and an output.
+func TestCommandLine(t *testing.T) {
+	dir := t.TempDir()
+	parse := func(args ...string) (*cli, string, error) {
+		var c cli
+		p, err := kong.New(&c, kong.Name("ckpt"))
 		if err != nil {
-			t.Fatalf("inspect %s: %v", dir, err)
+			t.Fatal(err)
 		}
-		if !strings.Contains(errOut, picked) {
-			t.Errorf("inspect %s: stderr %q does not say %q", dir, errOut, picked)
+		kctx, err := p.Parse(args)
+		if err != nil {
+			return nil, "", err
 		}
-		if !strings.Contains(out, "checkpoint "+ckpt.StepDir(root, 2)) {
-			t.Errorf("inspect %s printed %q", dir, out)
-		}
+		return &c, kctx.Command(), nil
 	}
 
-	merged := filepath.Join(t.TempDir(), "unet.safetensors")
-	if _, errOut, err := capture(t, (&mergeCmd{Dir: run, Out: merged, DType: "fp16"}).Run); err != nil || !strings.Contains(errOut, picked) {
-		t.Errorf("merge %s: %v, stderr %q", run, err, errOut)
+	c, cmd, err := parse("merge", dir)
+	if err != nil || cmd != "merge <dir>" || c.Merge != (export.MergeCommand{Dir: dir, Out: "-", DType: "fp32"}) {
+		t.Errorf("merge %s: parsed %q %+v, %v", dir, cmd, c, err)
 	}
-	f, err := safetensors.Open(merged)
-	if err != nil {
-		t.Fatal(err)
+	c, cmd, err = parse("export", dir, "--format", "lora-kohya", "-o", "x.safetensors", "--dtype", "bf16", "--no-ema")
+	if want := (export.ExportCommand{Dir: dir, Format: "lora-kohya", Out: "x.safetensors", DType: "bf16", NoEMA: true}); err != nil || cmd != "export <dir>" || c.Export != want {
+		t.Errorf("export: parsed %q %+v, %v; want %+v", cmd, c, err, want)
 	}
-	f.Close()
-
-	out, errOut, err := capture(t, (&verifyCmd{Dir: run}).Run)
-	if err == nil || !strings.Contains(err.Error(), "1 of 2 checkpoints are incomplete") {
-		t.Errorf("verify %s: got %v, want 1 of 2 incomplete", run, err)
-	}
-	if !strings.Contains(errOut, "is a run folder: verifying the 2 checkpoint(s) in "+root) || !strings.Contains(out, ckpt.StepDir(root, 2)+": complete") {
-		t.Errorf("verify %s: stdout %q, stderr %q", run, out, errOut)
-	}
-}
-
-// TestInspectShowsTheDTypes: each tensor's line names the precision the
-// checkpoint stores it in.
-func TestInspectShowsTheDTypes(t *testing.T) {
-	run := runFolder(t)
-	out, _, err := capture(t, (&inspectCmd{Dir: filepath.Join(run, "checkpoints", "step-000002")}).Run)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, table, ok := strings.Cut(out, "tensors:\n")
-	if !ok {
-		t.Fatalf("inspect printed no tensor table: %q", out)
-	}
-	lines := strings.Split(strings.TrimSpace(table), "\n")
-	if len(lines) < 10 {
-		t.Fatalf("inspect listed %d tensors", len(lines))
-	}
-	for _, l := range lines {
-		if f := strings.Fields(l); len(f) < 3 || f[1] != "F32" {
-			t.Errorf("tensor line %q does not give the dtype F32 after the name", l)
+	for _, sub := range []string{"inspect", "verify"} {
+		if _, cmd, err := parse(sub, dir); err != nil || cmd != sub+" <dir>" {
+			t.Errorf("%s %s: parsed %q, %v", sub, dir, cmd, err)
 		}
+	}
+	if _, _, err := parse("export", dir, "-o", "out"); err == nil || !strings.Contains(err.Error(), "--format") {
+		t.Errorf("export without --format: got %v, want an error naming --format", err)
 	}
 }

@@ -2,7 +2,8 @@
 // the UNet with diffusers names (streamed, fp32/fp16/bf16), a diffusers
 // folder, an original single-file checkpoint, or the LoRA adapters in
 // diffusers or kohya form. A LoRA run's UNet is its base model with the
-// adapters merged in.
+// adapters merged in. It is also the ckpt tool's job: MergeCommand,
+// ExportCommand, InspectCommand and VerifyCommand are its subcommands.
 package export
 
 import (
