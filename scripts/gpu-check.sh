@@ -4,8 +4,10 @@
 # training step (ours and diffusers', bf16, 64x64 latents, batch 8 and 32;
 # then ours once more with the device time of every kernel and GEMM) and the
 # UNet loop of sampling one 512x512 image with 30 DPM++ steps, the fused
-# attention forward (ZD_CUDA_ATTENTION=flash) against the unfused one, each
-# under `timeout`, then a table naming the card. Whole run: under 8 minutes.
+# attention forward and backward (ZD_CUDA_ATTENTION=flash) and GroupNorm+SiLU
+# against the unfused ones, and the batch-8 step once more with fused
+# attention, each under `timeout`, then a table naming the card. Whole run:
+# under 10 minutes.
 # Full logs go to .gpu/out, and after every step into $OUT/gpu-check-logs.tgz
 # with the table as $OUT/table.txt (where $OUT is set: the device tool brings
 # back at most 8 files). Never touches clocks, power or MIG.
@@ -96,15 +98,32 @@ ours=$(metric "$out/go_sample.log" ms/image) ref=$(kv "$out/torch_sample.log" un
 row "sample 512px 30 DPM++ (UNet) ms" "$([ -n "$ours" ] && [ -n "$ref" ] && echo ok || echo FAIL)" "${ours:--} ms" "${ref:--} ms" "$(ratio "$ours" "$ref")"
 
 step "attention fwd fused vs unfused" 60 attn_fwd.log ./cuda.test -test.run '^$' -test.bench 'AttentionForward' -test.benchtime 20x
-# attn FLASH SHAPE: ms per call of one BenchmarkAttentionForward case.
+step "attention bwd fused vs unfused" 60 attn_bwd.log ./cuda.test -test.run '^$' -test.bench 'AttentionBackward' -test.benchtime 10x
+# attn DIR FLASH SHAPE: ms per call of one BenchmarkAttention{Forward,Backward} case.
 attn() {
-	grep -E "^BenchmarkAttentionForward/flash=$1/$2(-[0-9]+)?[[:space:]]" "$out/attn_fwd.log" |
+	grep -E "^BenchmarkAttention$1/flash=$2/$3(-[0-9]+)?[[:space:]]" "$out/attn_$([ "$1" = Forward ] && echo fwd || echo bwd).log" |
 		awk '{for (i = 2; i <= NF; i++) if ($i == "ns/op") printf "%.3f", $(i-1) / 1e6}'
 }
-for shape in b2_tq4096_tk4096_h8_d40 b2_tq4096_tk77_h8_d40; do
-	f=$(attn true $shape) u=$(attn false $shape)
-	row "flash fwd ${shape#b2_} ms" "$([ -n "$f" ] && [ -n "$u" ] && echo ok || echo FAIL)" "${f:--} ms" "${u:--} ms" "$(ratio "$f" "$u")"
+for dir in Forward Backward; do
+	for shape in b2_tq4096_tk4096_h8_d40 b2_tq4096_tk77_h8_d40; do
+		f=$(attn $dir true $shape) u=$(attn $dir false $shape)
+		row "flash $([ $dir = Forward ] && echo fwd || echo bwd) ${shape#b2_} ms" "$([ -n "$f" ] && [ -n "$u" ] && echo ok || echo FAIL)" \
+			"${f:--} ms" "${u:--} ms" "$(ratio "$f" "$u")"
+	done
 done
+
+step "groupnorm+silu fused vs unfused" 40 gn_silu.log ./cuda.test -test.run '^$' -test.bench 'GroupNormSiLU' -test.benchtime 20x
+# gn FUSED: ms per forward+backward of one BenchmarkGroupNormSiLU case.
+gn() { grep -E "^BenchmarkGroupNormSiLU/fused=$1(-[0-9]+)?[[:space:]]" "$out/gn_silu.log" | awk '{for (i = 2; i <= NF; i++) if ($i == "ns/op") printf "%.3f", $(i-1) / 1e6}'; }
+f=$(gn true) u=$(gn false)
+row "groupnorm+silu fwd+bwd 8x320x64x64 ms" "$([ -n "$f" ] && [ -n "$u" ] && echo ok || echo FAIL)" "${f:--} ms" "${u:--} ms" "$(ratio "$f" "$u")"
+
+step "go train step bs8 flash" 70 go_train_bs8_flash.log \
+	env ZD_CUDA_ATTENTION=flash ZD_MATH=bf16 ZD_BATCH=8 ZD_CKPT=0 ./cuda.test -test.run '^$' -test.bench 'UNetTrainStep' -test.benchtime 3x
+f="$out/go_train_bs8_flash.log" u="$out/go_train_bs8.log"
+ours=$(metric "$f" ms/step) ref=$(metric "$u" ms/step)
+row "unet step bs8 flash (ref: unfused) ms" "$([ -n "$ours" ] && [ -n "$ref" ] && echo ok || echo FAIL)" "${ours:--} ms" "${ref:--} ms" "$(ratio "$ours" "$ref")"
+row "  peak GiB (flash, unfused)" "" "$(metric "$f" peakGiB)" "$(metric "$u" peakGiB)" ""
 
 {
 	echo

@@ -12,10 +12,11 @@ import (
 // products and kernels for the softmax: the scores of all heads of one
 // element, S (H, Tq, Tk), are materialized (512 MiB for a 64x64 latent's
 // 4096 tokens and 8 heads), so memory grows with Tq·Tk, unlike the CPU's
-// tiles; ZD_CUDA_ATTENTION=flash runs the forward as one fused kernel instead
-// (flash.go), for head dims 40, 64, 80 and 160. Head h of token t is
-// q[(b·Tq + t)·H·D + h·D:][:D], so each head is a strided matrix with leading
-// dimension H·D, and the heads of one element are a strided batch D apart.
+// tiles; ZD_CUDA_ATTENTION=flash runs the forward and the backward as fused
+// kernels instead (flash.go, flash_bwd.go), for head dims 40, 64, 80 and
+// 160. Head h of token t is q[(b·Tq + t)·H·D + h·D:][:D], so each head is a
+// strided matrix with leading dimension H·D, and the heads of one element are
+// a strided batch D apart.
 
 // Attention writes o (B, Tq, H·D) = softmax(scale·q·kᵀ)·v per head and
 // lse (B, H, Tq), the log-sum-exp of each row of scaled scores.
@@ -87,6 +88,9 @@ func (b *Backend) AttentionBackward(dq, dk, dv, do, q, k, v, o, lse *tensor.Tens
 	delta := b.scratch(bs*heads*tq, 4) // (B, H, Tq) Σ_d do·o
 	defer delta.free()
 	b.zdAttnDelta(gridFor(bs*heads*tq), delta.ptr, dop, b.f32(o), bs, tq, heads, d)
+	if b.flash && b.flashAttentionBackward(b.f32Opt(dq), b.f32Opt(dk), b.f32Opt(dv), dop, qp, kp, vp, lp, delta.ptr, bs, tq, tk, heads, d, scale, causal) {
+		return
+	}
 	p := b.scratch(heads*tq*tk, 4) // (H, Tq, Tk) probabilities
 	defer p.free()
 	ds := b.scratch(heads*tq*tk, 4) // (H, Tq, Tk) do·vᵀ, then dS

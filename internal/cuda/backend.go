@@ -53,7 +53,8 @@ type Backend struct {
 	stream cu.Stream // the default stream: every kernel, copy and GEMM runs on it
 	math   Math
 	debug  bool
-	flash  bool // ZD_CUDA_ATTENTION=flash: the fused attention forward (flash.go)
+	flash  bool // ZD_CUDA_ATTENTION=flash: the fused attention kernels (flash.go, flash_bwd.go)
+	gnSiLU bool // ZD_CUDA_GROUPNORM_SILU=fused: the layers may use GroupNormSiLU (norm_silu.go)
 
 	// errFlag is a device int that kernels checking their inputs (embedding
 	// ids) set; Sync reads and clears it.
@@ -77,9 +78,14 @@ func (s *storage) Len() int { return s.n }
 // New opens GPU ordinal (0 for the first) with the given GEMM math. Setting
 // ZD_CUDA_DEBUG=1 synchronizes after every kernel so an error names the
 // kernel that caused it; ZD_CUDA_ATTENTION=flash selects the fused attention
-// forward (flash.go).
+// forward and backward (flash.go, flash_bwd.go); ZD_CUDA_GROUPNORM_SILU=fused
+// offers the fused GroupNorm+SiLU to the layers (norm_silu.go).
 func New(ordinal int, m Math) (*Backend, error) {
 	flash, err := attentionEnv()
+	if err != nil {
+		return nil, err
+	}
+	gnSiLU, err := groupNormSiLUEnv()
 	if err != nil {
 		return nil, err
 	}
@@ -99,7 +105,7 @@ func New(ordinal int, m Math) (*Backend, error) {
 	if err != nil {
 		return nil, err
 	}
-	b := &Backend{name: name, q: q, math: m, debug: os.Getenv("ZD_CUDA_DEBUG") == "1", flash: flash}
+	b := &Backend{name: name, q: q, math: m, debug: os.Getenv("ZD_CUDA_DEBUG") == "1", flash: flash, gnSiLU: gnSiLU}
 	b.mem = newPool(q, total)
 	b.kern = newKernels()
 	err = q.call(func() error {

@@ -12,14 +12,14 @@ import (
 // The fused attention forward (kernels/flash.cu) computes o and lse in one
 // kernel without materializing the (H, Tq, Tk) scores. No GPU has run it
 // yet (TestFlashAttention and BenchmarkAttentionForward are waiting for
-// one), so it is chosen only with ZD_CUDA_ATTENTION=flash; the backward pass
-// is the unfused one either way, reading the lse the forward saved.
+// one), so it is chosen only with ZD_CUDA_ATTENTION=flash, which also
+// selects the fused backward (flash_bwd.go) reading the lse saved here.
 
 // flashBQ is the query rows of one block of the fused kernels (FLASH_BQ).
 const flashBQ = 64
 
-// attentionEnv reads ZD_CUDA_ATTENTION: "flash" turns the fused forward on
-// for the head dims it has; "" or "cublas" keep the unfused path.
+// attentionEnv reads ZD_CUDA_ATTENTION: "flash" turns the fused forward and
+// backward on for the head dims they have; "" or "cublas" keep the unfused path.
 func attentionEnv() (flash bool, err error) {
 	switch v := os.Getenv("ZD_CUDA_ATTENTION"); v {
 	case "", "cublas":
@@ -27,7 +27,7 @@ func attentionEnv() (flash bool, err error) {
 	case "flash":
 		return true, nil
 	default:
-		return false, fmt.Errorf("cuda: ZD_CUDA_ATTENTION=%q: set it to flash (the fused forward) or cublas (the default), or unset it", v)
+		return false, fmt.Errorf("cuda: ZD_CUDA_ATTENTION=%q: set it to flash (the fused kernels) or cublas (the default), or unset it", v)
 	}
 }
 

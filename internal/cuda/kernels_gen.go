@@ -36,6 +36,14 @@ const (
 	kernelZdFlashAttnFwdD64
 	kernelZdFlashAttnFwdD80
 	kernelZdFlashAttnFwdD160
+	kernelZdFlashAttnBwdKvD40
+	kernelZdFlashAttnBwdKvD64
+	kernelZdFlashAttnBwdKvD80
+	kernelZdFlashAttnBwdKvD160
+	kernelZdFlashAttnBwdQD40
+	kernelZdFlashAttnBwdQD64
+	kernelZdFlashAttnBwdQD80
+	kernelZdFlashAttnBwdQD160
 	kernelZdCopyRows
 	kernelZdPermute6
 	kernelZdUpsample2x
@@ -50,6 +58,9 @@ const (
 	kernelZdLayerNorm
 	kernelZdLayerNormDx
 	kernelZdLayerNormWbPart
+	kernelZdGroupNormSilu
+	kernelZdGroupNormSiluSums
+	kernelZdGroupNormSiluDx
 	kernelZdSumsq
 	kernelZdEma
 	kernelZdSoftmax
@@ -91,6 +102,14 @@ var kernelTable = [numKernels]kernelSpec{
 	kernelZdFlashAttnFwdD64:    {file: "flash.ptx", name: "zd_flash_attn_fwd_d64"},
 	kernelZdFlashAttnFwdD80:    {file: "flash.ptx", name: "zd_flash_attn_fwd_d80"},
 	kernelZdFlashAttnFwdD160:   {file: "flash.ptx", name: "zd_flash_attn_fwd_d160"},
+	kernelZdFlashAttnBwdKvD40:  {file: "flash_bwd.ptx", name: "zd_flash_attn_bwd_kv_d40"},
+	kernelZdFlashAttnBwdKvD64:  {file: "flash_bwd.ptx", name: "zd_flash_attn_bwd_kv_d64"},
+	kernelZdFlashAttnBwdKvD80:  {file: "flash_bwd.ptx", name: "zd_flash_attn_bwd_kv_d80"},
+	kernelZdFlashAttnBwdKvD160: {file: "flash_bwd.ptx", name: "zd_flash_attn_bwd_kv_d160"},
+	kernelZdFlashAttnBwdQD40:   {file: "flash_bwd.ptx", name: "zd_flash_attn_bwd_q_d40"},
+	kernelZdFlashAttnBwdQD64:   {file: "flash_bwd.ptx", name: "zd_flash_attn_bwd_q_d64"},
+	kernelZdFlashAttnBwdQD80:   {file: "flash_bwd.ptx", name: "zd_flash_attn_bwd_q_d80"},
+	kernelZdFlashAttnBwdQD160:  {file: "flash_bwd.ptx", name: "zd_flash_attn_bwd_q_d160"},
 	kernelZdCopyRows:           {file: "layout.ptx", name: "zd_copy_rows"},
 	kernelZdPermute6:           {file: "layout.ptx", name: "zd_permute6"},
 	kernelZdUpsample2x:         {file: "layout.ptx", name: "zd_upsample2x"},
@@ -105,6 +124,9 @@ var kernelTable = [numKernels]kernelSpec{
 	kernelZdLayerNorm:          {file: "norm.ptx", name: "zd_layer_norm"},
 	kernelZdLayerNormDx:        {file: "norm.ptx", name: "zd_layer_norm_dx"},
 	kernelZdLayerNormWbPart:    {file: "norm.ptx", name: "zd_layer_norm_wb_part"},
+	kernelZdGroupNormSilu:      {file: "norm_silu.ptx", name: "zd_group_norm_silu"},
+	kernelZdGroupNormSiluSums:  {file: "norm_silu.ptx", name: "zd_group_norm_silu_sums"},
+	kernelZdGroupNormSiluDx:    {file: "norm_silu.ptx", name: "zd_group_norm_silu_dx"},
 	kernelZdSumsq:              {file: "optim.ptx", name: "zd_sumsq"},
 	kernelZdEma:                {file: "optim.ptx", name: "zd_ema"},
 	kernelZdSoftmax:            {file: "softmax.ptx", name: "zd_softmax"},
@@ -311,6 +333,62 @@ func (b *Backend) zdFlashAttnFwdD160(grid int, o, lse, q, k, v cu.DevicePtr, tq,
 	b.launch(kernelZdFlashAttnFwdD160, grid, []uint64{ptrArg(o), ptrArg(lse), ptrArg(q), ptrArg(k), ptrArg(v), intArg(kernelZdFlashAttnFwdD160, "tq", tq), intArg(kernelZdFlashAttnFwdD160, "tk", tk), intArg(kernelZdFlashAttnFwdD160, "h", h), f32Arg(scale), intArg(kernelZdFlashAttnFwdD160, "causal", causal)})
 }
 
+// zdFlashAttnBwdKvD40 queues zd_flash_attn_bwd_kv_d40 (kernels/flash_bwd.cu) on grid blocks of blockSize threads:
+//
+//	zd_flash_attn_bwd_kv_d40(float *dk, float *dv, const float *q, const float *k, const float *v, const float *dout, const float *lse, const float *delta, int tq, int tk, int h, float scale, int causal)
+func (b *Backend) zdFlashAttnBwdKvD40(grid int, dk, dv, q, k, v, dout, lse, delta cu.DevicePtr, tq, tk, h int, scale float32, causal int) {
+	b.launch(kernelZdFlashAttnBwdKvD40, grid, []uint64{ptrArg(dk), ptrArg(dv), ptrArg(q), ptrArg(k), ptrArg(v), ptrArg(dout), ptrArg(lse), ptrArg(delta), intArg(kernelZdFlashAttnBwdKvD40, "tq", tq), intArg(kernelZdFlashAttnBwdKvD40, "tk", tk), intArg(kernelZdFlashAttnBwdKvD40, "h", h), f32Arg(scale), intArg(kernelZdFlashAttnBwdKvD40, "causal", causal)})
+}
+
+// zdFlashAttnBwdKvD64 queues zd_flash_attn_bwd_kv_d64 (kernels/flash_bwd.cu) on grid blocks of blockSize threads:
+//
+//	zd_flash_attn_bwd_kv_d64(float *dk, float *dv, const float *q, const float *k, const float *v, const float *dout, const float *lse, const float *delta, int tq, int tk, int h, float scale, int causal)
+func (b *Backend) zdFlashAttnBwdKvD64(grid int, dk, dv, q, k, v, dout, lse, delta cu.DevicePtr, tq, tk, h int, scale float32, causal int) {
+	b.launch(kernelZdFlashAttnBwdKvD64, grid, []uint64{ptrArg(dk), ptrArg(dv), ptrArg(q), ptrArg(k), ptrArg(v), ptrArg(dout), ptrArg(lse), ptrArg(delta), intArg(kernelZdFlashAttnBwdKvD64, "tq", tq), intArg(kernelZdFlashAttnBwdKvD64, "tk", tk), intArg(kernelZdFlashAttnBwdKvD64, "h", h), f32Arg(scale), intArg(kernelZdFlashAttnBwdKvD64, "causal", causal)})
+}
+
+// zdFlashAttnBwdKvD80 queues zd_flash_attn_bwd_kv_d80 (kernels/flash_bwd.cu) on grid blocks of blockSize threads:
+//
+//	zd_flash_attn_bwd_kv_d80(float *dk, float *dv, const float *q, const float *k, const float *v, const float *dout, const float *lse, const float *delta, int tq, int tk, int h, float scale, int causal)
+func (b *Backend) zdFlashAttnBwdKvD80(grid int, dk, dv, q, k, v, dout, lse, delta cu.DevicePtr, tq, tk, h int, scale float32, causal int) {
+	b.launch(kernelZdFlashAttnBwdKvD80, grid, []uint64{ptrArg(dk), ptrArg(dv), ptrArg(q), ptrArg(k), ptrArg(v), ptrArg(dout), ptrArg(lse), ptrArg(delta), intArg(kernelZdFlashAttnBwdKvD80, "tq", tq), intArg(kernelZdFlashAttnBwdKvD80, "tk", tk), intArg(kernelZdFlashAttnBwdKvD80, "h", h), f32Arg(scale), intArg(kernelZdFlashAttnBwdKvD80, "causal", causal)})
+}
+
+// zdFlashAttnBwdKvD160 queues zd_flash_attn_bwd_kv_d160 (kernels/flash_bwd.cu) on grid blocks of blockSize threads:
+//
+//	zd_flash_attn_bwd_kv_d160(float *dk, float *dv, const float *q, const float *k, const float *v, const float *dout, const float *lse, const float *delta, int tq, int tk, int h, float scale, int causal)
+func (b *Backend) zdFlashAttnBwdKvD160(grid int, dk, dv, q, k, v, dout, lse, delta cu.DevicePtr, tq, tk, h int, scale float32, causal int) {
+	b.launch(kernelZdFlashAttnBwdKvD160, grid, []uint64{ptrArg(dk), ptrArg(dv), ptrArg(q), ptrArg(k), ptrArg(v), ptrArg(dout), ptrArg(lse), ptrArg(delta), intArg(kernelZdFlashAttnBwdKvD160, "tq", tq), intArg(kernelZdFlashAttnBwdKvD160, "tk", tk), intArg(kernelZdFlashAttnBwdKvD160, "h", h), f32Arg(scale), intArg(kernelZdFlashAttnBwdKvD160, "causal", causal)})
+}
+
+// zdFlashAttnBwdQD40 queues zd_flash_attn_bwd_q_d40 (kernels/flash_bwd.cu) on grid blocks of blockSize threads:
+//
+//	zd_flash_attn_bwd_q_d40(float *dq, const float *q, const float *k, const float *v, const float *dout, const float *lse, const float *delta, int tq, int tk, int h, float scale, int causal)
+func (b *Backend) zdFlashAttnBwdQD40(grid int, dq, q, k, v, dout, lse, delta cu.DevicePtr, tq, tk, h int, scale float32, causal int) {
+	b.launch(kernelZdFlashAttnBwdQD40, grid, []uint64{ptrArg(dq), ptrArg(q), ptrArg(k), ptrArg(v), ptrArg(dout), ptrArg(lse), ptrArg(delta), intArg(kernelZdFlashAttnBwdQD40, "tq", tq), intArg(kernelZdFlashAttnBwdQD40, "tk", tk), intArg(kernelZdFlashAttnBwdQD40, "h", h), f32Arg(scale), intArg(kernelZdFlashAttnBwdQD40, "causal", causal)})
+}
+
+// zdFlashAttnBwdQD64 queues zd_flash_attn_bwd_q_d64 (kernels/flash_bwd.cu) on grid blocks of blockSize threads:
+//
+//	zd_flash_attn_bwd_q_d64(float *dq, const float *q, const float *k, const float *v, const float *dout, const float *lse, const float *delta, int tq, int tk, int h, float scale, int causal)
+func (b *Backend) zdFlashAttnBwdQD64(grid int, dq, q, k, v, dout, lse, delta cu.DevicePtr, tq, tk, h int, scale float32, causal int) {
+	b.launch(kernelZdFlashAttnBwdQD64, grid, []uint64{ptrArg(dq), ptrArg(q), ptrArg(k), ptrArg(v), ptrArg(dout), ptrArg(lse), ptrArg(delta), intArg(kernelZdFlashAttnBwdQD64, "tq", tq), intArg(kernelZdFlashAttnBwdQD64, "tk", tk), intArg(kernelZdFlashAttnBwdQD64, "h", h), f32Arg(scale), intArg(kernelZdFlashAttnBwdQD64, "causal", causal)})
+}
+
+// zdFlashAttnBwdQD80 queues zd_flash_attn_bwd_q_d80 (kernels/flash_bwd.cu) on grid blocks of blockSize threads:
+//
+//	zd_flash_attn_bwd_q_d80(float *dq, const float *q, const float *k, const float *v, const float *dout, const float *lse, const float *delta, int tq, int tk, int h, float scale, int causal)
+func (b *Backend) zdFlashAttnBwdQD80(grid int, dq, q, k, v, dout, lse, delta cu.DevicePtr, tq, tk, h int, scale float32, causal int) {
+	b.launch(kernelZdFlashAttnBwdQD80, grid, []uint64{ptrArg(dq), ptrArg(q), ptrArg(k), ptrArg(v), ptrArg(dout), ptrArg(lse), ptrArg(delta), intArg(kernelZdFlashAttnBwdQD80, "tq", tq), intArg(kernelZdFlashAttnBwdQD80, "tk", tk), intArg(kernelZdFlashAttnBwdQD80, "h", h), f32Arg(scale), intArg(kernelZdFlashAttnBwdQD80, "causal", causal)})
+}
+
+// zdFlashAttnBwdQD160 queues zd_flash_attn_bwd_q_d160 (kernels/flash_bwd.cu) on grid blocks of blockSize threads:
+//
+//	zd_flash_attn_bwd_q_d160(float *dq, const float *q, const float *k, const float *v, const float *dout, const float *lse, const float *delta, int tq, int tk, int h, float scale, int causal)
+func (b *Backend) zdFlashAttnBwdQD160(grid int, dq, q, k, v, dout, lse, delta cu.DevicePtr, tq, tk, h int, scale float32, causal int) {
+	b.launch(kernelZdFlashAttnBwdQD160, grid, []uint64{ptrArg(dq), ptrArg(q), ptrArg(k), ptrArg(v), ptrArg(dout), ptrArg(lse), ptrArg(delta), intArg(kernelZdFlashAttnBwdQD160, "tq", tq), intArg(kernelZdFlashAttnBwdQD160, "tk", tk), intArg(kernelZdFlashAttnBwdQD160, "h", h), f32Arg(scale), intArg(kernelZdFlashAttnBwdQD160, "causal", causal)})
+}
+
 // zdCopyRows queues zd_copy_rows (kernels/layout.cu) on grid blocks of blockSize threads:
 //
 //	zd_copy_rows(float *dst, int dstOff, int dstStride, const float *src, int srcOff, int srcStride, int rows, int width)
@@ -407,6 +485,27 @@ func (b *Backend) zdLayerNormDx(grid int, dx, dy, x, mean, rstd, w cu.DevicePtr,
 //	zd_layer_norm_wb_part(double *partW, double *partB, const float *dy, const float *x, const float *mean, const float *rstd, int rows, int c, int grain)
 func (b *Backend) zdLayerNormWbPart(grid int, partW, partB, dy, x, mean, rstd cu.DevicePtr, rows, c, grain int) {
 	b.launch(kernelZdLayerNormWbPart, grid, []uint64{ptrArg(partW), ptrArg(partB), ptrArg(dy), ptrArg(x), ptrArg(mean), ptrArg(rstd), intArg(kernelZdLayerNormWbPart, "rows", rows), intArg(kernelZdLayerNormWbPart, "c", c), intArg(kernelZdLayerNormWbPart, "grain", grain)})
+}
+
+// zdGroupNormSilu queues zd_group_norm_silu (kernels/norm_silu.cu) on grid blocks of blockSize threads:
+//
+//	zd_group_norm_silu(float *y, float *mean, float *rstd, const float *x, const float *w, const float *bias, int c, int s, int groups, float eps)
+func (b *Backend) zdGroupNormSilu(grid int, y, mean, rstd, x, w, bias cu.DevicePtr, c, s, groups int, eps float32) {
+	b.launch(kernelZdGroupNormSilu, grid, []uint64{ptrArg(y), ptrArg(mean), ptrArg(rstd), ptrArg(x), ptrArg(w), ptrArg(bias), intArg(kernelZdGroupNormSilu, "c", c), intArg(kernelZdGroupNormSilu, "s", s), intArg(kernelZdGroupNormSilu, "groups", groups), f32Arg(eps)})
+}
+
+// zdGroupNormSiluSums queues zd_group_norm_silu_sums (kernels/norm_silu.cu) on grid blocks of blockSize threads:
+//
+//	zd_group_norm_silu_sums(double *sumDh, double *sumDhXh, const float *dy, const float *x, const float *mean, const float *rstd, const float *w, const float *bias, int c, int s, int groups)
+func (b *Backend) zdGroupNormSiluSums(grid int, sumDh, sumDhXh, dy, x, mean, rstd, w, bias cu.DevicePtr, c, s, groups int) {
+	b.launch(kernelZdGroupNormSiluSums, grid, []uint64{ptrArg(sumDh), ptrArg(sumDhXh), ptrArg(dy), ptrArg(x), ptrArg(mean), ptrArg(rstd), ptrArg(w), ptrArg(bias), intArg(kernelZdGroupNormSiluSums, "c", c), intArg(kernelZdGroupNormSiluSums, "s", s), intArg(kernelZdGroupNormSiluSums, "groups", groups)})
+}
+
+// zdGroupNormSiluDx queues zd_group_norm_silu_dx (kernels/norm_silu.cu) on grid blocks of blockSize threads:
+//
+//	zd_group_norm_silu_dx(float *dx, const double *sumDh, const double *sumDhXh, const float *dy, const float *x, const float *mean, const float *rstd, const float *w, const float *bias, int c, int s, int groups)
+func (b *Backend) zdGroupNormSiluDx(grid int, dx, sumDh, sumDhXh, dy, x, mean, rstd, w, bias cu.DevicePtr, c, s, groups int) {
+	b.launch(kernelZdGroupNormSiluDx, grid, []uint64{ptrArg(dx), ptrArg(sumDh), ptrArg(sumDhXh), ptrArg(dy), ptrArg(x), ptrArg(mean), ptrArg(rstd), ptrArg(w), ptrArg(bias), intArg(kernelZdGroupNormSiluDx, "c", c), intArg(kernelZdGroupNormSiluDx, "s", s), intArg(kernelZdGroupNormSiluDx, "groups", groups)})
 }
 
 // zdSumsq queues zd_sumsq (kernels/optim.cu) on grid blocks of blockSize threads:

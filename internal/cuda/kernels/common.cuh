@@ -60,6 +60,18 @@ ZD_INLINE float blockMaxF(float v, float *buf) {
   return r;
 }
 
+// shflXor returns v of the lane whose id is this lane's xor mask, all 32
+// lanes taking part. Inline PTX, as syncWarp: clang's builtins for both want
+// a PTX-version target feature that -nocudainc builds do not set.
+ZD_INLINE float shflXor(float v, int mask) {
+  float r;
+  asm volatile("shfl.sync.bfly.b32 %0, %1, %2, 0x1f, 0xffffffff;" : "=f"(r) : "f"(v), "r"(mask));
+  return r;
+}
+
+// syncWarp orders the shared-memory writes of the warp before its later reads.
+ZD_INLINE void syncWarp() { asm volatile("bar.warp.sync 0xffffffff;" ::: "memory"); }
+
 ZD_INLINE double zd_sqrt(double x) { return __nvvm_sqrt_rn_d(x); }
 
 // zd_expd is exp in double: x = n·ln2 + r with |r| ≤ ln2/2, a degree-13

@@ -23,18 +23,6 @@
 #define FLASH_BQ 64                       // query rows per block
 #define FLASH_PARTS (ZD_BLOCK / FLASH_BQ) // threads per query row: 4
 
-// shflXor returns v of the lane whose id is this lane's xor mask, all 32
-// lanes taking part. Inline PTX, as syncWarp: clang's builtins for both want
-// a PTX-version target feature that -nocudainc builds do not set.
-ZD_INLINE float shflXor(float v, int mask) {
-  float r;
-  asm volatile("shfl.sync.bfly.b32 %0, %1, %2, 0x1f, 0xffffffff;" : "=f"(r) : "f"(v), "r"(mask));
-  return r;
-}
-
-// syncWarp orders the shared-memory writes of the warp before its later reads.
-ZD_INLINE void syncWarp() { asm volatile("bar.warp.sync 0xffffffff;" ::: "memory"); }
-
 // flashFwd computes o (B, Tq, H·D) and lse (B, H, Tq) for head dim D with
 // key tiles of BK; the grid is B·H·ceil(Tq/FLASH_BQ) blocks of ZD_BLOCK
 // threads.
