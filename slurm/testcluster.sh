@@ -9,7 +9,7 @@
 #   slurm/testcluster.sh env [DIR]     print the SLURM_CONF line that points clients at it
 #
 # DIR defaults to $ZD_SLURM_DIR or /tmp/zd-slurm. Starting a running cluster is
-# a no-op. Needs root (the daemons run as root; see REFERENCE.md §6). Ports:
+# a no-op. Needs root (slurmd runs as root to launch tasks as any user). Ports:
 # slurmctld $ZD_SLURM_PORT (default 16817), the nodes the two after 17000
 # ($ZD_SLURMD_PORT default 17001, 17002), away from a system Slurm's defaults.
 set -euo pipefail

@@ -36,8 +36,9 @@ const sd15UNetJSON = `{"act_fn": "silu", "attention_head_dim": 8, "block_out_cha
  "mid_block_scale_factor": 1, "norm_eps": 1e-05, "norm_num_groups": 32, "out_channels": 4, "sample_size": 64,
  "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"]}`
 
-// trainFLOPsPerSample is one SD1.5 training sample at 512px (REFERENCE §8,
-// counted as torch's flop counter does: 3x the 803 GFLOP forward).
+// trainFLOPsPerSample is one SD1.5 training sample at 512px (3x the 803 GFLOP
+// forward, as torch.utils.flop_counter counts it; internal/sd/sd15/flops_test.go
+// counts the forward layer by layer).
 const trainFLOPsPerSample = 2.41e12
 
 // forwardFLOPs is one UNet forward at 64x64 latents with a 77-token context.

@@ -127,7 +127,8 @@ func localWorld(lookup func(string) (string, bool), p Placement) (int, error) {
 }
 
 // DeviceIndex picks the CUDA device of a task from CUDA_VISIBLE_DEVICES
-// (REFERENCE §6), counted within the visible devices: one visible device →
+// (Slurm's gres plugin sets it per task; see Slurm's gres.conf and srun
+// --gpus-per-task documentation), counted within the visible devices: one visible device →
 // 0 (--gpus-per-task=1); several → the local rank (--gres=gpu:N); unset →
 // the local rank (every device of the node is visible); empty or Slurm's
 // NoDevFiles → -1 (no GPU).
