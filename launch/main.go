@@ -18,39 +18,16 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
-	"time"
 
 	"github.com/alecthomas/kong"
 
 	"github.com/zerodiff/zerodiff/internal/launcher"
 )
 
-type cli struct {
-	NProc        int           `name:"nproc" help:"Ranks to start on this machine: alone, a one-machine job; with --nnodes, the ranks per machine."`
-	NNodes       int           `name:"nnodes" help:"Machines in a job without Slurm."`
-	NodeRank     int           `name:"node-rank" help:"This machine's index among --nnodes; machine 0 serves the rendezvous."`
-	Rank         int           `default:"-1" help:"This launcher's rank in a job without Slurm, one rank per machine (with --world)."`
-	World        int           `help:"Ranks in the job, with --rank."`
-	MasterAddr   string        `name:"master-addr" help:"Address of machine 0 (its network address, not 127.0.0.1, when there are several machines)."`
-	MasterPort   int           `name:"master-port" help:"First port of the rendezvous port sequence (default: derived from --job-id)."`
-	JobID        string        `name:"job-id" help:"Name of the job without Slurm; every machine must give the same."`
-	RdzvExternal bool          `name:"rdzv-external" help:"The rendezvous tool serves the job at --master-addr; no launcher serves it."`
-	Grace        time.Duration `default:"15s" help:"Time a stopped worker gets between SIGTERM and SIGKILL."`
-	JoinTimeout  time.Duration `name:"join-timeout" default:"5m" help:"How long every rank may take to join the rendezvous."`
-	Command      []string      `arg:"" passthrough:"" help:"The worker command, after --: train --config run.json ..."`
-}
-
 func main() {
-	var c cli
-	kong.Parse(&c, kong.Name("launch"), kong.Description("Start a job's workers, one per rank, under Slurm, on one machine, or on several."), kong.UsageOnError())
-	if len(c.Command) > 0 && c.Command[0] == "--" {
-		c.Command = c.Command[1:]
-	}
+	var cfg launcher.Config
+	kong.Parse(&cfg, kong.Name("launch"), kong.Description("Start a job's workers, one per rank, under Slurm, on one machine, or on several."), kong.UsageOnError())
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGUSR1, syscall.SIGINT)
-	os.Exit(launcher.Run(launcher.Config{
-		Command: c.Command, NProc: c.NProc, NNodes: c.NNodes, NodeRank: c.NodeRank, Rank: c.Rank, World: c.World,
-		MasterAddr: c.MasterAddr, MasterPort: c.MasterPort, JobID: c.JobID, External: c.RdzvExternal,
-		Grace: c.Grace, JoinTimeout: c.JoinTimeout,
-	}, sigs, os.Stdout, os.Stderr))
+	os.Exit(launcher.Run(cfg, sigs, os.Stdout, os.Stderr))
 }

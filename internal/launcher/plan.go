@@ -18,40 +18,47 @@ import (
 	"github.com/zerodiff/zerodiff/internal/slurm"
 )
 
-// Config is what launch was asked to do.
+// Config is what launch was asked to do, and launch's command line: kong
+// reads the tagged fields from its flags, the others are for tests and
+// programs that run workers themselves.
 type Config struct {
-	Command []string // the worker and its arguments
+	// Command is the worker and its arguments; Run drops a leading "--",
+	// which kong's passthrough keeps.
+	Command []string `arg:"" passthrough:"" help:"The worker command, after --: train --config run.json ..."`
 
 	// NProc is the number of ranks started on this machine: alone, a
 	// one-machine job; with NNodes, the ranks per machine.
-	NProc int
+	NProc int `name:"nproc" help:"Ranks to start on this machine: alone, a one-machine job; with --nnodes, the ranks per machine."`
 	// NNodes and NodeRank place this machine in a job without Slurm; Rank
 	// and World do the same with one rank per machine (Rank -1: unset).
-	NNodes, NodeRank int
-	Rank, World      int
+	NNodes   int `name:"nnodes" help:"Machines in a job without Slurm."`
+	NodeRank int `name:"node-rank" help:"This machine's index among --nnodes; machine 0 serves the rendezvous."`
+	Rank     int `default:"-1" help:"This launcher's rank in a job without Slurm, one rank per machine (with --world)."`
+	World    int `help:"Ranks in the job, with --rank."`
 	// MasterAddr and MasterPort locate the rendezvous without Slurm: the
 	// first machine's address, and the first port of the sequence
 	// (0: derived from JobID).
-	MasterAddr string
-	MasterPort int
-	JobID      string // names the job without Slurm (default "zerodiff")
+	MasterAddr string `name:"master-addr" help:"Address of machine 0 (its network address, not 127.0.0.1, when there are several machines)."`
+	MasterPort int    `name:"master-port" help:"First port of the rendezvous port sequence (default: derived from --job-id)."`
+	// JobID names the job without Slurm (default "zerodiff").
+	JobID string `name:"job-id" help:"Name of the job without Slurm; every machine must give the same."`
 	// External: no launcher serves the rendezvous; the rendezvous tool
 	// runs it at MasterAddr.
-	External bool
+	External bool `name:"rdzv-external" help:"The rendezvous tool serves the job at --master-addr; no launcher serves it."`
 
 	// Grace is how long a stopped worker has between SIGTERM and SIGKILL.
-	Grace time.Duration
+	Grace time.Duration `default:"15s" help:"Time a stopped worker gets between SIGTERM and SIGKILL."`
 	// JoinTimeout bounds the wait for every rank to join.
-	JoinTimeout time.Duration
+	JoinTimeout time.Duration `name:"join-timeout" default:"5m" help:"How long every rank may take to join the rendezvous."`
 	// Heartbeat and DeadAfter tune the rendezvous connections (0: defaults).
-	Heartbeat, DeadAfter time.Duration
+	Heartbeat, DeadAfter time.Duration `kong:"-"`
 
 	// Lookup reads the environment (os.LookupEnv when nil); Resolve looks
 	// up host addresses (resolveHost when nil); NodeAddr asks Slurm for a
 	// node's address, its NodeAddr (scontrolNodeAddr when nil).
-	Lookup   func(string) (string, bool)
-	Resolve  func(string) ([]string, error)
-	NodeAddr func(string) (string, error)
+	Lookup   func(string) (string, bool)    `kong:"-"`
+	Resolve  func(string) ([]string, error) `kong:"-"`
+	NodeAddr func(string) (string, error)   `kong:"-"`
 }
 
 // Slot is one rank this launcher runs.

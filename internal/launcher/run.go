@@ -43,9 +43,13 @@ const masterPortKey = "launch/master_port"
 // succeeded, else the exit code of the rank that failed first (75 passes
 // through), or 1 when a rank disappeared. Signals received on signals are
 // forwarded to the workers. Messages go to stderr, the workers' output to
-// stdout and stderr.
+// stdout and stderr. A leading "--" in cfg.Command, as launch's command
+// line gives it, is not part of the worker command.
 func Run(cfg Config, signals <-chan os.Signal, stdout, stderr io.Writer) int {
 	logf := func(format string, args ...any) { fmt.Fprintf(stderr, "launch: "+format+"\n", args...) }
+	if len(cfg.Command) > 0 && cfg.Command[0] == "--" {
+		cfg.Command = cfg.Command[1:]
+	}
 	if len(cfg.Command) == 0 {
 		logf("no worker command: launch [flags] -- train --config run.json")
 		return 2

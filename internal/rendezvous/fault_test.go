@@ -178,3 +178,23 @@ func TestServerGoneAbortsClient(t *testing.T) {
 		t.Error("Get after losing the server succeeded")
 	}
 }
+
+// TestJoinTimeoutAtOnce: a join timeout that expires while Listen is still
+// setting the server up aborts the job like any other, instead of crashing
+// on a timer the server does not hold yet (rendezvous --join-timeout 1ns
+// panicked about one run in three).
+func TestJoinTimeoutAtOnce(t *testing.T) {
+	for range 200 {
+		s, err := Listen("127.0.0.1", []int{0}, ServerConfig{Key: testKey, World: 1, JoinTimeout: time.Nanosecond, Logf: t.Logf})
+		if err != nil {
+			t.Fatal(err)
+		}
+		<-s.Done()
+		err = s.Err()
+		s.Close()
+		if err == nil {
+			t.Fatal("a job whose join timeout expired was not aborted")
+		}
+		mustContain(t, "abort", err.Error(), "ranks 0 never joined the rendezvous within 1ns")
+	}
+}

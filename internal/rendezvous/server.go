@@ -151,7 +151,11 @@ func Listen(host string, ports []int, cfg ServerConfig) (*Server, error) {
 		if len(busy) > 0 {
 			cfg.Logf("ports %s busy, serving on %d", formatInts(busy), s.port)
 		}
+		// Under s.mu: joinExpired (and the abort it makes) uses s.joinTimer
+		// and may run before AfterFunc returns when the timeout is tiny.
+		s.mu.Lock()
 		s.joinTimer = time.AfterFunc(cfg.JoinTimeout, s.joinExpired)
+		s.mu.Unlock()
 		go s.accept()
 		return s, nil
 	}
