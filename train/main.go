@@ -41,6 +41,8 @@ type cli struct {
 	Threads      int    `help:"CPU threads (default: all)."`
 	Device       string `default:"cpu" help:"Backend: cpu, cuda (this rank's GPU under launch, else GPU 0) or cuda:N."`
 	Math         string `default:"bf16" enum:"f32,tf32,bf16" help:"GPU GEMM precision: ${enum} (bf16: bfloat16 inputs, float32 accumulation, as PyTorch's autocast)."`
+	Plan         bool   `help:"Print each rank's memory plan (model states, activations, workspace, peak) for this config and exit; needs no data, weights or GPU."`
+	PlanRanks    int    `name:"plan-ranks" default:"1" help:"Number of ranks --plan plans for."`
 	train.Config `embed:""`
 }
 
@@ -53,6 +55,13 @@ func main() {
 		fail(err)
 	}
 	setThreads(c.Threads)
+	if c.Plan {
+		job := &train.Job{Cfg: cfg, Out: os.Stdout}
+		if err := job.PrintPlan(c.Device+" (--math "+c.Math+")", c.PlanRanks); err != nil {
+			fail(err)
+		}
+		return
+	}
 
 	be, closeBackend, err := device.Open(c.Device, c.Math)
 	if err != nil {

@@ -5,6 +5,8 @@ package cpu
 
 import (
 	"fmt"
+	"math"
+	"sync"
 
 	"github.com/zerodiff/zerodiff/internal/optim"
 	"github.com/zerodiff/zerodiff/internal/tensor"
@@ -19,36 +21,116 @@ type (
 func (s f32) Len() int { return len(s) }
 func (s i64) Len() int { return len(s) }
 
+// block is the float32 storage of a tensor New made, which owns it: Free
+// gives its memory back to the backend's pool and leaves d nil, so that the
+// tensor and its reshapes (tensor.View) cannot be read, or freed, again.
+type block struct{ d []float32 }
+
+func (b *block) Len() int { return len(b.d) }
+
 // Backend runs kernels on the host CPU.
-type Backend struct{}
+type Backend struct {
+	ledger *tensor.Ledger // nil unless checked
+
+	mu       sync.Mutex
+	pool     map[int][][]float32 // memory of freed F32 tensors by length, for New to reuse
+	obtained int64               // bytes New has taken from the Go heap
+}
 
 // New returns the CPU backend.
 func New() *Backend { return &Backend{} }
 
+// NewChecked returns a CPU backend that keeps a ledger of its allocations
+// (Ledger): the bytes in use and their peak, what is still live and where it
+// was made, and every Free of a tensor that is not live. Tests run steps on
+// it to prove that every tensor is released once, and the memory plan of a
+// step exact.
+func NewChecked() *Backend { return &Backend{ledger: tensor.NewLedger()} }
+
+// Ledger is the checked backend's ledger; nil for New's.
+func (b *Backend) Ledger() *tensor.Ledger { return b.ledger }
+
 func (*Backend) Name() string { return "cpu" }
 
 // New allocates a zeroed F32 or I64 tensor; the CPU computes in float32 only,
-// half-precision data is converted when it is uploaded.
-func (*Backend) New(dt tensor.DType, shape ...int) *tensor.Tensor {
+// half-precision data is converted when it is uploaded. An F32 tensor gets
+// the memory of the last freed one of its length when there is one: a
+// training step that makes and frees the same tensors as the step before
+// gets the same memory back, and the collector has nothing to do.
+func (b *Backend) New(dt tensor.DType, shape ...int) *tensor.Tensor {
 	n := tensor.Numel(shape)
 	t := &tensor.Tensor{Shape: append([]int(nil), shape...), DType: dt}
 	switch dt {
 	case tensor.F32:
-		t.Data = make(f32, n)
+		t.Data = &block{b.take(n)}
 	case tensor.I64:
 		t.Data = make(i64, n)
 	default:
 		panic(fmt.Sprintf("cpu: cannot allocate %s tensors; the CPU backend computes in F32", dt))
 	}
+	if b.ledger != nil {
+		b.ledger.Alloc(t, 1)
+	}
 	return t
 }
 
-func (*Backend) Free(t *tensor.Tensor) { t.Data = nil }
+// take returns n zeroed float32s: the memory of a freed tensor of that
+// length, or new memory.
+func (b *Backend) take(n int) []float32 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if free := b.pool[n]; len(free) > 0 {
+		d := free[len(free)-1]
+		b.pool[n] = free[:len(free)-1]
+		clear(d)
+		return d
+	}
+	b.obtained += 4 * int64(n)
+	return make([]float32, n)
+}
+
+// Obtained is the bytes of float32 memory New has taken from the Go heap,
+// not reused from freed tensors.
+func (b *Backend) Obtained() int64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.obtained
+}
+
+// Free releases the memory of a tensor New made (a view's is its
+// tensor's) for a later New of its length; a kernel that reads t, or a
+// reshape of it, afterwards panics. The checked backend also takes t off
+// its ledger, and instead of reusing the memory fills it with NaNs and
+// leaves it to the collector, so that a view of t read after the Free
+// poisons the results instead of reading the values of another tensor.
+func (b *Backend) Free(t *tensor.Tensor) {
+	if b.ledger != nil {
+		b.ledger.Release(t)
+	}
+	if blk, ok := t.Data.(*block); ok && blk.d != nil {
+		if b.ledger != nil {
+			for i := range blk.d {
+				blk.d[i] = float32(math.NaN())
+			}
+		} else {
+			b.mu.Lock()
+			if b.pool == nil {
+				b.pool = map[int][][]float32{}
+			}
+			b.pool[len(blk.d)] = append(b.pool[len(blk.d)], blk.d)
+			b.mu.Unlock()
+		}
+		blk.d = nil
+	}
+	t.Data = nil
+}
 
 func (*Backend) View(t *tensor.Tensor, offset int, shape ...int) *tensor.Tensor {
 	n := tensor.Numel(shape)
 	v := &tensor.Tensor{Shape: append([]int(nil), shape...), DType: t.DType}
 	switch d := t.Data.(type) {
+	case *block:
+		v.Data = f32(d.d[offset : offset+n : offset+n])
 	case f32:
 		v.Data = d[offset : offset+n : offset+n]
 	case i64:
@@ -88,8 +170,8 @@ func (*Backend) Sync() error { return nil }
 
 func (*Backend) Zero(t *tensor.Tensor) {
 	switch d := t.Data.(type) {
-	case f32:
-		clear(d)
+	case *block, f32:
+		clear(Data(t))
 	case i64:
 		clear(d)
 	}
@@ -98,8 +180,8 @@ func (*Backend) Zero(t *tensor.Tensor) {
 func (*Backend) Copy(dst, src *tensor.Tensor) {
 	tensor.MustSameLen("copy", dst, src)
 	switch d := dst.Data.(type) {
-	case f32:
-		copy(d, Data(src))
+	case *block, f32:
+		copy(Data(dst), Data(src))
 	case i64:
 		copy(d, Ints(src))
 	}
@@ -107,11 +189,15 @@ func (*Backend) Copy(dst, src *tensor.Tensor) {
 
 // Data is the float32 storage of a CPU tensor.
 func Data(t *tensor.Tensor) []float32 {
-	d, ok := t.Data.(f32)
-	if !ok {
-		panic(fmt.Sprintf("cpu: %v is not a CPU float32 tensor", t))
+	switch d := t.Data.(type) {
+	case *block:
+		if d.d != nil {
+			return d.d
+		}
+	case f32:
+		return d
 	}
-	return d
+	panic(fmt.Sprintf("cpu: %v is not a CPU float32 tensor (or was freed)", t))
 }
 
 // Ints is the int64 storage of a CPU tensor.

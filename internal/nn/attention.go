@@ -44,6 +44,10 @@ type AttentionState struct {
 	causal                  bool
 }
 
+// Release frees what the forward saved (not its inputs x and ctx, which
+// the caller owns); Backward does it.
+func (s *AttentionState) Release(be tensor.Backend) { Free(be, &s.q, &s.k, &s.v, &s.o, &s.lse) }
+
 func (a *Attention) scale() float32 { return float32(1 / math.Sqrt(float64(a.DimHead))) }
 
 // Forward maps x (B, T, C) attending to ctx (B, S, Cc) — or to x itself when
@@ -64,22 +68,27 @@ func (a *Attention) Forward(be tensor.Backend, x, ctx *tensor.Tensor, causal boo
 }
 
 // Backward accumulates parameter gradients and returns dx (B, T, C) and, for
-// cross-attention, dctx (B, S, Cc) (nil for self-attention).
+// cross-attention, dctx (B, S, Cc) (nil for self-attention); it releases s.
 func (a *Attention) Backward(be tensor.Backend, s *AttentionState, dy *tensor.Tensor) (dx, dctx *tensor.Tensor) {
 	do := a.ToOut.Backward(be, s.o, dy, true)
 	dq := be.New(tensor.F32, s.q.Shape...) // (B, T, H·D)
 	dk := be.New(tensor.F32, s.k.Shape...) // (B, S, H·D)
 	dv := be.New(tensor.F32, s.v.Shape...) // (B, S, H·D)
 	be.AttentionBackward(dq, dk, dv, do, s.q, s.k, s.v, s.o, s.lse, a.Heads, a.scale(), s.causal)
+	s.Release(be)
+	Free(be, &do)
 	kv := s.x
 	if s.ctx != nil {
 		kv = s.ctx
 	}
 	dx = a.ToQ.Backward(be, s.x, dq, true)
 	dkv := a.ToK.Backward(be, kv, dk, true)
-	be.Add(dkv, dkv, a.ToV.Backward(be, kv, dv, true))
+	dvv := a.ToV.Backward(be, kv, dv, true)
+	be.Add(dkv, dkv, dvv)
+	Free(be, &dq, &dk, &dv, &dvv)
 	if s.ctx == nil {
 		be.Add(dx, dx, dkv)
+		Free(be, &dkv)
 		return dx, nil
 	}
 	return dx, dkv

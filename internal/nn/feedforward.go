@@ -30,10 +30,18 @@ func (f *FeedForward) Forward(be tensor.Backend, x *tensor.Tensor) (*tensor.Tens
 	return f.Out.Forward(be, s.g), s
 }
 
-// Backward accumulates parameter gradients and returns dx (*, C).
+// Release frees what the forward saved (not its input x, which the
+// caller owns); Backward does it.
+func (s *FeedForwardState) Release(be tensor.Backend) { Free(be, &s.p, &s.g) }
+
+// Backward accumulates parameter gradients and returns dx (*, C); it
+// releases s.
 func (f *FeedForward) Backward(be tensor.Backend, s *FeedForwardState, dy *tensor.Tensor) *tensor.Tensor {
 	dg := f.Out.Backward(be, s.g, dy, true)
 	dp := be.New(tensor.F32, s.p.Shape...) // (*, 2·inner)
 	be.GEGLUBackward(dp, dg, s.p)
-	return f.Proj.Backward(be, s.x, dp, true)
+	s.Release(be)
+	dx := f.Proj.Backward(be, s.x, dp, true)
+	Free(be, &dg, &dp)
+	return dx
 }

@@ -38,6 +38,7 @@ func (l *Linear) Forward(be tensor.Backend, x *tensor.Tensor) *tensor.Tensor {
 		d := be.New(tensor.F32, shape...) // (*, Out)
 		be.Linear(d.View(h.Shape[0], l.Out), h, l.LoRA.B.W, nil)
 		be.Axpy(y, d, l.LoRA.Scale)
+		Free(be, &h, &d)
 	}
 	return y
 }
@@ -76,6 +77,7 @@ func (l *Linear) Backward(be tensor.Backend, x, dy *tensor.Tensor, needDx bool) 
 		if needDx {
 			be.Axpy(dx, dxl, 1)
 		}
+		Free(be, &h, &sdy, &dh, &dxl)
 	}
 	return dx
 }

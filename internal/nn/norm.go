@@ -20,6 +20,9 @@ type NormState struct {
 	Mean, Rstd *tensor.Tensor
 }
 
+// Release frees the saved statistics; the norm's Backward does it.
+func (s *NormState) Release(be tensor.Backend) { Free(be, &s.Mean, &s.Rstd) }
+
 // Forward normalizes x (N, C, *) into y of the same shape.
 func (g *GroupNorm) Forward(be tensor.Backend, x *tensor.Tensor) (*tensor.Tensor, NormState) {
 	y := be.New(tensor.F32, x.Shape...) // (N, C, *)
@@ -31,10 +34,11 @@ func (g *GroupNorm) Forward(be tensor.Backend, x *tensor.Tensor) (*tensor.Tensor
 	return y, s
 }
 
-// Backward accumulates dW, db and returns dx (N, C, *).
-func (g *GroupNorm) Backward(be tensor.Backend, x, dy *tensor.Tensor, s NormState) *tensor.Tensor {
+// Backward accumulates dW, db and returns dx (N, C, *); it releases s.
+func (g *GroupNorm) Backward(be tensor.Backend, x, dy *tensor.Tensor, s *NormState) *tensor.Tensor {
 	dx := be.New(tensor.F32, x.Shape...) // (N, C, *)
 	be.GroupNormBackward(dx, g.W.G, g.B.G, dy, x, s.Mean, s.Rstd, g.W.W, g.Groups)
+	s.Release(be)
 	return dx
 }
 
@@ -59,9 +63,10 @@ func (l *LayerNorm) Forward(be tensor.Backend, x *tensor.Tensor) (*tensor.Tensor
 	return y, s
 }
 
-// Backward accumulates dW, db and returns dx (*, C).
-func (l *LayerNorm) Backward(be tensor.Backend, x, dy *tensor.Tensor, s NormState) *tensor.Tensor {
+// Backward accumulates dW, db and returns dx (*, C); it releases s.
+func (l *LayerNorm) Backward(be tensor.Backend, x, dy *tensor.Tensor, s *NormState) *tensor.Tensor {
 	dx := be.New(tensor.F32, x.Shape...) // (*, C)
 	be.LayerNormBackward(dx, l.W.G, l.B.G, dy, x, s.Mean, s.Rstd, l.W.W)
+	s.Release(be)
 	return dx
 }

@@ -52,37 +52,60 @@ func (r *ResnetBlock) Forward(be tensor.Backend, x, temb *tensor.Tensor) (*tenso
 		s.ts = Act(be, temb, tensor.SiLU)     // (N, T)
 		tp := r.TimeEmbProj.Forward(be, s.ts) // (N, Out)
 		be.AddChannelBias(s.h, s.h, tp)
+		Free(be, &tp)
 	}
 	s.n2, s.s2 = r.Norm2.Forward(be, s.h) // (N, Out, H, W)
 	s.a2 = Act(be, s.n2, tensor.SiLU)     // (N, Out, H, W)
 	y := r.Conv2.Forward(be, s.a2)        // (N, Out, H, W)
 	if r.Shortcut != nil {
-		be.Add(y, y, r.Shortcut.Forward(be, x))
+		sc := r.Shortcut.Forward(be, x) // (N, Out, H, W)
+		be.Add(y, y, sc)
+		Free(be, &sc)
 	} else {
 		be.Add(y, y, x)
 	}
 	return y, s
 }
 
+// Release frees what the forward saved (not its inputs x and temb, which
+// the caller owns); Backward does it, and gradient checkpointing once the
+// forward has run.
+func (s *ResnetState) Release(be tensor.Backend) {
+	Free(be, &s.n1, &s.a1, &s.n2, &s.a2, &s.ts, &s.h)
+	s.s1.Release(be)
+	s.s2.Release(be)
+}
+
 // Backward accumulates parameter gradients, adds the time-embedding gradient
 // into dtemb (N, T) when the block has one, and returns dx (N, In, H, W).
+// It releases s.
 func (r *ResnetBlock) Backward(be tensor.Backend, s *ResnetState, dy, dtemb *tensor.Tensor) *tensor.Tensor {
 	da2 := r.Conv2.Backward(be, s.a2, dy, true)
 	dn2 := ActBackward(be, s.n2, da2, tensor.SiLU)
-	dh := r.Norm2.Backward(be, s.h, dn2, s.s2)
+	Free(be, &da2)
+	dh := r.Norm2.Backward(be, s.h, dn2, &s.s2)
+	Free(be, &dn2)
 	if r.TimeEmbProj != nil {
 		dtp := be.New(tensor.F32, dh.Shape[0], dh.Shape[1]) // (N, Out)
 		be.ChannelBiasBackward(dtp, dh)
 		dts := r.TimeEmbProj.Backward(be, s.ts, dtp, true)
-		be.Axpy(dtemb, ActBackward(be, s.temb, dts, tensor.SiLU), 1)
+		dt := ActBackward(be, s.temb, dts, tensor.SiLU)
+		be.Axpy(dtemb, dt, 1)
+		Free(be, &dtp, &dts, &dt)
 	}
 	da1 := r.Conv1.Backward(be, s.a1, dh, true)
+	Free(be, &dh)
 	dn1 := ActBackward(be, s.n1, da1, tensor.SiLU)
-	dx := r.Norm1.Backward(be, s.x, dn1, s.s1)
+	Free(be, &da1)
+	dx := r.Norm1.Backward(be, s.x, dn1, &s.s1)
+	Free(be, &dn1)
 	if r.Shortcut != nil {
-		be.Add(dx, dx, r.Shortcut.Backward(be, s.x, dy, true))
+		dsc := r.Shortcut.Backward(be, s.x, dy, true)
+		be.Add(dx, dx, dsc)
+		Free(be, &dsc)
 	} else {
 		be.Add(dx, dx, dy)
 	}
+	s.Release(be)
 	return dx
 }

@@ -36,11 +36,13 @@ func (u *Upsample) Forward(be tensor.Backend, x *tensor.Tensor) (y, up *tensor.T
 	return u.Conv.Forward(be, up), up
 }
 
-// Backward accumulates parameter gradients and returns dx (N, C, H, W).
+// Backward accumulates parameter gradients and returns dx (N, C, H, W); it
+// frees up, the upsampled input its forward returned.
 func (u *Upsample) Backward(be tensor.Backend, up, dy *tensor.Tensor) *tensor.Tensor {
 	dup := u.Conv.Backward(be, up, dy, true)
 	dx := be.New(tensor.F32, up.Shape[0], up.Shape[1], up.Shape[2]/2, up.Shape[3]/2) // (N, C, H, W)
 	be.Upsample2xBackward(dx, dup)
+	Free(be, &dup, &up)
 	return dx
 }
 
@@ -63,8 +65,16 @@ func (m *TimestepMLP) Forward(be tensor.Backend, x *tensor.Tensor) (*tensor.Tens
 	return m.L2.Forward(be, s.a), s
 }
 
-// Backward accumulates parameter gradients; the sinusoidal input needs no gradient.
+// Release frees what the forward saved (not its input x, which the
+// caller owns); Backward does it.
+func (s *TimestepMLPState) Release(be tensor.Backend) { Free(be, &s.h, &s.a) }
+
+// Backward accumulates parameter gradients; the sinusoidal input needs no
+// gradient. It releases s.
 func (m *TimestepMLP) Backward(be tensor.Backend, s *TimestepMLPState, dy *tensor.Tensor) {
 	da := m.L2.Backward(be, s.a, dy, true)
-	m.L1.Backward(be, s.x, ActBackward(be, s.h, da, tensor.SiLU), false)
+	dh := ActBackward(be, s.h, da, tensor.SiLU)
+	s.Release(be)
+	m.L1.Backward(be, s.x, dh, false)
+	Free(be, &da, &dh)
 }

@@ -41,28 +41,48 @@ func (t *TransformerBlock) Forward(be tensor.Backend, x, ctx *tensor.Tensor) (*t
 	h, s.a1 = t.Attn1.Forward(be, s.n1, nil, false)
 	s.x1 = be.New(tensor.F32, x.Shape...) // (B, T, C)
 	be.Add(s.x1, x, h)
+	Free(be, &h)
 	s.n2, s.s2 = t.Norm2.Forward(be, s.x1)
 	h, s.a2 = t.Attn2.Forward(be, s.n2, ctx, false)
 	s.x2 = be.New(tensor.F32, x.Shape...) // (B, T, C)
 	be.Add(s.x2, s.x1, h)
+	Free(be, &h)
 	s.n3, s.s3 = t.Norm3.Forward(be, s.x2)
 	h, s.ff = t.FF.Forward(be, s.n3)
 	be.Add(h, h, s.x2)
 	return h, s
 }
 
+// Release frees what the forward saved (not its inputs, which the caller
+// owns); Backward does it, and gradient checkpointing once the forward has run.
+func (s *TransformerBlockState) Release(be tensor.Backend) {
+	Free(be, &s.x1, &s.x2, &s.n1, &s.n2, &s.n3)
+	for _, n := range []*NormState{&s.s1, &s.s2, &s.s3} {
+		n.Release(be)
+	}
+	s.a1.Release(be)
+	s.a2.Release(be)
+	s.ff.Release(be)
+}
+
 // Backward accumulates parameter gradients, adds the context gradient into
-// dctx (B, S, Cc), and returns dx (B, T, C).
+// dctx (B, S, Cc), and returns dx (B, T, C). It releases s.
 func (t *TransformerBlock) Backward(be tensor.Backend, s *TransformerBlockState, dy, dctx *tensor.Tensor) *tensor.Tensor {
-	dx2 := t.Norm3.Backward(be, s.x2, t.FF.Backward(be, s.ff, dy), s.s3)
+	dn3 := t.FF.Backward(be, s.ff, dy)
+	dx2 := t.Norm3.Backward(be, s.x2, dn3, &s.s3)
+	Free(be, &dn3)
 	be.Add(dx2, dx2, dy)
 	dn2, dc := t.Attn2.Backward(be, s.a2, dx2)
 	be.Axpy(dctx, dc, 1)
-	dx1 := t.Norm2.Backward(be, s.x1, dn2, s.s2)
+	Free(be, &dc)
+	dx1 := t.Norm2.Backward(be, s.x1, dn2, &s.s2)
 	be.Add(dx1, dx1, dx2)
+	Free(be, &dn2, &dx2)
 	dn1, _ := t.Attn1.Backward(be, s.a1, dx1)
-	dx := t.Norm1.Backward(be, s.x0, dn1, s.s1)
+	dx := t.Norm1.Backward(be, s.x0, dn1, &s.s1)
 	be.Add(dx, dx, dx1)
+	Free(be, &dn1, &dx1)
+	s.Release(be)
 	return dx
 }
 
@@ -101,9 +121,26 @@ func NewTransformer2D(b *Builder, c, ctxDim, heads, dimHead, layers, groups int,
 // Transformer2DState holds what the backward reads.
 type Transformer2DState struct {
 	x, n, pin, tok, out *tensor.Tensor
+	tok0                *tensor.Tensor // the tokens proj_in made, which blockIn[0] views
 	ns                  NormState
 	blocks              []*TransformerBlockState
-	blockIn             []*tensor.Tensor
+	blockIn             []*tensor.Tensor // tok0's view, then each block's output but the last (tok)
+}
+
+// Release frees what the forward saved (not its input x, which the caller
+// owns); Backward does it, and gradient checkpointing once the forward has run.
+func (s *Transformer2DState) Release(be tensor.Backend) {
+	for i := 1; i < len(s.blockIn); i++ {
+		Free(be, &s.blockIn[i])
+	}
+	if len(s.blocks) > 0 {
+		Free(be, &s.tok)
+	}
+	Free(be, &s.n, &s.pin, &s.tok0, &s.out)
+	s.ns.Release(be)
+	for _, b := range s.blocks {
+		b.Release(be)
+	}
 }
 
 // Forward maps x (N, C, H, W) with context ctx (N, S, Cc) to y (N, C, H, W).
@@ -115,12 +152,13 @@ func (t *Transformer2D) Forward(be tensor.Backend, x, ctx *tensor.Tensor) (*tens
 	if t.Linear {
 		s.pin = be.New(tensor.F32, n, h, w, c) // (N, H, W, C)
 		be.Permute(s.pin, s.n, 0, 2, 3, 1)
-		tok = t.ProjInL.Forward(be, s.pin.View(n, h*w, c)) // (N, HW, inner)
+		s.tok0 = t.ProjInL.Forward(be, s.pin.View(n, h*w, c)) // (N, HW, inner)
+		tok = s.tok0
 	} else {
-		s.pin = t.ProjInC.Forward(be, s.n)         // (N, inner, H, W)
-		tok = be.New(tensor.F32, n, h, w, t.Inner) // (N, H, W, inner)
-		be.Permute(tok, s.pin, 0, 2, 3, 1)
-		tok = tok.View(n, h*w, t.Inner) // (N, HW, inner)
+		s.pin = t.ProjInC.Forward(be, s.n)            // (N, inner, H, W)
+		s.tok0 = be.New(tensor.F32, n, h, w, t.Inner) // (N, H, W, inner)
+		be.Permute(s.tok0, s.pin, 0, 2, 3, 1)
+		tok = s.tok0.View(n, h*w, t.Inner) // (N, HW, inner)
 	}
 	for _, blk := range t.Blocks {
 		s.blockIn = append(s.blockIn, tok)
@@ -129,10 +167,12 @@ func (t *Transformer2D) Forward(be tensor.Backend, x, ctx *tensor.Tensor) (*tens
 		s.blocks = append(s.blocks, bs)
 	}
 	s.tok = tok
-	y := be.New(tensor.F32, n, c, h, w) // (N, C, H, W)
+	var y *tensor.Tensor
 	if t.Linear {
-		o := t.ProjOutL.Forward(be, tok) // (N, HW, C)
+		y = be.New(tensor.F32, n, c, h, w) // (N, C, H, W)
+		o := t.ProjOutL.Forward(be, tok)   // (N, HW, C)
 		be.Permute(y, o.View(n, h, w, c), 0, 3, 1, 2)
+		Free(be, &o)
 	} else {
 		s.out = be.New(tensor.F32, n, t.Inner, h, w) // (N, inner, H, W)
 		be.Permute(s.out, tok.View(n, h, w, t.Inner), 0, 3, 1, 2)
@@ -143,34 +183,44 @@ func (t *Transformer2D) Forward(be tensor.Backend, x, ctx *tensor.Tensor) (*tens
 }
 
 // Backward accumulates parameter gradients, adds into dctx (N, S, Cc) and
-// returns dx (N, C, H, W).
+// returns dx (N, C, H, W). It releases s.
 func (t *Transformer2D) Backward(be tensor.Backend, s *Transformer2DState, dy, dctx *tensor.Tensor) *tensor.Tensor {
 	n, c, h, w := s.x.Shape[0], s.x.Shape[1], s.x.Shape[2], s.x.Shape[3]
-	var dtok *tensor.Tensor
+	var dtok, owned *tensor.Tensor // owned is dtok's storage, which dtok may view
 	if t.Linear {
 		do := be.New(tensor.F32, n, h, w, c) // (N, H, W, C)
 		be.Permute(do, dy, 0, 2, 3, 1)
 		dtok = t.ProjOutL.Backward(be, s.tok, do.View(n, h*w, c), true)
+		owned = dtok
+		Free(be, &do)
 	} else {
 		dout := t.ProjOutC.Backward(be, s.out, dy, true) // (N, inner, H, W)
-		dtok = be.New(tensor.F32, n, h, w, t.Inner)      // (N, H, W, inner)
-		be.Permute(dtok, dout, 0, 2, 3, 1)
-		dtok = dtok.View(n, h*w, t.Inner)
+		owned = be.New(tensor.F32, n, h, w, t.Inner)     // (N, H, W, inner)
+		be.Permute(owned, dout, 0, 2, 3, 1)
+		dtok = owned.View(n, h*w, t.Inner)
+		Free(be, &dout)
 	}
 	for i := len(t.Blocks) - 1; i >= 0; i-- {
-		dtok = t.Blocks[i].Backward(be, s.blocks[i], dtok, dctx)
+		next := t.Blocks[i].Backward(be, s.blocks[i], dtok, dctx)
+		Free(be, &owned)
+		dtok, owned = next, next
 	}
 	var dn *tensor.Tensor
 	if t.Linear {
 		dp := t.ProjInL.Backward(be, s.pin.View(n, h*w, c), dtok, true) // (N, HW, C)
 		dn = be.New(tensor.F32, n, c, h, w)
 		be.Permute(dn, dp.View(n, h, w, c), 0, 3, 1, 2)
+		Free(be, &dp)
 	} else {
 		dp := be.New(tensor.F32, n, t.Inner, h, w) // (N, inner, H, W)
 		be.Permute(dp, dtok.View(n, h, w, t.Inner), 0, 3, 1, 2)
 		dn = t.ProjInC.Backward(be, s.n, dp, true)
+		Free(be, &dp)
 	}
-	dx := t.Norm.Backward(be, s.x, dn, s.ns)
+	Free(be, &owned)
+	dx := t.Norm.Backward(be, s.x, dn, &s.ns)
+	Free(be, &dn)
 	be.Add(dx, dx, dy)
+	s.Release(be)
 	return dx
 }

@@ -77,7 +77,7 @@ func TestModelStateBytesPlanned(t *testing.T) {
 					if planned != want {
 						t.Errorf("%s: planned %d bytes, the stepper holds %d", name, planned, want)
 					}
-					need, err := j.modelStateBytes()
+					plan, err := j.planFor(cfg, rank, world, [3]int{4, 16, 16}, [2]int{7, 32})
 					if err != nil {
 						t.Fatal(err)
 					}
@@ -118,8 +118,14 @@ func TestModelStateBytesPlanned(t *testing.T) {
 					if m.peak != max(build, m.inUse) {
 						t.Errorf("%s: the meter's peak is %d bytes, want the larger of the build's %d and the %d it keeps", name, m.peak, build, m.inUse)
 					}
-					if need != max(planned, build) {
-						t.Errorf("%s: pre-flight asks %d bytes, want the larger of %d kept and the build's peak %d", name, need, planned, build)
+					// The pre-flight asks for the plan's peak, which runs
+					// the step: at least the states kept with the units'
+					// buffers at their peak, and the build's peak.
+					if plan.ModelStates != m.inUse {
+						t.Errorf("%s: the plan's model states are %d bytes, the build keeps %d", name, plan.ModelStates, m.inUse)
+					}
+					if plan.Peak < max(planned, build) {
+						t.Errorf("%s: pre-flight asks %d bytes, less than the larger of %d kept and the build's peak %d", name, plan.Peak, planned, build)
 					}
 				}
 			}
@@ -133,11 +139,12 @@ func TestModelStateBytesPlanned(t *testing.T) {
 // GPU; a failed query (no NVML) skips the check with one line.
 func TestPreflight(t *testing.T) {
 	cfg := tinyConfig(t, t.TempDir(), false)
-	plan := &Job{Cfg: cfg, Comm: rankComm{rank: 0, world: 1}}
-	need, err := plan.modelStateBytes()
+	data := NewRandomData(8, [3]int{4, 16, 16}, [2]int{7, 32}, 0.18215, 1)
+	plans, err := (&Job{Cfg: cfg}).Plan(1, data.ImageShape(), data.TextShape())
 	if err != nil {
 		t.Fatal(err)
 	}
+	need := plans[0].Peak
 	const total = 80 << 30
 	fits := uint64(need) + headroom(total)
 	for _, tc := range []struct {
@@ -147,14 +154,14 @@ func TestPreflight(t *testing.T) {
 		wants []string // in the error, or in the output without one
 		fail  bool
 	}{
-		{name: "fits", free: fits, wants: []string{"train: GPU memory pre-flight: model ", "least room on rank 0 (GPU 3, "}},
-		{name: "short", free: fits - 1, fail: true, wants: []string{"rank 0: GPU 3 has ", "free of 80.00 GiB", "not known before the first step", "0.00 GiB short"}},
+		{name: "fits", free: fits, wants: []string{"train: GPU memory pre-flight: memory plan ", "least room on rank 0 (GPU 3, "}},
+		{name: "short", free: fits - 1, fail: true, wants: []string{"rank 0: GPU 3 has ", "free of 80.00 GiB", "the memory plan needs", "0.00 GiB short", "it would fit with train_micro_batch_size_per_gpu 1"}},
 		{name: "no NVML", err: errors.New("gpuinfo: NVML init: ERROR_LIBRARY_NOT_FOUND"),
 			wants: []string{"train: GPU memory pre-flight skipped on rank(s) 0: gpuinfo: NVML init: ERROR_LIBRARY_NOT_FOUND\n"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var out bytes.Buffer
-			j := &Job{Cfg: cfg, Out: &out, GPU: fakeGPU(gpuinfo.Device{Index: 3, Name: "H100", Total: total, Free: tc.free}, tc.err)}
+			j := &Job{Cfg: cfg, Data: data, Out: &out, GPU: fakeGPU(gpuinfo.Device{Index: 3, Name: "H100", Total: total, Free: tc.free}, tc.err)}
 			j.be, j.Comm = cpu.New(), dist.NewSolo(cpu.New())
 			err := j.preflight()
 			text := out.String()

@@ -213,6 +213,13 @@ func (j *Job) start() error {
 		j.what(), j.step.Trainable.Size, j.Data.Len(), j.total, g, j.perEpoch, j.Comm.World(), c.Zero.Stage, j.step.Steps)
 	fmt.Fprintf(j.Out, "train: model-state memory per rank %s: %s (Ψ = %d, N = %d)\n",
 		formatBytes(j.step.ModelStateBytes()), j.step.memoryFormula(), j.step.Trainable.Size, j.Comm.World())
+	if j.Comm.Rank() == 0 { // only rank 0 speaks
+		plans, err := j.Plan(j.Comm.World(), j.Data.ImageShape(), j.Data.TextShape())
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(j.Out, largestPlan(plans))
+	}
 	return nil
 }
 

@@ -164,6 +164,11 @@ func (s *Stepper) lossScale() float64 {
 // gradients (scale = 1/(accumulation steps · world size): the ranks' sum is
 // then the mean over the global batch; S the loss scale), and returns the
 // loss. Under stage 2 the gradients go to their owners right away.
+//
+// It frees every tensor it makes — the inputs, the loss and the gradients
+// — and the UNet releases its activations in its backward pass, so a
+// micro-batch leaves the backend as it found it and takes the same memory
+// every time (plan).
 func (s *Stepper) MicroStep(m Micro, scale float64) (float64, error) {
 	be := s.be
 	b, c, h, w := m.Shape[0], m.Shape[1], m.Shape[2], m.Shape[3]
@@ -209,9 +214,10 @@ func (s *Stepper) MicroStep(m Micro, scale float64) (float64, error) {
 	be.MSELoss(loss, y, tg, wt)
 	dy := be.New(tensor.F32, y.Shape...) // (B, C, h, w)
 	be.MSELossBackward(dy, y, tg, wt, float32(scale*s.lossScale()))
-	s.UNet.Backward(be, st, dy)
+	dx, dctx := s.UNet.Backward(be, st, dy)
 	lv := make([]float32, 1)
 	be.Download(lv, loss)
+	nn.Free(be, &x, &tt, &ctx, &tg, &wt, &y, &loss, &dy, &dx, &dctx)
 	if s.hooks != nil && s.hooks.err != nil {
 		return 0, s.hooks.err
 	}

@@ -55,19 +55,26 @@ func (e *addEmbedding) forward(be tensor.Backend, cfg Config, add *Added, temb *
 	s.a = nn.Act(be, s.h, tensor.SiLU) // (N, 4·C0)
 	aug := e.L2.Forward(be, s.a)       // (N, 4·C0)
 	be.Add(temb, temb, aug)
+	nn.Free(be, &tproj, &aug)
 	return s
 }
+
+// release frees what forward saved for backward.
+func (s *addState) release(be tensor.Backend) { nn.Free(be, &s.cat, &s.h, &s.a) }
 
 // backward accumulates the parameter gradients from dtemb (N, 4·C0) and
 // returns the gradient of the pooled text embedding (N, P); the time ids
 // are numbers, not learned, and get none.
 func (e *addEmbedding) backward(be tensor.Backend, s *addState, dtemb *tensor.Tensor) *tensor.Tensor {
 	da := e.L2.Backward(be, s.a, dtemb, true)
-	dcat := e.L1.Backward(be, s.cat, nn.ActBackward(be, s.h, da, tensor.SiLU), true) // (N, P + 6·A)
+	dh := nn.ActBackward(be, s.h, da, tensor.SiLU)
+	dcat := e.L1.Backward(be, s.cat, dh, true) // (N, P + 6·A)
 	n := dcat.Shape[0]
 	dtext := be.New(tensor.F32, n, s.pooled)               // (N, P)
 	dtime := be.New(tensor.F32, n, dcat.Shape[1]-s.pooled) // (N, 6·A)
 	be.Split([]*tensor.Tensor{dtext, dtime}, 1, dcat)
+	nn.Free(be, &da, &dh, &dcat, &dtime)
+	s.release(be)
 	return dtext
 }
 

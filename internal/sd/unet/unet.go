@@ -128,7 +128,9 @@ func NewAdded(cfg Config) (*UNet, error) {
 	return u, nil
 }
 
-// State holds every activation the backward pass reads.
+// State holds every activation the backward pass reads. It owns them
+// (not the inputs x and ctx, which stay the caller's): Backward releases
+// each block's as the block's backward has run, and the rest at its end.
 type State struct {
 	x, ctx, tsin, temb *tensor.Tensor
 	time               *nn.TimestepMLPState
@@ -143,6 +145,38 @@ type State struct {
 	preNorm, normed    *tensor.Tensor
 	normState          nn.NormState
 	act                *tensor.Tensor
+}
+
+// release frees every activation s still holds.
+func (s *State) release(be tensor.Backend) {
+	nn.Free(be, &s.tsin, &s.temb, &s.preNorm, &s.normed, &s.act)
+	s.normState.Release(be)
+	if s.time != nil {
+		s.time.Release(be)
+	}
+	if s.add != nil {
+		s.add.release(be)
+	}
+	for _, d := range s.down {
+		if d != nil {
+			d.release(be)
+		}
+	}
+	if s.mid != nil {
+		s.mid.release(be)
+	}
+	for _, up := range s.up {
+		if up != nil {
+			up.release(be)
+		}
+	}
+	for i := range s.skips {
+		nn.Free(be, &s.skips[i])
+	}
+	for i := range s.upIn {
+		nn.Free(be, &s.upIn[i])
+	}
+	s.convIn, s.midIn, s.downIn = nil, nil, nil // views of skips
 }
 
 // CheckInput returns an error when x (N, C, H, W) cannot go through the UNet:
@@ -188,14 +222,14 @@ func (u *UNet) ForwardAdded(be tensor.Backend, x, t, ctx *tensor.Tensor, add *Ad
 		s.downIn = append(s.downIn, h)
 		u.forwardUnit(u.unitDown(i), func() {
 			outs, ds := d.forward(be, h, s.temb, ctx)
-			s.down = append(s.down, keep(u, ds))
+			s.down = append(s.down, keep(u, be, ds))
 			s.skips = append(s.skips, outs...)
 			h = outs[len(outs)-1]
 		})
 	}
 	s.midIn = h
 	u.forwardUnit(u.unitMid(), func() { h, s.mid = u.Mid.forward(be, h, s.temb, ctx) })
-	s.mid = keep(u, s.mid)
+	s.mid = keep(u, be, s.mid)
 	skips := s.skips
 	for i, ub := range u.Up {
 		s.upIn = append(s.upIn, h)
@@ -203,7 +237,7 @@ func (u *UNet) ForwardAdded(be tensor.Backend, x, t, ctx *tensor.Tensor, add *Ad
 		k := len(ub.Resnets)
 		u.forwardUnit(u.unitUp(i), func() { h, us = ub.forward(be, h, skips[len(skips)-k:], s.temb, ctx) })
 		skips = skips[:len(skips)-k]
-		s.up = append(s.up, keep(u, us))
+		s.up = append(s.up, keep(u, be, us))
 	}
 	s.preNorm = h
 	u.forwardUnit(u.unitNormOut(), func() { s.normed, s.normState = u.NormOut.Forward(be, h) })
@@ -213,10 +247,13 @@ func (u *UNet) ForwardAdded(be tensor.Backend, x, t, ctx *tensor.Tensor, add *Ad
 	return y, s
 }
 
-// keep returns a block's state, or nil when checkpointing drops it.
-func keep[S any](u *UNet, st *S) *S {
+// keep returns a block's state, or, when checkpointing drops it, releases
+// it and returns nil: the block's backward recomputes it.
+func keep[S interface{ release(tensor.Backend) }](u *UNet, be tensor.Backend, st S) S {
 	if u.Checkpointing {
-		return nil
+		st.release(be)
+		var none S
+		return none
 	}
 	return st
 }
@@ -230,13 +267,20 @@ func (u *UNet) Backward(be tensor.Backend, s *State, dy *tensor.Tensor) (dx, dct
 
 // BackwardAdded is Backward that also returns the gradient of the pooled
 // text embedding (N, P) of ForwardAdded's added conditioning (nil without).
+// It releases s; dy stays the caller's, and the gradients it returns are.
 func (u *UNet) BackwardAdded(be tensor.Backend, s *State, dy *tensor.Tensor) (dx, dctx, dtext *tensor.Tensor) {
 	dtemb := be.New(tensor.F32, s.temb.Shape...) // (N, 4·C0)
 	dctx = be.New(tensor.F32, s.ctx.Shape...)    // (N, S, D)
 	var g *tensor.Tensor
+	next := func(n *tensor.Tensor) { // g becomes n; the last g is freed
+		if g != n {
+			be.Free(g)
+		}
+		g = n
+	}
 	u.backwardUnit(u.unitConvOut(), func() { g = u.ConvOut.Backward(be, s.act, dy, true) })
-	g = nn.ActBackward(be, s.normed, g, tensor.SiLU)
-	u.backwardUnit(u.unitNormOut(), func() { g = u.NormOut.Backward(be, s.preNorm, g, s.normState) })
+	next(nn.ActBackward(be, s.normed, g, tensor.SiLU))
+	u.backwardUnit(u.unitNormOut(), func() { next(u.NormOut.Backward(be, s.preNorm, g, &s.normState)) })
 
 	dskips := make([]*tensor.Tensor, len(s.skips))
 	end := len(s.skips)
@@ -251,17 +295,23 @@ func (u *UNet) BackwardAdded(be tensor.Backend, s *State, dy *tensor.Tensor) (dx
 		u.backwardUnit(u.unitUp(i), func() {
 			us := s.up[i]
 			if us == nil {
-				_, us = u.Up[i].forward(be, s.upIn[i], s.skips[starts[i]:starts[i]+k], s.temb, s.ctx)
+				var out *tensor.Tensor
+				out, us = u.Up[i].forward(be, s.upIn[i], s.skips[starts[i]:starts[i]+k], s.temb, s.ctx)
+				be.Free(out) // the same as the output kept
 			}
-			g = u.Up[i].backward(be, us, g, dskips[starts[i]:starts[i]+k], dtemb, dctx)
+			next(u.Up[i].backward(be, us, g, dskips[starts[i]:starts[i]+k], dtemb, dctx))
+			s.up[i] = nil
 		})
 	}
 	u.backwardUnit(u.unitMid(), func() {
 		ms := s.mid
 		if ms == nil {
-			_, ms = u.Mid.forward(be, s.midIn, s.temb, s.ctx)
+			var out *tensor.Tensor
+			out, ms = u.Mid.forward(be, s.midIn, s.temb, s.ctx)
+			be.Free(out)
 		}
-		g = u.Mid.backward(be, ms, g, dtemb, dctx)
+		next(u.Mid.backward(be, ms, g, dtemb, dctx))
+		s.mid = nil
 	})
 	pos := len(s.skips)
 	for i := len(u.Down) - 1; i >= 0; i-- {
@@ -272,18 +322,28 @@ func (u *UNet) BackwardAdded(be tensor.Backend, s *State, dy *tensor.Tensor) (dx
 		pos -= k
 		u.backwardUnit(u.unitDown(i), func() {
 			ds := s.down[i]
+			var outs []*tensor.Tensor // the recomputed outputs, which the recomputed state reads
 			if ds == nil {
-				_, ds = u.Down[i].forward(be, s.downIn[i], s.temb, s.ctx)
+				outs, ds = u.Down[i].forward(be, s.downIn[i], s.temb, s.ctx)
 			}
-			g = u.Down[i].backward(be, ds, dskips[pos:pos+k], g, dtemb, dctx)
+			next(u.Down[i].backward(be, ds, dskips[pos:pos+k], g, dtemb, dctx))
+			s.down[i] = nil
+			for j := range outs {
+				nn.Free(be, &outs[j]) // the same as the skips kept
+			}
 		})
 	}
 	g = addGrad(be, g, dskips[0])
 	u.backwardUnit(u.unitConvIn(), func() { dx = u.ConvIn.Backward(be, s.x, g, true) })
+	be.Free(g)
 	if u.Add != nil {
 		u.backwardUnit(u.unitAdd(), func() { dtext = u.Add.backward(be, s.add, dtemb) })
+		s.add = nil
 	}
 	u.backwardUnit(u.unitTime(), func() { u.Time.Backward(be, s.time, dtemb) })
+	s.time = nil
+	be.Free(dtemb)
+	s.release(be)
 	return dx, dctx, dtext
 }
 
