@@ -8,7 +8,7 @@
 // each called through a typed launcher that kernels/gen.sh generates from
 // its signature (kernels_gen.go: b.zdAct(grid, y, x, act, n), ...).
 // Every kernel has the CPU backend's name, signature and numerics, and is
-// tested against it (the tests need a GPU). NCCL implements dist.Comm here
+// tested against it (the tests need a GPU). NCCL implements collective.Comm here
 // too (nccl.go). The package builds only with the cuda build tag; a binary
 // that imports it exits at start-up where no CUDA driver is installed
 // (gorgonia.org/cu initializes the driver in its init).

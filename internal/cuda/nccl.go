@@ -13,11 +13,11 @@ import (
 	"time"
 	"unsafe"
 
-	"github.com/zerodiff/zerodiff/internal/dist"
+	"github.com/zerodiff/zerodiff/internal/collective"
 	"github.com/zerodiff/zerodiff/internal/tensor"
 )
 
-// NCCL is dist.Comm over NVIDIA's collective library, opened at run time
+// NCCL is collective.Comm over NVIDIA's collective library, opened at run time
 // (libnccl.so.2 keeps its name across CUDA versions). Collectives are queued
 // on the backend's device thread and stream like kernels: a call returns once
 // NCCL has accepted it, its failures surface at that call or at Sync.
@@ -43,7 +43,7 @@ const ncclIDKey = "nccl/unique-id"
 // NewNCCL joins the job's NCCL communicator on be's GPU: rank 0 creates the
 // 128-byte unique id and publishes it through store, every rank reads it
 // (waiting up to timeout) and calls ncclCommInitRank.
-func NewNCCL(be *Backend, store dist.Store, timeout time.Duration) (*NCCL, error) {
+func NewNCCL(be *Backend, store collective.Store, timeout time.Duration) (*NCCL, error) {
 	lib, err := openLibrary("ZD_NCCL", "libnccl.so.2")
 	if err != nil {
 		return nil, fmt.Errorf("cuda: NCCL: %w", err)
@@ -151,20 +151,20 @@ func ncclType(t *tensor.Tensor) C.int {
 	panic(fmt.Sprintf("cuda: NCCL: no collective for %v", t))
 }
 
-func ncclOp(op dist.Op) C.int {
+func ncclOp(op collective.Op) C.int {
 	switch op {
-	case dist.Sum:
+	case collective.Sum:
 		return C.ZD_ncclSum
-	case dist.Avg:
+	case collective.Avg:
 		return C.ZD_ncclAvg
-	case dist.Max:
+	case collective.Max:
 		return C.ZD_ncclMax
 	}
 	panic(fmt.Sprintf("cuda: NCCL: unknown op %v", op))
 }
 
 // AllReduce combines buf across ranks in place (ncclAllReduce).
-func (n *NCCL) AllReduce(buf *tensor.Tensor, op dist.Op) error {
+func (n *NCCL) AllReduce(buf *tensor.Tensor, op collective.Op) error {
 	s := n.be.store(buf)
 	dt, o := ncclType(buf), ncclOp(op)
 	return n.do("all-reduce", func(comm unsafe.Pointer) C.int {
@@ -173,7 +173,7 @@ func (n *NCCL) AllReduce(buf *tensor.Tensor, op dist.Op) error {
 }
 
 // ReduceScatter leaves rank r's chunk of the combined src in dst (ncclReduceScatter).
-func (n *NCCL) ReduceScatter(dst, src *tensor.Tensor, op dist.Op) error {
+func (n *NCCL) ReduceScatter(dst, src *tensor.Tensor, op collective.Op) error {
 	d, s := n.be.store(dst), n.be.store(src)
 	if s.n != d.n*n.world || src.DType != dst.DType {
 		panic(fmt.Sprintf("cuda: NCCL reduce-scatter of %v into %v on %d ranks", src, dst, n.world))
@@ -186,7 +186,7 @@ func (n *NCCL) ReduceScatter(dst, src *tensor.Tensor, op dist.Op) error {
 
 // Reduce combines src across ranks into dst on root (ncclReduce); NCCL
 // ignores the receive buffer elsewhere, so dst may be nil there.
-func (n *NCCL) Reduce(dst, src *tensor.Tensor, root int, op dist.Op) error {
+func (n *NCCL) Reduce(dst, src *tensor.Tensor, root int, op collective.Op) error {
 	if root < 0 || root >= n.world {
 		panic(fmt.Sprintf("cuda: NCCL reduce to rank %d of %d", root, n.world))
 	}
@@ -230,22 +230,22 @@ func (n *NCCL) Broadcast(buf *tensor.Tensor, root int) error {
 }
 
 // AllGatherBytes moves host bytes as float32 words through the GPU
-// (dist.AllGatherWords).
+// (collective.AllGatherWords).
 func (n *NCCL) AllGatherBytes(dst, src []byte) error {
-	return dist.AllGatherWords(n, n.be, dst, src)
+	return collective.AllGatherWords(n, n.be, dst, src)
 }
 
 // BroadcastBytes moves host bytes as float32 words through the GPU
-// (dist.BroadcastWords).
+// (collective.BroadcastWords).
 func (n *NCCL) BroadcastBytes(buf []byte, root int) error {
-	return dist.BroadcastWords(n, n.be, buf, root)
+	return collective.BroadcastWords(n, n.be, buf, root)
 }
 
 // Barrier all-reduces one value and waits for the stream.
 func (n *NCCL) Barrier() error {
 	one := n.be.New(tensor.F32, 1) // (1)
 	defer n.be.Free(one)
-	if err := n.AllReduce(one, dist.Sum); err != nil {
+	if err := n.AllReduce(one, collective.Sum); err != nil {
 		return err
 	}
 	if err := n.be.Sync(); err != nil {
@@ -259,7 +259,7 @@ func (n *NCCL) Barrier() error {
 // may be called from any goroutine, also while a collective blocks the
 // device thread.
 func (n *NCCL) Abort(err error) {
-	n.fail(&dist.PeerError{Rank: n.rank, Reason: "aborted: " + err.Error(), Observer: n.rank})
+	n.fail(&collective.PeerError{Rank: n.rank, Reason: "aborted: " + err.Error(), Observer: n.rank})
 	n.mu.Lock()
 	comm := n.comm
 	n.comm = nil
@@ -281,4 +281,4 @@ func (n *NCCL) Close() error {
 	return n.be.q.call(func() error { return n.check("destroy", C.zd_ncclComm(n.fn.commDestroy, comm)) })
 }
 
-var _ dist.Comm = (*NCCL)(nil)
+var _ collective.Comm = (*NCCL)(nil)

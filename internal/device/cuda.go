@@ -6,8 +6,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/zerodiff/zerodiff/internal/collective"
 	"github.com/zerodiff/zerodiff/internal/cuda"
-	"github.com/zerodiff/zerodiff/internal/dist"
 	"github.com/zerodiff/zerodiff/internal/tensor"
 )
 
@@ -27,7 +27,7 @@ func openCUDA(ordinal int, math string) (tensor.Backend, func() error, error) {
 const ncclTimeout = 5 * time.Minute
 
 // gpuComm joins NCCL when be is a GPU.
-func gpuComm(be tensor.Backend, st dist.Store) (dist.Comm, bool, error) {
+func gpuComm(be tensor.Backend, st collective.Store) (collective.Comm, bool, error) {
 	b, ok := be.(*cuda.Backend)
 	if !ok {
 		return nil, false, nil

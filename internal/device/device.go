@@ -11,8 +11,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/zerodiff/zerodiff/internal/collective"
 	"github.com/zerodiff/zerodiff/internal/cpu"
-	"github.com/zerodiff/zerodiff/internal/dist"
 	"github.com/zerodiff/zerodiff/internal/launcher"
 	"github.com/zerodiff/zerodiff/internal/tensor"
 )
@@ -107,9 +107,9 @@ func Describe(be tensor.Backend) string {
 
 // JoinRanks forms the collectives of a job's ranks over the store they met
 // in: NCCL when be is a GPU backend, else a TCP ring called name.
-func JoinRanks(be tensor.Backend, st dist.Store, name string) (dist.Comm, error) {
+func JoinRanks(be tensor.Backend, st collective.Store, name string) (collective.Comm, error) {
 	if c, ok, err := gpuComm(be, st); ok {
 		return c, err
 	}
-	return dist.NewRing(st, dist.RingConfig{Name: name})
+	return collective.NewRing(st, collective.RingConfig{Name: name})
 }

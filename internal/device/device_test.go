@@ -6,8 +6,8 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/zerodiff/zerodiff/internal/collective"
 	"github.com/zerodiff/zerodiff/internal/cpu"
-	"github.com/zerodiff/zerodiff/internal/dist"
 	"github.com/zerodiff/zerodiff/internal/tensor"
 )
 
@@ -81,8 +81,8 @@ func TestOrdinal(t *testing.T) {
 // TestJoinRanksCPU: two ranks on CPU backends meet in a store and get a ring
 // whose all-reduce adds their values.
 func TestJoinRanksCPU(t *testing.T) {
-	stores := dist.NewMemStores(2)
-	comms := make([]dist.Comm, 2)
+	stores := collective.NewMemStores(2)
+	comms := make([]collective.Comm, 2)
 	errs := make([]error, 2)
 	var wg sync.WaitGroup
 	for r := range 2 {
@@ -93,7 +93,7 @@ func TestJoinRanksCPU(t *testing.T) {
 			}
 			x := be.New(tensor.F32, 1) // (1)
 			be.Upload(x, []float32{float32(r + 1)})
-			if errs[r] = comms[r].AllReduce(x, dist.Sum); errs[r] == nil && cpu.Data(x)[0] != 3 {
+			if errs[r] = comms[r].AllReduce(x, collective.Sum); errs[r] == nil && cpu.Data(x)[0] != 3 {
 				errs[r] = fmt.Errorf("all-reduce of 1 and 2 gave %g", cpu.Data(x)[0])
 			}
 		})
@@ -107,7 +107,7 @@ func TestJoinRanksCPU(t *testing.T) {
 			comms[r].Close()
 		}
 	}
-	if _, ok := comms[0].(*dist.Ring); !ok {
-		t.Errorf("CPU ranks joined a %T, want a *dist.Ring", comms[0])
+	if _, ok := comms[0].(*collective.Ring); !ok {
+		t.Errorf("CPU ranks joined a %T, want a *collective.Ring", comms[0])
 	}
 }

@@ -5,7 +5,7 @@ package device
 import (
 	"errors"
 
-	"github.com/zerodiff/zerodiff/internal/dist"
+	"github.com/zerodiff/zerodiff/internal/collective"
 	"github.com/zerodiff/zerodiff/internal/tensor"
 )
 
@@ -18,4 +18,4 @@ func openCUDA(int, string) (tensor.Backend, func() error, error) {
 }
 
 // gpuComm has no GPU backend to join in this build.
-func gpuComm(tensor.Backend, dist.Store) (dist.Comm, bool, error) { return nil, false, nil }
+func gpuComm(tensor.Backend, collective.Store) (collective.Comm, bool, error) { return nil, false, nil }

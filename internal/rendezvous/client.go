@@ -14,7 +14,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/zerodiff/zerodiff/internal/dist"
+	"github.com/zerodiff/zerodiff/internal/collective"
 )
 
 // Options describe a member joining a job's server.
@@ -36,7 +36,7 @@ type Options struct {
 }
 
 // Client is a member's connection to the job's server. For a worker it is
-// the job's dist.Store.
+// the job's collective.Store.
 type Client struct {
 	opts Options
 	conn net.Conn
@@ -59,8 +59,8 @@ type Client struct {
 }
 
 var (
-	_ dist.Store       = (*Client)(nil)
-	_ dist.LocalHoster = (*Client)(nil)
+	_ collective.Store       = (*Client)(nil)
+	_ collective.LocalHoster = (*Client)(nil)
 )
 
 // reply is the server's answer to a call: a value, or an error message.
@@ -393,7 +393,7 @@ func (c *Client) Rank() int  { return c.opts.Ranks[0] }
 func (c *Client) World() int { return c.opts.World }
 
 // LocalHost is the address this member's connection to the server leaves
-// from: where the job's other hosts can reach this one (dist.LocalHoster),
+// from: where the job's other hosts can reach this one (collective.LocalHoster),
 // loopback when the server is on loopback.
 func (c *Client) LocalHost() string {
 	if a, ok := c.conn.LocalAddr().(*net.TCPAddr); ok {

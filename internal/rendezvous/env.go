@@ -7,7 +7,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/zerodiff/zerodiff/internal/dist"
+	"github.com/zerodiff/zerodiff/internal/collective"
 )
 
 // The variables launch sets for each worker.
@@ -27,7 +27,7 @@ const workerJoinTimeout = time.Minute
 // FromEnv joins the job's store as the worker of ZERODIFF_RANK, with the
 // address, scope and secret launch set. Close it before exiting, or the
 // server takes the worker for lost.
-func FromEnv() (dist.Store, error) {
+func FromEnv() (collective.Store, error) {
 	get := func(name string) (string, error) {
 		v := os.Getenv(name)
 		if v == "" {

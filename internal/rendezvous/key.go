@@ -1,5 +1,5 @@
 // Package rendezvous is the job's meeting point: a small TCP key/value store
-// served on the first host, implementing dist.Store for the workers, plus
+// served on the first host, implementing collective.Store for the workers, plus
 // membership, heartbeats and failure reports for the launchers.
 //
 // # Finding the server

@@ -9,7 +9,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/zerodiff/zerodiff/internal/dist"
+	"github.com/zerodiff/zerodiff/internal/collective"
 	"github.com/zerodiff/zerodiff/internal/golden"
 	"github.com/zerodiff/zerodiff/internal/rng"
 	"github.com/zerodiff/zerodiff/internal/shard"
@@ -98,7 +98,7 @@ func (d *seenShards) Get(i int) (Sample, error) {
 // records each rank read.
 func runSeen(t *testing.T, cfg Config, world int, data *Shards) ([]*Job, [][]int) {
 	t.Helper()
-	rings, err := dist.NewLocalRings(world, dist.RingConfig{})
+	rings, err := collective.NewLocalRings(world, collective.RingConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}

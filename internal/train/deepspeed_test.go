@@ -9,8 +9,8 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/zerodiff/zerodiff/internal/collective"
 	"github.com/zerodiff/zerodiff/internal/cpu"
-	"github.com/zerodiff/zerodiff/internal/dist"
 	"github.com/zerodiff/zerodiff/internal/golden"
 	"github.com/zerodiff/zerodiff/internal/optim"
 	"github.com/zerodiff/zerodiff/internal/sd/unet"
@@ -138,7 +138,7 @@ func runDeepSpeedReplay(t *testing.T, c *golden.Case, cfg Config, dir string, wo
 			micros[s] = append(micros[s], m)
 		}
 	}
-	rings, err := dist.NewLocalRings(world, dist.RingConfig{})
+	rings, err := collective.NewLocalRings(world, collective.RingConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}

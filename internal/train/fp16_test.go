@@ -11,7 +11,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/zerodiff/zerodiff/internal/dist"
+	"github.com/zerodiff/zerodiff/internal/collective"
 	"github.com/zerodiff/zerodiff/internal/optim"
 )
 
@@ -146,7 +146,7 @@ func TestOverflowOnOneRankSkipsEveryRank(t *testing.T) {
 // split among them) up to their first step.
 func startRanks(t *testing.T, cfg Config, world int, data Dataset) []*Job {
 	t.Helper()
-	rings, err := dist.NewLocalRings(world, dist.RingConfig{})
+	rings, err := collective.NewLocalRings(world, collective.RingConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,15 +16,15 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/zerodiff/zerodiff/internal/collective"
 	"github.com/zerodiff/zerodiff/internal/cpu"
-	"github.com/zerodiff/zerodiff/internal/dist"
 	"github.com/zerodiff/zerodiff/internal/gpuinfo"
 )
 
 // rankComm is rank r of world ranks for building a stepper, which asks a
 // Comm its rank and world size only; a collective would panic.
 type rankComm struct {
-	dist.Comm
+	collective.Comm
 	rank, world int
 }
 
@@ -162,7 +162,7 @@ func TestPreflight(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			var out bytes.Buffer
 			j := &Job{Cfg: cfg, Data: data, Out: &out, GPU: fakeGPU(gpuinfo.Device{Index: 3, Name: "H100", Total: total, Free: tc.free}, tc.err)}
-			j.be, j.Comm = cpu.New(), dist.NewSolo(cpu.New())
+			j.be, j.Comm = cpu.New(), collective.NewSolo(cpu.New())
 			err := j.preflight()
 			text := out.String()
 			if tc.fail {
@@ -196,7 +196,7 @@ func TestPreflight(t *testing.T) {
 func TestPreflightRanks(t *testing.T) {
 	cfg := tinyConfig(t, t.TempDir(), false)
 	cfg.MicroBatch = 1
-	rings, err := dist.NewLocalRings(2, dist.RingConfig{})
+	rings, err := collective.NewLocalRings(2, collective.RingConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -234,7 +234,7 @@ func TestGPULogs(t *testing.T) {
 		t.Run(map[bool]string{true: "gpu", false: "cpu"}[onGPU], func(t *testing.T) {
 			cfg := tinyConfig(t, t.TempDir(), false)
 			cfg.MicroBatch, cfg.GradAccum, cfg.MaxTrainSteps, cfg.SaveInterval, cfg.UseEMA = 1, 1, 2, 0, false
-			rings, err := dist.NewLocalRings(2, dist.RingConfig{})
+			rings, err := collective.NewLocalRings(2, collective.RingConfig{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -302,7 +302,7 @@ func TestGPULogs(t *testing.T) {
 // TestAllGather64: values cross the ring bit for bit, NaN payloads and
 // halves that are float32 NaNs included.
 func TestAllGather64(t *testing.T) {
-	rings, err := dist.NewLocalRings(3, dist.RingConfig{})
+	rings, err := collective.NewLocalRings(3, collective.RingConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,7 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/zerodiff/zerodiff/internal/dist"
+	"github.com/zerodiff/zerodiff/internal/collective"
 	"github.com/zerodiff/zerodiff/internal/optim"
 	"github.com/zerodiff/zerodiff/internal/sampler"
 	"github.com/zerodiff/zerodiff/internal/sd/clip"
@@ -233,17 +233,17 @@ func largestPlan(plans []Plan) string {
 // planned: its collectives move nothing (the meter holds no values).
 type planComm struct{ rank, world int }
 
-func (c planComm) Rank() int                                        { return c.rank }
-func (c planComm) World() int                                       { return c.world }
-func (planComm) AllReduce(*tensor.Tensor, dist.Op) error            { return nil }
-func (planComm) ReduceScatter(_, _ *tensor.Tensor, _ dist.Op) error { return nil }
-func (planComm) Reduce(_, _ *tensor.Tensor, _ int, _ dist.Op) error { return nil }
-func (planComm) AllGather(_, _ *tensor.Tensor) error                { return nil }
-func (planComm) Broadcast(*tensor.Tensor, int) error                { return nil }
-func (planComm) AllGatherBytes(_, _ []byte) error                   { return nil }
-func (planComm) BroadcastBytes([]byte, int) error                   { return nil }
-func (planComm) Barrier() error                                     { return nil }
-func (planComm) Abort(error)                                        {}
-func (planComm) Close() error                                       { return nil }
+func (c planComm) Rank() int                                              { return c.rank }
+func (c planComm) World() int                                             { return c.world }
+func (planComm) AllReduce(*tensor.Tensor, collective.Op) error            { return nil }
+func (planComm) ReduceScatter(_, _ *tensor.Tensor, _ collective.Op) error { return nil }
+func (planComm) Reduce(_, _ *tensor.Tensor, _ int, _ collective.Op) error { return nil }
+func (planComm) AllGather(_, _ *tensor.Tensor) error                      { return nil }
+func (planComm) Broadcast(*tensor.Tensor, int) error                      { return nil }
+func (planComm) AllGatherBytes(_, _ []byte) error                         { return nil }
+func (planComm) BroadcastBytes([]byte, int) error                         { return nil }
+func (planComm) Barrier() error                                           { return nil }
+func (planComm) Abort(error)                                              {}
+func (planComm) Close() error                                             { return nil }
 
-var _ dist.Comm = planComm{}
+var _ collective.Comm = planComm{}

@@ -13,8 +13,8 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/zerodiff/zerodiff/internal/collective"
 	"github.com/zerodiff/zerodiff/internal/cpu"
-	"github.com/zerodiff/zerodiff/internal/dist"
 	"github.com/zerodiff/zerodiff/internal/gpuinfo"
 	"github.com/zerodiff/zerodiff/internal/logx"
 	"github.com/zerodiff/zerodiff/internal/lora"
@@ -38,7 +38,7 @@ type Job struct {
 	// CPU. Comm must move its tensors (device.JoinRanks picks one that does).
 	Backend tensor.Backend
 	// Comm joins the ranks; nil means a single process.
-	Comm dist.Comm
+	Comm collective.Comm
 	// Out receives rank 0's progress lines (other ranks stay silent but for errors).
 	Out io.Writer
 	// GPU reads this rank's GPU (gpuinfo.CUDA under --device cuda); nil on
@@ -161,9 +161,9 @@ func (j *Job) start() error {
 		j.be = cpu.New()
 	}
 	if j.Comm == nil {
-		j.Comm = dist.NewSolo(j.be)
+		j.Comm = collective.NewSolo(j.be)
 	}
-	if _, ring := j.Comm.(*dist.Ring); ring && j.be.Name() != "cpu" {
+	if _, ring := j.Comm.(*collective.Ring); ring && j.be.Name() != "cpu" {
 		return fmt.Errorf("train: the TCP ring moves CPU tensors only, and this job runs on %s: join the ranks with device.JoinRanks (NCCL)", j.be.Name())
 	}
 	if j.Comm.Rank() != 0 {
@@ -543,19 +543,19 @@ func (j *Job) agree(stop bool) (bool, error) {
 	if stop {
 		v = 1
 	}
-	got, err := j.allReduce1(v, dist.Max)
+	got, err := j.allReduce1(v, collective.Max)
 	return got > 0, err
 }
 
 // mean is the average of x over the ranks.
 func (j *Job) mean(x float64) (float64, error) {
-	got, err := j.allReduce1(float32(x), dist.Avg)
+	got, err := j.allReduce1(float32(x), collective.Avg)
 	return float64(got), err
 }
 
 // allReduce1 combines one value across the ranks in a buffer made once for
 // the run, as agree and mean run at every step.
-func (j *Job) allReduce1(v float32, op dist.Op) (float32, error) {
+func (j *Job) allReduce1(v float32, op collective.Op) (float32, error) {
 	if j.one == nil {
 		j.one = j.be.New(tensor.F32, 1) // (1)
 	}

@@ -3,7 +3,7 @@ package train
 import (
 	"fmt"
 
-	"github.com/zerodiff/zerodiff/internal/dist"
+	"github.com/zerodiff/zerodiff/internal/collective"
 	"github.com/zerodiff/zerodiff/internal/tensor"
 )
 
@@ -84,7 +84,7 @@ func (z replicated) grads() *tensor.Tensor {
 	return z.s.be.View(z.s.Trainable.G, 0, z.s.Trainable.Size)
 }
 func (replicated) microDone() error                   { return nil }
-func (z replicated) reduce() error                    { return z.s.Comm.AllReduce(z.s.Trainable.G, dist.Sum) }
+func (z replicated) reduce() error                    { return z.s.Comm.AllReduce(z.s.Trainable.G, collective.Sum) }
 func (z replicated) normPartials() ([]float64, error) { return z.s.chunkSquares() }
 func (replicated) share() error                       { return nil }
 func (z replicated) clear()                           { z.s.be.Zero(z.s.Trainable.G) }
@@ -110,7 +110,7 @@ func (z partitioned) grads() *tensor.Tensor {
 func (partitioned) microDone() error { return nil }
 func (z partitioned) reduce() error {
 	g := z.s.Trainable.G
-	return z.s.Comm.ReduceScatter(z.s.myChunk(g), g, dist.Sum)
+	return z.s.Comm.ReduceScatter(z.s.myChunk(g), g, collective.Sum)
 }
 func (z partitioned) normPartials() ([]float64, error) { return z.s.gatherSquares() }
 func (z partitioned) share() error                     { return gatherTrainable(z.s) }
@@ -372,7 +372,7 @@ func gatherTrainable(s *Stepper) error {
 func scatterGrads(s *Stepper, gpart *tensor.Tensor) error {
 	g := s.Trainable.G
 	mine := s.myChunk(g) // (chunk)
-	if err := s.Comm.ReduceScatter(mine, g, dist.Sum); err != nil {
+	if err := s.Comm.ReduceScatter(mine, g, collective.Sum); err != nil {
 		return err
 	}
 	s.be.Add(gpart, gpart, mine)

@@ -4,8 +4,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/zerodiff/zerodiff/internal/collective"
 	"github.com/zerodiff/zerodiff/internal/cpu"
-	"github.com/zerodiff/zerodiff/internal/dist"
 	"github.com/zerodiff/zerodiff/internal/tensor"
 )
 
@@ -48,7 +48,7 @@ func TestStepperRefusesBadSetups(t *testing.T) {
 		}, "as this rank's chunk of 2 ranks alone"},
 		{"stage 0", func() (*Stepper, error) {
 			u := wholeUNet(t, j)
-			return NewStepper(be, u, u.Params, dist.NewSolo(be), 0)
+			return NewStepper(be, u, u.Params, collective.NewSolo(be), 0)
 		}, ""},
 	} {
 		s, err := tc.make()
@@ -67,7 +67,7 @@ func TestStepperRefusesBadSetups(t *testing.T) {
 // loss mean allocate nothing after the first step.
 func TestAgreeAndMeanReuseBuffers(t *testing.T) {
 	be := cpu.New()
-	j := &Job{be: be, Comm: dist.NewSolo(be)}
+	j := &Job{be: be, Comm: collective.NewSolo(be)}
 	step := func() {
 		if stop, err := j.agree(false); err != nil || stop {
 			t.Fatalf("agree: %v, %v", stop, err)

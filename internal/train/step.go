@@ -8,7 +8,7 @@ import (
 	"fmt"
 	"math"
 
-	"github.com/zerodiff/zerodiff/internal/dist"
+	"github.com/zerodiff/zerodiff/internal/collective"
 	"github.com/zerodiff/zerodiff/internal/nn"
 	"github.com/zerodiff/zerodiff/internal/optim"
 	"github.com/zerodiff/zerodiff/internal/sampler"
@@ -30,7 +30,7 @@ type Stepper struct {
 	be        tensor.Backend
 	UNet      *unet.UNet
 	Trainable *nn.Table
-	Comm      dist.Comm
+	Comm      collective.Comm
 	// Prefetch, under stage 3, gathers the weights of the unit a pass
 	// reaches next while one computes (unitHooks): set it before the first
 	// step and alike on every rank.
@@ -69,7 +69,7 @@ type Stepper struct {
 // gradients by AllocPadded to a multiple of comm.World() — for ZeRO stage 0,
 // 1 or 2. A stage-3 stepper starts from the UNet's weights already sharded
 // (NewStepper3).
-func NewStepper(be tensor.Backend, u *unet.UNet, trainable *nn.Table, comm dist.Comm, stage int) (*Stepper, error) {
+func NewStepper(be tensor.Backend, u *unet.UNet, trainable *nn.Table, comm collective.Comm, stage int) (*Stepper, error) {
 	if stage == 3 {
 		return nil, fmt.Errorf("train: ZeRO stage 3 keeps the UNet's weights sharded: set it up with NewStepper3")
 	}
@@ -79,12 +79,12 @@ func NewStepper(be tensor.Backend, u *unet.UNet, trainable *nn.Table, comm dist.
 // NewStepper3 sets up a ZeRO-3 stepper for trainable — the UNet's table, or
 // LoRA's allocated as for NewStepper — on the UNet u whose weights exist only
 // as this rank's chunk, wpart (shardUNet): u.Params.W and its views are nil.
-func NewStepper3(be tensor.Backend, u *unet.UNet, trainable *nn.Table, comm dist.Comm, wpart *tensor.Tensor) (*Stepper, error) {
+func NewStepper3(be tensor.Backend, u *unet.UNet, trainable *nn.Table, comm collective.Comm, wpart *tensor.Tensor) (*Stepper, error) {
 	return newStepper(be, u, trainable, comm, 3, wpart)
 }
 
 // newStepper is NewStepper, and NewStepper3 with wpart.
-func newStepper(be tensor.Backend, u *unet.UNet, trainable *nn.Table, comm dist.Comm, stage int, wpart *tensor.Tensor) (*Stepper, error) {
+func newStepper(be tensor.Backend, u *unet.UNet, trainable *nn.Table, comm collective.Comm, stage int, wpart *tensor.Tensor) (*Stepper, error) {
 	ops, err := opsFor(be)
 	if err != nil {
 		return nil, err

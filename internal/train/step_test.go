@@ -7,8 +7,8 @@ import (
 	"strconv"
 	"testing"
 
+	"github.com/zerodiff/zerodiff/internal/collective"
 	"github.com/zerodiff/zerodiff/internal/cpu"
-	"github.com/zerodiff/zerodiff/internal/dist"
 	"github.com/zerodiff/zerodiff/internal/golden"
 	"github.com/zerodiff/zerodiff/internal/lora"
 	"github.com/zerodiff/zerodiff/internal/nn"
@@ -59,7 +59,7 @@ func micro(t *testing.T, c *golden.Case, step, a int) Micro {
 // clipping, min-SNR and prediction settings recorded in the golden file.
 func goldenStepper(t *testing.T, c *golden.Case, be tensor.Backend, u *unet.UNet, trainable *nn.Table, dir string) *Stepper {
 	t.Helper()
-	s, err := NewStepper(be, u, trainable, dist.NewSolo(be), 0)
+	s, err := NewStepper(be, u, trainable, collective.NewSolo(be), 0)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,13 +3,13 @@ package train
 import (
 	"fmt"
 
-	"github.com/zerodiff/zerodiff/internal/dist"
+	"github.com/zerodiff/zerodiff/internal/collective"
 	"github.com/zerodiff/zerodiff/internal/nn"
 	"github.com/zerodiff/zerodiff/internal/sd/unet"
 	"github.com/zerodiff/zerodiff/internal/tensor"
 )
 
-// reduceBucket bounds the values of one dist.Reduce of dist.ReduceRange:
+// reduceBucket bounds the values of one collective.Reduce of collective.ReduceRange:
 // the owner of a piece sums it in segments of at most this many values
 // (4 MiB of scratch), so an SD 1.5 up block (~160M parameters) takes ~150.
 // DeepSpeed's reduce_bucket_size is 5e8, for one flat bucket.
@@ -111,7 +111,7 @@ func (h *unitHooks) gather(k, next int) {
 	} else {
 		h.w = s.be.New(tensor.F32, u.Hi-u.Lo) // (unit size)
 		if h.err == nil {
-			h.err = dist.GatherRange(s.Comm, s.be, h.w, h.wpart, u.Lo, h.wpart.Numel())
+			h.err = collective.GatherRange(s.Comm, s.be, h.w, h.wpart, u.Lo, h.wpart.Numel())
 		}
 	}
 	for _, p := range h.params(k) {
@@ -126,7 +126,7 @@ func (h *unitHooks) gather(k, next int) {
 func (h *unitHooks) fetch(k int) {
 	s, u := h.s, h.units[k]
 	f := &fetch{unit: k, w: s.be.New(tensor.F32, u.Hi-u.Lo), done: make(chan error, 1)} // w: (unit size)
-	go func() { f.done <- dist.GatherRange(s.Comm, s.be, f.w, h.wpart, u.Lo, h.wpart.Numel()) }()
+	go func() { f.done <- collective.GatherRange(s.Comm, s.be, f.w, h.wpart, u.Lo, h.wpart.Numel()) }()
 	h.ahead = f
 }
 
@@ -178,7 +178,7 @@ func (h *unitHooks) AfterBackward(k int) {
 	}
 	h.join()
 	if h.err == nil {
-		h.err = dist.ReduceRange(s.Comm, s.be, h.gpart, h.g, u.Lo, s.chunk, reduceBucket)
+		h.err = collective.ReduceRange(s.Comm, s.be, h.gpart, h.g, u.Lo, s.chunk, reduceBucket)
 	}
 	for _, p := range h.params(k) {
 		p.G = nil

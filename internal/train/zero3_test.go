@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/zerodiff/zerodiff/internal/dist"
+	"github.com/zerodiff/zerodiff/internal/collective"
 	"github.com/zerodiff/zerodiff/internal/nn"
 	"github.com/zerodiff/zerodiff/internal/tensor"
 )
@@ -83,7 +83,7 @@ func zero3Validation(t *testing.T, lora bool) {
 // then fails on every rank; otherwise the call returns errInjected without
 // reaching the ring, whose peers wait until the rank aborts.
 type recComm struct {
-	dist.Comm
+	collective.Comm
 	failAt int
 	abort  bool
 
@@ -133,15 +133,15 @@ func inFetch() bool {
 	}
 }
 
-func (c *recComm) AllReduce(buf *tensor.Tensor, op dist.Op) error {
+func (c *recComm) AllReduce(buf *tensor.Tensor, op collective.Op) error {
 	return c.do(fmt.Sprint("allreduce ", buf.Numel(), op), func() error { return c.Comm.AllReduce(buf, op) })
 }
 
-func (c *recComm) ReduceScatter(dst, src *tensor.Tensor, op dist.Op) error {
+func (c *recComm) ReduceScatter(dst, src *tensor.Tensor, op collective.Op) error {
 	return c.do(fmt.Sprint("reducescatter ", src.Numel(), op), func() error { return c.Comm.ReduceScatter(dst, src, op) })
 }
 
-func (c *recComm) Reduce(dst, src *tensor.Tensor, root int, op dist.Op) error {
+func (c *recComm) Reduce(dst, src *tensor.Tensor, root int, op collective.Op) error {
 	return c.do(fmt.Sprint("reduce ", src.Numel(), op, " to ", root), func() error { return c.Comm.Reduce(dst, src, root, op) })
 }
 
@@ -226,7 +226,7 @@ type fault struct {
 // on return.
 func stepRanks(t *testing.T, cfg Config, world, steps int, data Dataset, f fault) []*prefetchRun {
 	t.Helper()
-	rings, err := dist.NewLocalRings(world, dist.RingConfig{})
+	rings, err := collective.NewLocalRings(world, collective.RingConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -398,7 +398,7 @@ func TestZero3PrefetchFailure(t *testing.T) {
 				if got := runs[1].comm.fetched; got < at {
 					t.Fatalf("%s: rank 1 issued only %d fetch collectives", what, got)
 				}
-				var pe *dist.PeerError
+				var pe *collective.PeerError
 				switch err := runs[1].err; {
 				case !abort && !errors.Is(err, errInjected):
 					t.Errorf("%s: rank 1's step returned %v, want the injected failure", what, err)

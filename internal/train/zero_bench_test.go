@@ -7,8 +7,8 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/zerodiff/zerodiff/internal/collective"
 	"github.com/zerodiff/zerodiff/internal/demo"
-	"github.com/zerodiff/zerodiff/internal/dist"
 )
 
 // BenchmarkZeroStep times optimizer steps of the demo model (global batch
@@ -30,7 +30,7 @@ func BenchmarkZeroStep(b *testing.B) {
 			name   string
 		}{{0, 0, "stage0"}, {2, 0, "stage2"}, {3, 0, "stage3"}, {3, 5e7, "stage3-prefetch"}} {
 			b.Run(fmt.Sprintf("ranks%d/%s", world, v.name), func(b *testing.B) {
-				rings, err := dist.NewLocalRings(world, dist.RingConfig{})
+				rings, err := collective.NewLocalRings(world, collective.RingConfig{})
 				if err != nil {
 					b.Fatal(err)
 				}

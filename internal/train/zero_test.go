@@ -9,7 +9,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/zerodiff/zerodiff/internal/dist"
+	"github.com/zerodiff/zerodiff/internal/collective"
 	"github.com/zerodiff/zerodiff/internal/golden"
 )
 
@@ -17,7 +17,7 @@ import (
 // returns every rank's finished job.
 func runRanks(t *testing.T, cfg Config, world int, data Dataset) []*Job {
 	t.Helper()
-	rings, err := dist.NewLocalRings(world, dist.RingConfig{})
+	rings, err := collective.NewLocalRings(world, collective.RingConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,5 +1,5 @@
 """All-reduce of 64 MiB of float32 across 4 local ranks with torch.distributed
-and gloo: the reference for internal/dist's BenchmarkRingAllReduce64MB.
+and gloo: the reference for internal/collective's BenchmarkRingAllReduce64MB.
 
 Usage: python testdata/bench/torch_allreduce.py [--world 4] [--mib 64] [--iters 10]
 

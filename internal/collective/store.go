@@ -1,8 +1,8 @@
-// Package dist is how ranks of one job talk: a key/value store for meeting
+// Package collective is how ranks of one job talk: a key/value store for meeting
 // (the rendezvous), and collectives (all-reduce, reduce-scatter, all-gather,
 // broadcast, barrier) behind one interface that a TCP ring implements on
 // CPUs and NCCL implements on GPUs.
-package dist
+package collective
 
 import "time"
 

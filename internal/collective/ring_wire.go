@@ -1,4 +1,4 @@
-package dist
+package collective
 
 import (
 	"encoding/binary"
@@ -96,7 +96,7 @@ func byeFrame() []byte {
 func abortFrame(pe *PeerError) []byte {
 	msg, err := json.Marshal(pe)
 	if err != nil {
-		panic(fmt.Sprintf("dist: encode %v: %v", pe, err))
+		panic(fmt.Sprintf("collective: encode %v: %v", pe, err))
 	}
 	h := header(kindAbort, call{}, len(msg))
 	return append(h[:], msg...)

@@ -1,4 +1,4 @@
-package dist
+package collective
 
 import (
 	"fmt"
@@ -151,7 +151,7 @@ func (s *Solo) AllReduce(buf *tensor.Tensor, op Op) error { return s.failed() }
 
 func (s *Solo) ReduceScatter(dst, src *tensor.Tensor, op Op) error {
 	if dst.Numel() != src.Numel() {
-		panic(fmt.Sprintf("dist: reduce-scatter of %v into %v on 1 rank", src, dst))
+		panic(fmt.Sprintf("collective: reduce-scatter of %v into %v on 1 rank", src, dst))
 	}
 	if err := s.failed(); err != nil {
 		return err
@@ -162,7 +162,7 @@ func (s *Solo) ReduceScatter(dst, src *tensor.Tensor, op Op) error {
 
 func (s *Solo) Reduce(dst, src *tensor.Tensor, root int, op Op) error {
 	if root != 0 || dst.Numel() != src.Numel() {
-		panic(fmt.Sprintf("dist: reduce of %v into %v to rank %d of 1", src, dst, root))
+		panic(fmt.Sprintf("collective: reduce of %v into %v to rank %d of 1", src, dst, root))
 	}
 	if err := s.failed(); err != nil {
 		return err
@@ -173,7 +173,7 @@ func (s *Solo) Reduce(dst, src *tensor.Tensor, root int, op Op) error {
 
 func (s *Solo) AllGather(dst, src *tensor.Tensor) error {
 	if dst.Numel() != src.Numel() {
-		panic(fmt.Sprintf("dist: all-gather of %v into %v on 1 rank", src, dst))
+		panic(fmt.Sprintf("collective: all-gather of %v into %v on 1 rank", src, dst))
 	}
 	if err := s.failed(); err != nil {
 		return err
@@ -184,14 +184,14 @@ func (s *Solo) AllGather(dst, src *tensor.Tensor) error {
 
 func (s *Solo) Broadcast(buf *tensor.Tensor, root int) error {
 	if root != 0 {
-		panic(fmt.Sprintf("dist: broadcast from rank %d of 1", root))
+		panic(fmt.Sprintf("collective: broadcast from rank %d of 1", root))
 	}
 	return s.failed()
 }
 
 func (s *Solo) AllGatherBytes(dst, src []byte) error {
 	if len(dst) != len(src) {
-		panic(fmt.Sprintf("dist: all-gather of %d bytes into %d on 1 rank", len(src), len(dst)))
+		panic(fmt.Sprintf("collective: all-gather of %d bytes into %d on 1 rank", len(src), len(dst)))
 	}
 	if err := s.failed(); err != nil {
 		return err
@@ -202,7 +202,7 @@ func (s *Solo) AllGatherBytes(dst, src []byte) error {
 
 func (s *Solo) BroadcastBytes(buf []byte, root int) error {
 	if root != 0 {
-		panic(fmt.Sprintf("dist: broadcast from rank %d of 1", root))
+		panic(fmt.Sprintf("collective: broadcast from rank %d of 1", root))
 	}
 	return s.failed()
 }

@@ -1,4 +1,4 @@
-package dist
+package collective
 
 import (
 	"fmt"
@@ -15,7 +15,7 @@ import (
 func AllGatherWords(c Comm, be tensor.Backend, dst, src []byte) error {
 	world := c.World()
 	if len(dst) != len(src)*world {
-		panic(fmt.Sprintf("dist: all-gather of %d bytes into %d across %d ranks", len(src), len(dst), world))
+		panic(fmt.Sprintf("collective: all-gather of %d bytes into %d across %d ranks", len(src), len(dst), world))
 	}
 	n := (len(src) + 3) / 4
 	words := make([]float32, n*world) // (World, n)

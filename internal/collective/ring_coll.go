@@ -1,4 +1,4 @@
-package dist
+package collective
 
 import (
 	"fmt"
@@ -22,20 +22,20 @@ func (r *Ring) AllReduce(buf *tensor.Tensor, op Op) error {
 func (r *Ring) ReduceScatter(dst, src *tensor.Tensor, op Op) error {
 	d, s := cpu.Data(dst), cpu.Data(src)
 	if len(s) != len(d)*r.world {
-		panic(fmt.Sprintf("dist: reduce-scatter of %v into %v across %d ranks", src, dst, r.world))
+		panic(fmt.Sprintf("collective: reduce-scatter of %v into %v across %d ranks", src, dst, r.world))
 	}
 	return r.run(r.reduceScatter(d, s, op))
 }
 
 func (r *Ring) Reduce(dst, src *tensor.Tensor, root int, op Op) error {
 	if root < 0 || root >= r.world {
-		panic(fmt.Sprintf("dist: reduce to rank %d of %d", root, r.world))
+		panic(fmt.Sprintf("collective: reduce to rank %d of %d", root, r.world))
 	}
 	s := cpu.Data(src)
 	var d []float32
 	if r.rank == root {
 		if d = cpu.Data(dst); len(d) != len(s) {
-			panic(fmt.Sprintf("dist: reduce of %v into %v", src, dst))
+			panic(fmt.Sprintf("collective: reduce of %v into %v", src, dst))
 		}
 	}
 	return r.run(r.reduce(d, s, root, op))
@@ -44,14 +44,14 @@ func (r *Ring) Reduce(dst, src *tensor.Tensor, root int, op Op) error {
 func (r *Ring) AllGather(dst, src *tensor.Tensor) error {
 	d, s := cpu.Data(dst), cpu.Data(src)
 	if len(d) != len(s)*r.world {
-		panic(fmt.Sprintf("dist: all-gather of %v into %v across %d ranks", src, dst, r.world))
+		panic(fmt.Sprintf("collective: all-gather of %v into %v across %d ranks", src, dst, r.world))
 	}
 	return r.run(r.allGather(d, s))
 }
 
 func (r *Ring) Broadcast(buf *tensor.Tensor, root int) error {
 	if root < 0 || root >= r.world {
-		panic(fmt.Sprintf("dist: broadcast from rank %d of %d", root, r.world))
+		panic(fmt.Sprintf("collective: broadcast from rank %d of %d", root, r.world))
 	}
 	return r.run(r.broadcast(cpu.Data(buf), root))
 }
@@ -66,7 +66,7 @@ func (r *Ring) Barrier() error {
 // that no goroutine touches the caller's buffers after run returns.
 func (r *Ring) run(p *plan) error {
 	if err := r.failed(); err != nil {
-		return fmt.Errorf("dist: rank %d: %v: %w", r.rank, p.call, err)
+		return fmt.Errorf("collective: rank %d: %v: %w", r.rank, p.call, err)
 	}
 	if len(p.sends)+len(p.recvs) > 0 {
 		r.sendq <- p
@@ -75,7 +75,7 @@ func (r *Ring) run(p *plan) error {
 		<-p.done
 	}
 	if err := r.failed(); err != nil {
-		return fmt.Errorf("dist: rank %d: %v: %w", r.rank, p.call, err)
+		return fmt.Errorf("collective: rank %d: %v: %w", r.rank, p.call, err)
 	}
 	return nil
 }

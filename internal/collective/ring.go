@@ -1,4 +1,4 @@
-package dist
+package collective
 
 import (
 	"crypto/hmac"
@@ -151,10 +151,10 @@ func NewRing(st Store, cfg RingConfig) (*Ring, error) {
 		return r, nil
 	}
 	if binary.NativeEndian.Uint16([]byte{1, 0}) != 1 {
-		return nil, errors.New("dist: the TCP ring sends float32 values in the host's byte order and needs a little-endian host")
+		return nil, errors.New("collective: the TCP ring sends float32 values in the host's byte order and needs a little-endian host")
 	}
 	if err := r.connect(st); err != nil {
-		return nil, fmt.Errorf("dist: rank %d forming the ring of %d: %w", r.rank, r.world, err)
+		return nil, fmt.Errorf("collective: rank %d forming the ring of %d: %w", r.rank, r.world, err)
 	}
 	r.tmp = make([]float32, r.bucket) // (bucket)
 	r.sendq = make(chan *plan, 1)
@@ -353,7 +353,7 @@ func (r *Ring) acceptLeft(ln *net.TCPListener, token []byte, deadline time.Time)
 			delete(pending, c)
 			if err != nil || left != nil {
 				refused++
-				r.cfg.Logf("dist: rank %d refused a connection from %s: %v", r.rank, c.RemoteAddr(), err)
+				r.cfg.Logf("collective: rank %d refused a connection from %s: %v", r.rank, c.RemoteAddr(), err)
 				c.Close()
 				return
 			}
@@ -589,7 +589,7 @@ func (r *Ring) Close() error {
 	err := errors.Join(r.left.Close(), r.right.Close())
 	r.wg.Wait()
 	if err != nil {
-		return fmt.Errorf("dist: rank %d closing the ring: %w", r.rank, err)
+		return fmt.Errorf("collective: rank %d closing the ring: %w", r.rank, err)
 	}
 	return nil
 }
