@@ -20,6 +20,7 @@ import (
 	"github.com/zerodiff/zerodiff/internal/export"
 	"github.com/zerodiff/zerodiff/internal/sd"
 	"github.com/zerodiff/zerodiff/internal/sd/pipeline"
+	"github.com/zerodiff/zerodiff/internal/sd/sdxl"
 	"github.com/zerodiff/zerodiff/internal/sd/vae"
 	"github.com/zerodiff/zerodiff/internal/shard"
 	"github.com/zerodiff/zerodiff/internal/tensor"
@@ -93,15 +94,19 @@ func (c *Command) Run(ctx context.Context) error {
 	if be.Name() != "cpu" {
 		fmt.Fprintf(os.Stderr, "prep: encoding on %s\n", device.Describe(be))
 	}
-	text, err := pipeline.LoadText(be, c.Model)
-	if err != nil {
-		return err
-	}
 	id, err := modelID(c.Model)
 	if err != nil {
 		return err
 	}
 	id = encoderID(id, be.Name(), c.Math)
+	isXL, err := sdxl.IsFolder(c.Model)
+	if err != nil {
+		return err
+	}
+	textEnc, err := loadText(be, c.Model, isXL, c.ClipSkip, id)
+	if err != nil {
+		return err
+	}
 	var img ImageEncoder = Pixels{}
 	scale := 1.0
 	if c.VAE == "auto" {
@@ -121,7 +126,6 @@ func (c *Command) Run(ctx context.Context) error {
 	if c.Filter == "bicubic" {
 		filter = data.Bicubic
 	}
-	clipEnc := &CLIP{P: text, ClipSkip: c.ClipSkip, ID: id}
 	tty := false
 	if st, err := os.Stderr.Stat(); err == nil {
 		tty = st.Mode()&os.ModeCharDevice != 0
@@ -138,7 +142,7 @@ func (c *Command) Run(ctx context.Context) error {
 		Out:       c.Out,
 		Transform: data.Transform{Resolution: c.Resolution, CenterCrop: !c.RandomCrop, Flip: c.Flip, Filter: filter, Seed: c.Seed, MaxPixels: c.MaxImagePixels},
 		Buckets:   rules,
-		Image:     synced{img, be}, Text: syncedText{clipEnc, be}, Model: id, DType: dt,
+		Image:     synced{img, be}, Text: textEnc, Geometry: isXL, Model: id, DType: dt,
 		Workers: c.Workers, BatchSize: c.Batch, RecordsPerShard: c.RecordsPerShard, Overwrite: c.Overwrite,
 		Progress: NewBar(os.Stderr, interval, tty),
 	})
@@ -148,7 +152,7 @@ func (c *Command) Run(ctx context.Context) error {
 	// A finished output that verified is left as it is, uncond.safetensors
 	// included unless it is missing.
 	if _, err := os.Stat(filepath.Join(c.Out, shard.UncondFile)); !res.AlreadyComplete || err != nil {
-		if err := writeUncond(c.Out, clipEnc, img.HasStd(), scale); err != nil {
+		if err := writeUncond(c.Out, textEnc, img.HasStd(), scale); err != nil {
 			return err
 		}
 	}
@@ -233,6 +237,40 @@ func (s syncedText) EncodeTexts(captions []string) (out []float32, err error) {
 		err = s.be.Sync()
 	}
 	return out, err
+}
+
+// syncedPooled is syncedText for a PooledTextEncoder.
+type syncedPooled struct {
+	syncedText
+	p PooledTextEncoder
+}
+
+func (s syncedPooled) PooledShape() []int { return s.p.PooledShape() }
+
+func (s syncedPooled) EncodeTextsPooled(captions []string) (states, pooled []float32, err error) {
+	if states, pooled, err = s.p.EncodeTextsPooled(captions); err == nil {
+		err = s.be.Sync()
+	}
+	return states, pooled, err
+}
+
+// loadText loads the model folder's text side: an SDXL folder's two
+// encoders (prepared for SDXL training: states, pooled embeddings), else
+// its CLIP text encoder.
+func loadText(be tensor.Backend, model string, isXL bool, clipSkip int, id string) (TextEncoder, error) {
+	if isXL {
+		t, err := sdxl.LoadText(be, model)
+		if err != nil {
+			return nil, err
+		}
+		enc := NewSDXLText(be, t, clipSkip, id)
+		return syncedPooled{syncedText{enc, be}, enc}, nil
+	}
+	p, err := pipeline.LoadText(be, model)
+	if err != nil {
+		return nil, err
+	}
+	return syncedText{&CLIP{P: p, ClipSkip: clipSkip, ID: id}, be}, nil
 }
 
 // openSource opens the data set the flags name. The demo set also makes its
@@ -320,9 +358,20 @@ func nativeResolution(model string, pixels bool) (res int, from string) {
 	return 512, fmt.Sprintf("the model's configs in %s do not give a sample_size; --resolution sets another", model)
 }
 
-// writeUncond writes the empty caption's text states, and the VAE's scaling
-// factor for latent records, which train reads beside the shards.
-func writeUncond(out string, enc *CLIP, latents bool, scale float64) error {
+// writeUncond writes the empty caption's text states — and its pooled
+// embedding for a PooledTextEncoder — and the VAE's scaling factor for
+// latent records, which train reads beside the shards. The empty caption
+// is encoded, not zeroed, for SDXL too: diffusers'
+// train_text_to_image_sdxl.py drops captions (proportion_empty_prompts)
+// by encoding "" with the same encoders (encode_prompt).
+func writeUncond(out string, enc TextEncoder, latents bool, scale float64) error {
+	if p, ok := enc.(PooledTextEncoder); ok {
+		u, pooled, err := p.EncodeTextsPooled([]string{""})
+		if err != nil {
+			return err
+		}
+		return shard.WriteUncondPooled(out, u, enc.OutShape(), pooled, latents, scale)
+	}
 	u, err := enc.EncodeTexts([]string{""})
 	if err != nil {
 		return err
@@ -341,11 +390,11 @@ func encoderID(weights, backend, math string) string {
 	return weights + " on " + backend + " " + math
 }
 
-// modelID identifies the text encoder and VAE weights for the fingerprint:
+// modelID identifies the text encoders' and VAE weights for the fingerprint:
 // each weight file's name, size and the SHA-256 of its first MiB.
 func modelID(dir string) (string, error) {
 	h := sha256.New()
-	for _, sub := range []string{"text_encoder", "vae"} {
+	for _, sub := range []string{"text_encoder", "text_encoder_2", "vae"} {
 		if _, err := os.Stat(filepath.Join(dir, sub)); err != nil {
 			continue
 		}

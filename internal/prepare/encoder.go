@@ -35,6 +35,17 @@ type TextEncoder interface {
 	EncodeTexts(captions []string) ([]float32, error)
 }
 
+// PooledTextEncoder is a TextEncoder that also gives each caption a pooled
+// embedding (SDXL's); prep then stores it as shard.FieldPooled.
+type PooledTextEncoder interface {
+	TextEncoder
+	// PooledShape is the shape of one caption's pooled embedding, (P).
+	PooledShape() []int
+	// EncodeTextsPooled returns the states (n, OutShape...) and the pooled
+	// embeddings (n, PooledShape...) of n captions.
+	EncodeTextsPooled(captions []string) (states, pooled []float32, err error)
+}
+
 // Pixels is the image "encoder" of --vae none: it stores the transformed
 // pixels themselves.
 type Pixels struct{}

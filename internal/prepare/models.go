@@ -5,6 +5,7 @@ import (
 	"math"
 
 	"github.com/zerodiff/zerodiff/internal/sd/pipeline"
+	"github.com/zerodiff/zerodiff/internal/sd/sdxl"
 	"github.com/zerodiff/zerodiff/internal/sd/vae"
 	"github.com/zerodiff/zerodiff/internal/tensor"
 )
@@ -71,4 +72,51 @@ func (c *CLIP) EncodeTexts(captions []string) ([]float32, error) {
 	out := make([]float32, h.Numel()) // (n, S, D)
 	c.P.Backend().Download(out, h)
 	return out, nil
+}
+
+// SDXLText encodes captions with an SDXL model's two text encoders as
+// diffusers' train_text_to_image_sdxl.py encode_prompt does: both encoders'
+// penultimate states (hidden_states[-2], or further down with ClipSkip as
+// the pipeline's clip_skip) concatenated, and text_encoder_2's projected
+// pooled embedding (sdxl.Text.Encode).
+type SDXLText struct {
+	be       tensor.Backend
+	T        *sdxl.Text
+	ClipSkip int
+	ID       string
+}
+
+// NewSDXLText wraps loaded SDXL text encoders.
+func NewSDXLText(be tensor.Backend, t *sdxl.Text, clipSkip int, id string) *SDXLText {
+	return &SDXLText{be: be, T: t, ClipSkip: clipSkip, ID: id}
+}
+
+func (c *SDXLText) Name() string { return fmt.Sprintf("sdxl %s clip_skip=%d", c.ID, c.ClipSkip) }
+
+// OutShape is (max positions, D1+D2).
+func (c *SDXLText) OutShape() []int {
+	return []int{c.T.Enc.Cfg.MaxPositionEmbeddings, c.T.ContextDim()}
+}
+
+// PooledShape is (text_encoder_2's projection_dim).
+func (c *SDXLText) PooledShape() []int { return []int{c.T.PooledDim()} }
+
+// EncodeTexts returns the states (n, S, D1+D2) of n captions.
+func (c *SDXLText) EncodeTexts(captions []string) ([]float32, error) {
+	states, _, err := c.EncodeTextsPooled(captions)
+	return states, err
+}
+
+// EncodeTextsPooled returns the states (n, S, D1+D2) and pooled embeddings
+// (n, P) of n captions.
+func (c *SDXLText) EncodeTextsPooled(captions []string) (states, pooled []float32, err error) {
+	e, p, err := c.T.Encode(c.be, captions, c.ClipSkip)
+	if err != nil {
+		return nil, nil, err
+	}
+	states = make([]float32, e.Numel()) // (n, S, D1+D2)
+	pooled = make([]float32, p.Numel()) // (n, P)
+	c.be.Download(states, e)
+	c.be.Download(pooled, p)
+	return states, pooled, nil
 }

@@ -29,7 +29,12 @@ type Options struct {
 	// square. Nil: every image is cropped to a Resolution square.
 	Buckets *bucket.Rules
 	Image   ImageEncoder // VAE, or Pixels for --vae none
-	Text    TextEncoder
+	// Text encodes the captions; a PooledTextEncoder's pooled embeddings
+	// are stored too (shard.FieldPooled).
+	Text TextEncoder
+	// Geometry stores every record's source size and crop offset, also
+	// without buckets (SDXL conditions on them; see shard.Index.Geometry).
+	Geometry bool
 	// Model identifies the model weights (e.g. a hash of the model folder's
 	// files); with the data set and every setting it makes the fingerprint.
 	Model string
@@ -119,7 +124,11 @@ func Fields(o Options) []shard.Field {
 	} else {
 		f = append(f, shard.Field{Name: shard.FieldPixels, DType: o.DType, Shape: img})
 	}
-	return append(f, shard.Field{Name: shard.FieldText, DType: o.DType, Shape: o.Text.OutShape()})
+	f = append(f, shard.Field{Name: shard.FieldText, DType: o.DType, Shape: o.Text.OutShape()})
+	if p, ok := o.Text.(PooledTextEncoder); ok {
+		f = append(f, shard.Field{Name: shard.FieldPooled, DType: o.DType, Shape: p.PooledShape()})
+	}
+	return f
 }
 
 // Buckets are the shard buckets of o's bucket table: each size with the
@@ -132,7 +141,7 @@ func Buckets(o Options) []shard.Bucket {
 	for _, s := range o.Buckets.Table() {
 		f := Fields(o)
 		for i := range f {
-			if f[i].Name != shard.FieldText {
+			if f[i].Name != shard.FieldText && f[i].Name != shard.FieldPooled {
 				f[i].Shape = o.Image.OutShape(s.H, s.W)
 			}
 		}
@@ -215,7 +224,7 @@ func Run(ctx context.Context, r data.Reader, o Options) (*Result, error) {
 	}
 	fp := Fingerprint(r, o)
 	w, err := shard.Create(o.Out, shard.Options{
-		Fingerprint: fp, Settings: Settings(r, o), Fields: Fields(o), Buckets: Buckets(o), RecordsPerShard: o.RecordsPerShard, Overwrite: o.Overwrite, Now: o.Now,
+		Fingerprint: fp, Settings: Settings(r, o), Fields: Fields(o), Buckets: Buckets(o), Geometry: o.Geometry, RecordsPerShard: o.RecordsPerShard, Overwrite: o.Overwrite, Now: o.Now,
 		Meta: map[string]string{
 			shard.MetaDataset: r.Describe(), shard.MetaImageEncoder: o.Image.Name(), shard.MetaTextEncoder: o.Text.Name(),
 			shard.MetaResolution: strconv.Itoa(t.Resolution), shard.MetaCenterCrop: strconv.FormatBool(t.CenterCrop),
@@ -308,7 +317,11 @@ func Run(ctx context.Context, r data.Reader, o Options) (*Result, error) {
 			for j := range jobs {
 				res := result{seq: j.seq, events: skipEvents(j.skips)}
 				if j.ok {
-					res.events = append(res.events, process(j.rec, t, table))
+					e := process(j.rec, t, table)
+					if o.Geometry && e.skip == nil {
+						e.geo = sdxlGeometry(e, t, table)
+					}
+					res.events = append(res.events, e)
 				}
 				select {
 				case results <- res:
@@ -390,7 +403,8 @@ func skipEvents(skips []data.Skip) []event {
 
 // process decodes and transforms one record — to a square, or with a
 // bucket table to the bucket of the nearest aspect ratio — or says why it
-// is skipped.
+// is skipped. Its geometry is the source size and the crop's top-left in
+// the resized image (before any flip).
 func process(rec data.Record, t data.Transform, table []bucket.Size) event {
 	e := event{item: rec.Item, key: rec.Key, text: data.PickCaption(rec.Captions, t.Seed, rec.Item)}
 	img, err := t.Decode(rec.Image)
@@ -404,8 +418,14 @@ func process(rec data.Record, t data.Transform, table []bucket.Size) event {
 		e.geo = shard.Geometry{Width: img.W, Height: img.H}
 		e.geo.Top, e.geo.Left, err = t.ApplyBucket(img, rec.Item, b, resized, e.pixel)
 	default:
-		e.pixel = make([]float32, 3*t.Resolution*t.Resolution) // (3, R, R)
-		err = t.Apply(img, rec.Item, e.pixel)
+		r := t.Resolution
+		e.pixel = make([]float32, 3*r*r) // (3, R, R)
+		if err = t.Apply(img, rec.Item, e.pixel); err == nil {
+			// Apply's crop: the resized size and CropRect as it computes them.
+			w, h := data.ResizedSize(img.W, img.H, r)
+			crop := t.CropRect(w, h, rec.Item)
+			e.geo = shard.Geometry{Width: img.W, Height: img.H, Top: crop.Min.Y, Left: crop.Min.X}
+		}
 	}
 	if err != nil {
 		reason := data.ReasonUnreadableImage
@@ -416,6 +436,28 @@ func process(rec data.Record, t data.Transform, table []bucket.Size) event {
 		e.pixel = nil
 	}
 	return e
+}
+
+// sdxlGeometry is the geometry of e's record as SDXL conditions on it:
+// process's, with the crop's left edge counted in the image as flipped when
+// it is. diffusers' train_text_to_image_sdxl.py flips before cropping and
+// records that crop's offset as crop_top_left; kohya's sd-scripts mirrors
+// the crop's left edge for a flipped image. The transforms crop and then
+// flip, which is the crop at w − cw − left of the flipped image (resized
+// width w, crop width cw).
+func sdxlGeometry(e event, t data.Transform, table []bucket.Size) shard.Geometry {
+	g := e.geo
+	if !t.Flipped(e.item) {
+		return g
+	}
+	w, _ := data.ResizedSize(g.Width, g.Height, t.Resolution)
+	cw := t.Resolution
+	if table != nil {
+		_, resized := bucket.Select(table, g.Width, g.Height)
+		w, cw = resized.W, table[e.bucket].W
+	}
+	g.Left = w - cw - g.Left
+	return g
 }
 
 // collector gathers events in input order into batches of BatchSize
@@ -476,8 +518,13 @@ func (c *collector) flush() error {
 	}
 	means := make([][]float32, len(c.batch)) // per batch position: (OutShape...)
 	stds := make([][]float32, len(c.batch))
-	var emb []float32
+	var emb, pooled []float32
 	txt := numel(c.o.Text.OutShape())
+	pt, hasPooled := c.o.Text.(PooledTextEncoder)
+	pn := 0
+	if hasPooled {
+		pn = numel(pt.PooledShape())
+	}
 	for _, g := range groups {
 		h, w := c.size(c.batch[g[0]].bucket)
 		x := make([]float32, 0, len(g)*3*h*w) // (n, 3, h, w)
@@ -502,11 +549,17 @@ func (c *collector) flush() error {
 	}
 	if c.n > 0 {
 		var err error
-		if emb, err = c.o.Text.EncodeTexts(caps); err != nil {
+		if hasPooled {
+			emb, pooled, err = pt.EncodeTextsPooled(caps)
+		} else {
+			emb, err = c.o.Text.EncodeTexts(caps)
+		}
+		if err != nil {
 			return fmt.Errorf("prep: text encoder %s: %w", c.o.Text.Name(), err)
 		}
-		if len(emb) != c.n*txt {
-			return fmt.Errorf("prep: text encoder %s returned %d values for %d captions, want %d", c.o.Text.Name(), len(emb), c.n, c.n*txt)
+		if len(emb) != c.n*txt || len(pooled) != c.n*pn {
+			return fmt.Errorf("prep: text encoder %s returned %d states and %d pooled values for %d captions, want %d and %d",
+				c.o.Text.Name(), len(emb), len(pooled), c.n, c.n*txt, c.n*pn)
 		}
 	}
 	i := 0
@@ -523,6 +576,9 @@ func (c *collector) flush() error {
 			rec.Data = append(rec.Data, stds[k])
 		}
 		rec.Data = append(rec.Data, emb[i*txt:(i+1)*txt])
+		if hasPooled {
+			rec.Data = append(rec.Data, pooled[i*pn:(i+1)*pn])
+		}
 		if err := c.w.Add(rec); err != nil {
 			return fmt.Errorf("prep: %s: %w", filepath.Base(c.o.Out), err)
 		}

@@ -32,9 +32,13 @@ func (b Bucket) RecordBytes() int {
 	return n
 }
 
-// Geometry is how a bucketed record's image was made, for models that
-// condition on it (SDXL's original_size and crops_coords_top_left): the
-// source image's size and the crop's top-left corner in the resized image.
+// Geometry is how a record's image was made, for models that condition on
+// it (SDXL's original_size and crops_coords_top_left): the source image's
+// size and the crop's top-left corner in the resized image. In an output
+// made with Index.Geometry (prep of an SDXL model), Left is counted in the
+// resized image as flipped when the record's image was flipped, as
+// diffusers' and kohya's SDXL training record it; a bucketed output without
+// it counts Left before the flip.
 type Geometry struct {
 	Width, Height int // source image
 	Top, Left     int // crop offset in the resized image

@@ -20,10 +20,19 @@ const (
 	FieldLatentStd  = "latent_std"     // VAE posterior standard deviation (C, h, w)
 	FieldPixels     = "pixels"         // (3, H, W) in [-1, 1], for pixel-space models (prep --vae none)
 	FieldText       = "text_embedding" // text encoder output (77, D), clip skip applied
+	// FieldPooled is SDXL's pooled text embedding (P): text_encoder_2's
+	// projected end-token state, which the UNet's added conditioning takes.
+	// Records of an SDXL model hold it, and their FieldText is both
+	// encoders' states concatenated (77, D1+D2); such outputs also store
+	// every record's Geometry (Index.Geometry), SDXL's original_size and
+	// crops_coords_top_left.
+	FieldPooled = "pooled_text"
 
 	// UncondFile holds the tensor FieldText (S, D): the states of the empty
-	// caption, trained on for caption dropout; and in its metadata the VAE's
-	// scaling factor (MetaScalingFactor) when the records are latents.
+	// caption, trained on for caption dropout; with FieldPooled records, the
+	// empty caption's pooled embedding FieldPooled (P) too; and in its
+	// metadata the VAE's scaling factor (MetaScalingFactor) when the records
+	// are latents.
 	UncondFile        = "uncond.safetensors"
 	MetaScalingFactor = "scaling_factor"
 )
@@ -44,11 +53,20 @@ const (
 // WriteUncond writes UncondFile into dir: the empty caption's text states
 // (shape (S, D)) and, when latents is set, the VAE's scaling factor.
 func WriteUncond(dir string, states []float32, shape []int, latents bool, scale float64) error {
+	return WriteUncondPooled(dir, states, shape, nil, latents, scale)
+}
+
+// WriteUncondPooled is WriteUncond for records with FieldPooled: it also
+// stores the empty caption's pooled embedding (P) when pooled is not nil.
+func WriteUncondPooled(dir string, states []float32, shape []int, pooled []float32, latents bool, scale float64) error {
 	meta := map[string]string{"format": "pt"}
 	if latents {
 		meta[MetaScalingFactor] = strconv.FormatFloat(scale, 'g', -1, 64)
 	}
 	info := []safetensors.Info{{Name: FieldText, DType: tensor.F32, Shape: shape}}
+	if pooled != nil {
+		info = append(info, safetensors.Info{Name: FieldPooled, DType: tensor.F32, Shape: []int{len(pooled)}})
+	}
 	_, err := atomicfile.Write(filepath.Join(dir, UncondFile), func(w io.Writer) error {
 		sw, err := safetensors.NewWriter(w, info, meta)
 		if err != nil {
@@ -56,6 +74,11 @@ func WriteUncond(dir string, states []float32, shape []int, latents bool, scale 
 		}
 		if err := sw.WriteFloat32(FieldText, states); err != nil {
 			return err
+		}
+		if pooled != nil {
+			if err := sw.WriteFloat32(FieldPooled, pooled); err != nil {
+				return err
+			}
 		}
 		return sw.Close()
 	})
@@ -67,14 +90,15 @@ func WriteUncond(dir string, states []float32, shape []int, latents bool, scale 
 // latents' scaling factor. Every shard stays in memory once read, so a
 // shuffled epoch decompresses each shard once.
 type Dataset struct {
-	r                  *Reader
-	mean, std, pix, tx int // field positions, −1 when absent
-	img                [3]int
-	text               [2]int
-	buckets            [][3]int // each bucket's image shape, for a bucketed output
-	of                 []int32  // (records,) each record's bucket, for a bucketed output
-	scale              float64
-	uncond             []float32
+	r                          *Reader
+	mean, std, pix, tx, pooled int // field positions, −1 when absent
+	img                        [3]int
+	text                       [2]int
+	buckets                    [][3]int // each bucket's image shape, for a bucketed output
+	of                         []int32  // (records,) each record's bucket, for a bucketed output
+	scale                      float64
+	uncond                     []float32
+	uncondPooled               []float32 // (P), with FieldPooled records
 }
 
 // OpenDataset opens dir (index.json, shards, UncondFile) and checks that
@@ -89,7 +113,8 @@ func OpenDataset(dir string) (*Dataset, error) {
 	if err != nil {
 		return nil, err
 	}
-	d := &Dataset{r: r, mean: r.Index.Field(FieldLatentMean), std: r.Index.Field(FieldLatentStd), pix: r.Index.Field(FieldPixels), tx: r.Index.Field(FieldText), scale: 1}
+	d := &Dataset{r: r, mean: r.Index.Field(FieldLatentMean), std: r.Index.Field(FieldLatentStd), pix: r.Index.Field(FieldPixels), tx: r.Index.Field(FieldText),
+		pooled: r.Index.Field(FieldPooled), scale: 1}
 	bad := func(format string, a ...any) (*Dataset, error) {
 		r.Close()
 		return nil, fmt.Errorf("data set %s: %s", dir, fmt.Sprintf(format, a...))
@@ -145,6 +170,29 @@ func OpenDataset(dir string) (*Dataset, error) {
 	if len(d.uncond) != ts[0]*ts[1] {
 		return bad("%s holds %d values, the text field %v", UncondFile, len(d.uncond), ts)
 	}
+	if d.pooled >= 0 {
+		ps := r.Index.Fields[d.pooled].Shape
+		if len(ps) != 1 {
+			return bad("field %s has shape %v, want (P)", FieldPooled, ps)
+		}
+		for _, b := range r.Index.Buckets {
+			if !slices.Equal(b.Fields[d.pooled].Shape, ps) {
+				return bad("bucket %s: field %s has shape %v, the index's %v", b.Name(), FieldPooled, b.Fields[d.pooled].Shape, ps)
+			}
+		}
+		if !r.Index.HasGeometry() {
+			return bad("records hold %s but not their geometry (original size, crop), which SDXL training needs: rerun prep with --overwrite", FieldPooled)
+		}
+		if _, ok := f.Info(FieldPooled); !ok {
+			return bad("records hold %s but %s lacks it (the empty caption's pooled embedding): rerun prep with --overwrite", FieldPooled, UncondFile)
+		}
+		if d.uncondPooled, err = f.Float32(FieldPooled); err != nil {
+			return bad("%s: %v", UncondFile, err)
+		}
+		if len(d.uncondPooled) != ps[0] {
+			return bad("%s holds %d pooled values, the field %s %v", UncondFile, len(d.uncondPooled), FieldPooled, ps)
+		}
+	}
 	return d, nil
 }
 
@@ -156,6 +204,22 @@ func (d *Dataset) Len() int { return d.r.Len() }
 
 // Uncond is the empty caption's text states (S, D).
 func (d *Dataset) Uncond() []float32 { return d.uncond }
+
+// UncondPooled is the empty caption's pooled embedding (P), nil unless the
+// records hold FieldPooled (an SDXL model's).
+func (d *Dataset) UncondPooled() []float32 { return d.uncondPooled }
+
+// PooledDim is P, the width of FieldPooled, 0 when the records lack it.
+func (d *Dataset) PooledDim() int {
+	if d.pooled < 0 {
+		return 0
+	}
+	return d.r.Index.Fields[d.pooled].Shape[0]
+}
+
+// HasGeometry reports whether the records store their Geometry (see
+// Index.HasGeometry).
+func (d *Dataset) HasGeometry() bool { return d.r.Index.HasGeometry() }
 
 // ImageShape is one record's latent or pixels (C, h, w) at the resolution
 // prep was given; in a bucketed output, records have their bucket's shape.
@@ -188,12 +252,34 @@ func (d *Dataset) Settings() map[string]string { return d.r.Index.Meta }
 // of its bucket's shape in a bucketed output, or the pixels as mean with
 // std nil, and the caption's states (S, D).
 func (d *Dataset) Get(i int) (mean, std, text []float32, err error) {
+	s, err := d.Sample(i)
+	return s.Mean, s.Std, s.Text, err
+}
+
+// Sample is one record as training reads it.
+type Sample struct {
+	Mean, Std []float32 // latent mean and std (C, h, w), or the pixels as Mean with Std nil
+	Text      []float32 // the caption's states (S, D)
+	Pooled    []float32 // (P), the caption's pooled embedding; nil without FieldPooled
+	// Geometry is the image's source size and crop offset when the output
+	// stores it (HasGeometry), else zero.
+	Geometry Geometry
+}
+
+// Sample returns record i with all it holds.
+func (d *Dataset) Sample(i int) (Sample, error) {
 	rec, err := d.r.Record(i)
 	if err != nil {
-		return nil, nil, nil, err
+		return Sample{}, err
 	}
+	s := Sample{Text: rec.Data[d.tx], Geometry: rec.Geometry}
 	if d.pix >= 0 {
-		return rec.Data[d.pix], nil, rec.Data[d.tx], nil
+		s.Mean = rec.Data[d.pix]
+	} else {
+		s.Mean, s.Std = rec.Data[d.mean], rec.Data[d.std]
 	}
-	return rec.Data[d.mean], rec.Data[d.std], rec.Data[d.tx], nil
+	if d.pooled >= 0 {
+		s.Pooled = rec.Data[d.pooled]
+	}
+	return s, nil
 }

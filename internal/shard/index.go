@@ -22,7 +22,9 @@
 // and a trainer can group records by bucket without reading the shards.
 // A bucketed record also stores its Geometry (source size, crop offset)
 // after its caption. Outputs without buckets have neither key, and their
-// bytes are those of earlier versions.
+// bytes are those of earlier versions — unless the index sets "geometry"
+// (prep of an SDXL model, which conditions on each image's original size
+// and crop): then every record stores its Geometry there, buckets or not.
 package shard
 
 import (
@@ -166,9 +168,12 @@ type Index struct {
 	RecordsPerShard int               `json:"records_per_shard"`
 	Records         int               `json:"records"`
 	// Buckets are the image sizes of a bucketed output (see Bucket).
-	Buckets []Bucket          `json:"buckets,omitempty"`
-	Shards  []Info            `json:"shards"`
-	Meta    map[string]string `json:"meta,omitempty"`
+	Buckets []Bucket `json:"buckets,omitempty"`
+	// Geometry is set when every record stores its Geometry, buckets or
+	// not; a bucketed output's records store it either way.
+	Geometry bool              `json:"geometry,omitempty"`
+	Shards   []Info            `json:"shards"`
+	Meta     map[string]string `json:"meta,omitempty"`
 	// Report is the skipped-items report beside the index, and Skipped the
 	// number of items it lists.
 	Report  string `json:"report,omitempty"`
@@ -183,6 +188,10 @@ func (x *Index) RecordBytes() int {
 	}
 	return n
 }
+
+// HasGeometry reports whether the records store their Geometry: those of
+// a bucketed output, or of one made with Options.Geometry.
+func (x *Index) HasGeometry() bool { return x.Geometry || len(x.Buckets) > 0 }
 
 // Field returns the position of the named field, or -1.
 func (x *Index) Field(name string) int {
@@ -253,6 +262,9 @@ func (x *Index) validate(path string) error {
 	}
 	counts := make([]int, len(x.Buckets))
 	rec := int64(x.RecordBytes()) + minRecordBytes
+	if x.Geometry {
+		rec += geometryBytes
+	}
 	total := 0
 	for i, s := range x.Shards {
 		if err := plainName(s.File); err != nil {

@@ -276,6 +276,9 @@ func parseRecords(b []byte, x *Index, bs []int) ([]rawRecord, error) {
 				return recs, fmt.Errorf("record %d: more records than record_buckets lists (%d)", len(recs), len(bs))
 			}
 			rec.bucket = bs[len(recs)]
+			fields = x.Buckets[rec.bucket].Fields
+		}
+		if x.HasGeometry() {
 			g := &rec.geo
 			for _, p := range []*int{&g.Width, &g.Height, &g.Top, &g.Left} {
 				var ok bool
@@ -283,7 +286,6 @@ func parseRecords(b []byte, x *Index, bs []int) ([]rawRecord, error) {
 					return recs, fmt.Errorf("record %d: bad geometry", len(recs))
 				}
 			}
-			fields = x.Buckets[rec.bucket].Fields
 		}
 		for _, f := range fields {
 			if len(b) < f.Bytes() {

@@ -30,9 +30,10 @@ type Record struct {
 	Key     string // the item's name in the data set
 	Caption string
 	Data    [][]float32 // one slice per index field, in field order
-	// Bucket and Geometry are set for a bucketed output only: the record's
-	// position in Index.Buckets (its tensors have that bucket's shapes) and
-	// how its image was made.
+	// Bucket is set for a bucketed output only: the record's position in
+	// Index.Buckets (its tensors have that bucket's shapes). Geometry, how
+	// its image was made, is stored for a bucketed output or one made with
+	// Options.Geometry.
 	Bucket   int
 	Geometry Geometry
 }
@@ -50,7 +51,10 @@ type Options struct {
 	Fields   []Field // the tensors of every record
 	// Buckets, when set, make a bucketed output: every record names its
 	// bucket, whose fields (Fields' names and dtypes) give its shapes.
-	Buckets         []Bucket
+	Buckets []Bucket
+	// Geometry makes every record store its Geometry, also without
+	// buckets (see Index.Geometry).
+	Geometry        bool
 	RecordsPerShard int               // records in each shard but the last
 	Meta            map[string]string // free-form settings for readers
 	// Overwrite discards whatever output the folder holds (only files this
@@ -147,13 +151,13 @@ func Create(dir string, opt Options) (*Writer, error) {
 		return nil, fmt.Errorf("%w; use --overwrite to replace it", err)
 	}
 	w.idx = Index{Version: Version, Fingerprint: opt.Fingerprint, Settings: opt.Settings, Created: opt.Now().UTC(), Fields: opt.Fields,
-		RecordsPerShard: opt.RecordsPerShard, Meta: opt.Meta, Buckets: slices.Clone(opt.Buckets)}
+		RecordsPerShard: opt.RecordsPerShard, Meta: opt.Meta, Buckets: slices.Clone(opt.Buckets), Geometry: opt.Geometry}
 	x, err := readIndex(filepath.Join(dir, PartialFile))
 	switch {
 	case errors.Is(err, os.ErrNotExist):
 	case err != nil:
 		return nil, fmt.Errorf("%w; use --overwrite to start over", err)
-	case x.Fingerprint != opt.Fingerprint || !fieldsEqual(x.Fields, opt.Fields) || !bucketsEqual(x.Buckets, opt.Buckets) || x.RecordsPerShard != opt.RecordsPerShard:
+	case x.Fingerprint != opt.Fingerprint || !fieldsEqual(x.Fields, opt.Fields) || !bucketsEqual(x.Buckets, opt.Buckets) || x.Geometry != opt.Geometry || x.RecordsPerShard != opt.RecordsPerShard:
 		return nil, mismatch(dir, x, opt)
 	default:
 		w.idx.Created = x.Created
@@ -337,6 +341,9 @@ func (w *Writer) Add(r Record) error {
 		if r.Bucket < 0 || r.Bucket >= len(w.opt.Buckets) {
 			return fmt.Errorf("record %q: bucket %d, the output has %d", r.Key, r.Bucket, len(w.opt.Buckets))
 		}
+		fields = w.opt.Buckets[r.Bucket].Fields
+	}
+	if len(w.opt.Buckets) > 0 || w.opt.Geometry {
 		g := r.Geometry
 		if g.Width < 0 || g.Height < 0 || g.Top < 0 || g.Left < 0 {
 			return fmt.Errorf("record %q: negative geometry %+v", r.Key, g)
@@ -344,7 +351,6 @@ func (w *Writer) Add(r Record) error {
 		for _, v := range []int{g.Width, g.Height, g.Top, g.Left} {
 			b = binary.AppendUvarint(b, uint64(v))
 		}
-		fields = w.opt.Buckets[r.Bucket].Fields
 	}
 	for i, f := range fields {
 		if len(r.Data[i]) != f.Numel() {

@@ -44,10 +44,27 @@ func bucketsOf(d Dataset) (Bucketed, bool) {
 }
 
 // Sample is one record: the VAE's latent distribution (C, h, w) — or the
-// pixels, with Std nil — and the caption's text states (S, D).
+// pixels, with Std nil — and the caption's text states (S, D). Records
+// prepared for SDXL also hold the caption's pooled embedding (P) and the
+// image's micro-conditioning: its size before resizing and its crop's
+// top-left, (height, width) and (top, left) as sdxl.TimeIDs takes them.
 type Sample struct {
 	Mean, Std []float32
 	Text      []float32
+	Pooled    []float32 // (P), nil for SD 1.x/2.x records
+	Original  [2]int    // (h, w) of the source image
+	CropTL    [2]int    // (top, left) of the crop in the resized image
+}
+
+// Pooled is a Dataset prepared for SDXL (see Sample): every sample holds a
+// pooled embedding and its geometry.
+type Pooled interface {
+	Dataset
+	// PooledDim is P, 0 for a data set without pooled embeddings.
+	PooledDim() int
+	// UncondPooled is the empty caption's pooled embedding (P), trained on
+	// with Uncond for caption dropout.
+	UncondPooled() []float32
 }
 
 // Random streams: every draw is a pure function of (seed, purpose, epoch,

@@ -98,8 +98,17 @@ func (c *Config) checkMadeWith(d Dataset) error {
 	return nil
 }
 
+// PooledDim is the width of SDXL records' pooled embedding, 0 for others.
+func (s *Shards) PooledDim() int { return s.d.PooledDim() }
+
+// UncondPooled is the empty caption's pooled embedding (P), nil for
+// records without one.
+func (s *Shards) UncondPooled() []float32 { return s.d.UncondPooled() }
+
 // Get returns record i.
 func (s *Shards) Get(i int) (Sample, error) {
-	mean, std, text, err := s.d.Get(i)
-	return Sample{Mean: mean, Std: std, Text: text}, err
+	r, err := s.d.Sample(i)
+	g := r.Geometry
+	return Sample{Mean: r.Mean, Std: r.Std, Text: r.Text, Pooled: r.Pooled,
+		Original: [2]int{g.Height, g.Width}, CropTL: [2]int{g.Top, g.Left}}, err
 }
