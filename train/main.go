@@ -1,4 +1,5 @@
-// Command train fine-tunes (or trains from scratch) a Stable Diffusion UNet
+// Command train fine-tunes (or trains from scratch) a Stable Diffusion UNet —
+// SD 1.x, 2.x or SDXL, whose pooled text and image geometry prep stores —
 // on prep's shards: full fine-tune or LoRA, EMA, validation images, JSON-lines
 // and TensorBoard logs, checkpoints every save_interval steps and exact resume.
 //
@@ -18,16 +19,11 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
-	"runtime"
 	"strings"
 	"syscall"
 
 	"github.com/alecthomas/kong"
 
-	"github.com/zerodiff/zerodiff/internal/device"
-	"github.com/zerodiff/zerodiff/internal/gpuinfo"
-	"github.com/zerodiff/zerodiff/internal/rendezvous"
-	"github.com/zerodiff/zerodiff/internal/tensor"
 	"github.com/zerodiff/zerodiff/internal/train"
 )
 
@@ -54,46 +50,12 @@ func main() {
 	if err != nil {
 		fail(err)
 	}
-	setThreads(c.Threads)
-	if c.Plan {
-		job := &train.Job{Cfg: cfg, Out: os.Stdout}
-		if err := job.PrintPlan(c.Device+" (--math "+c.Math+")", c.PlanRanks); err != nil {
-			fail(err)
-		}
-		return
-	}
-
-	be, closeBackend, err := device.Open(c.Device, c.Math)
-	if err != nil {
-		fail(err)
-	}
-	data, err := train.OpenShards(cfg.DatasetDir)
-	if err != nil {
-		fail(err)
-	}
-	defer data.Close()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGUSR1, syscall.SIGINT)
 	defer stop()
-	job := &train.Job{Cfg: cfg, Data: data, Out: os.Stdout, Backend: be, GPU: gpuQuery(c.Device, be)}
-	closeComm, err := joinRanks(job)
-	if err != nil {
-		fail(err)
-	}
-	if job.Comm == nil || job.Comm.Rank() == 0 {
-		fmt.Printf("train: on %s\n", device.Describe(be))
-	}
-	err = job.Run(ctx)
-	if err != nil && !errors.Is(err, train.ErrStopped) && job.Comm != nil {
-		job.Comm.Abort(err) // peers fail at once instead of waiting for a timeout
-	}
-	closeComm()
-	if cerr := closeBackend(); err == nil {
-		err = cerr
-	}
+	cmd := &train.Command{Cfg: cfg, Threads: c.Threads, Device: c.Device, Math: c.Math, Plan: c.Plan, PlanRanks: c.PlanRanks, Out: os.Stdout}
+	err = cmd.Run(ctx)
 	if errors.Is(err, train.ErrStopped) {
-		if job.Comm == nil || job.Comm.Rank() == 0 { // rank 0 speaks for the job
-			fmt.Fprintln(os.Stderr, "train: stopped by signal; checkpoint written, exiting with code 75 to be requeued")
-		}
+		stop()
 		os.Exit(exitRequeue)
 	}
 	if err != nil {
@@ -151,47 +113,7 @@ func helpWithDefault(defaults map[string]string) kong.HelpValueFormatter {
 	}
 }
 
-// gpuQuery reads this rank's GPU through NVML, for the job's memory
-// pre-flight and its logs; nil on the CPU.
-func gpuQuery(dev string, be tensor.Backend) func() (gpuinfo.Device, error) {
-	ordinal, err := device.Ordinal(dev, os.LookupEnv)
-	if be.Name() != "cuda" || err != nil { // device.Open accepted dev: no error here
-		return nil
-	}
-	return gpuinfo.CUDA(ordinal)
-}
-
-// joinRanks connects this process to the other ranks when launch started it
-// as one of several (ZERODIFF_RDZV_ADDR set): the rendezvous store, then the
-// collectives of the job's backend (a TCP ring on CPUs, NCCL on GPUs). It
-// returns what closes them.
-func joinRanks(job *train.Job) (func(), error) {
-	if os.Getenv(rendezvous.EnvAddr) == "" {
-		return func() {}, nil
-	}
-	st, err := rendezvous.FromEnv()
-	if err != nil {
-		return nil, err
-	}
-	comm, err := device.JoinRanks(job.Backend, st, "train")
-	if err != nil {
-		st.Close()
-		return nil, err
-	}
-	job.Comm = comm
-	return func() {
-		comm.Close()
-		st.Close()
-	}, nil
-}
-
 func fail(err error) {
 	fmt.Fprintf(os.Stderr, "train: %v\n", err)
 	os.Exit(1)
-}
-
-func setThreads(n int) {
-	if n > 0 {
-		runtime.GOMAXPROCS(n)
-	}
 }

@@ -31,6 +31,9 @@ func ReadConfig(dir, sub string, v any) error {
 	case "tokenizer":
 		name = "tokenizer_config.json"
 	}
+	if dir == "" {
+		return fmt.Errorf("no model folder given: its %s/%s is needed (pretrained_model_name_or_path, or --model)", sub, name)
+	}
 	path := filepath.Join(dir, sub, name)
 	b, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {

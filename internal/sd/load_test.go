@@ -87,6 +87,11 @@ func TestReadConfig(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "diffusers model folder") {
 		t.Errorf("missing config: got %v", err)
 	}
+	// No folder at all (train --plan with only a UNet config) said
+	// "is  a diffusers model folder", naming nothing.
+	if err := ReadConfig("", "text_encoder", &unet); err == nil || !strings.Contains(err.Error(), "no model folder given: its text_encoder/config.json is needed") {
+		t.Errorf("no folder: got %v", err)
+	}
 }
 
 // TestReadConfigNamesAUNetOnlyFolder: a folder holding a UNet alone (what
