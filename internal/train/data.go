@@ -5,6 +5,8 @@ import (
 	"slices"
 
 	"github.com/zerodiff/zerodiff/internal/rng"
+	"github.com/zerodiff/zerodiff/internal/sd/sdxl"
+	"github.com/zerodiff/zerodiff/internal/sd/unet"
 )
 
 // Dataset is the training data as the loop reads it: prep's shards.
@@ -65,6 +67,16 @@ type Pooled interface {
 	// UncondPooled is the empty caption's pooled embedding (P), trained on
 	// with Uncond for caption dropout.
 	UncondPooled() []float32
+}
+
+// pooledOf returns d as a Pooled data set and its pooled width, 0 for
+// data without pooled embeddings.
+func pooledOf(d Dataset) (Pooled, int) {
+	p, ok := d.(Pooled)
+	if !ok {
+		return nil, 0
+	}
+	return p, p.PooledDim()
 }
 
 // Random streams: every draw is a pure function of (seed, purpose, epoch,
@@ -163,15 +175,23 @@ func (j *Job) epochSamples(epoch int) []int {
 	return epochOrder(j.Cfg.Seed, epoch, j.Data.Len())
 }
 
-// draws is what the loop draws for one sample.
+// draws is what the loop draws for one sample, and how it conditions SDXL.
 type draws struct {
 	noiseOffset, captionDropout float64
 	timesteps                   int
+	// factor is the pixels per latent cell (the VAE's downsampling, 1 for
+	// pixels): SDXL's target size is the micro-batch's crop in pixels.
+	factor int
 }
 
 // makeMicro assembles the micro-batch of records idx (in epoch e): a fresh
 // latent from each record's distribution, the noise and timestep, and the
 // empty caption in place of the caption with probability captionDropout.
+// For SDXL data (Pooled) it adds each record's pooled embedding — the empty
+// caption's on the same dropout draw — and its time ids: the original size
+// and crop prep recorded and the target size, the latent size times
+// d.factor, as train_text_to_image_sdxl.py's compute_time_ids builds
+// add_time_ids (original_size + crops_coords_top_left + target_size).
 // In a bucketed data set the records must share a bucket, whose shape the
 // micro-batch has.
 func makeMicro(data Dataset, seed uint64, epoch int, idx []int, d draws) (Micro, error) {
@@ -193,6 +213,11 @@ func makeMicro(data Dataset, seed uint64, epoch int, idx []int, d draws) (Micro,
 		X0: make([]float32, b*per), Noise: make([]float32, b*per), Ctx: make([]float32, b*tper), T: make([]int, b),
 		Shape: [4]int{b, c, h, w}, CtxShape: [3]int{b, s, dim},
 	}
+	pooled, pdim := pooledOf(data)
+	if pdim > 0 {
+		m.Pooled, m.TimeIDs = make([]float32, b*pdim), make([]float32, b*unet.NumTimeIDs)
+	}
+	target := sdxl.Size{H: h * max(d.factor, 1), W: w * max(d.factor, 1)}
 	scale := float32(data.ScalingFactor())
 	for k, i := range idx {
 		r, err := data.Get(i)
@@ -223,11 +248,22 @@ func makeMicro(data Dataset, seed uint64, epoch int, idx []int, d draws) (Micro,
 			}
 		}
 		m.T[k] = stream(seed, streamTimestep, epoch, i).Intn(d.timesteps)
-		text := r.Text
+		text, pool := r.Text, r.Pooled
 		if d.captionDropout > 0 && stream(seed, streamDropout, epoch, i).Uniform() < d.captionDropout {
 			text = data.Uncond()
+			if pdim > 0 {
+				pool = pooled.UncondPooled()
+			}
 		}
 		copy(m.Ctx[k*tper:], text)
+		if pdim > 0 {
+			if len(pool) != pdim {
+				return m, fmt.Errorf("record %d: %d pooled text values, want %d", i, len(pool), pdim)
+			}
+			copy(m.Pooled[k*pdim:], pool)
+			ids := sdxl.TimeIDs(sdxl.Size{H: r.Original[0], W: r.Original[1]}, sdxl.Size{H: r.CropTL[0], W: r.CropTL[1]}, target)
+			copy(m.TimeIDs[k*unet.NumTimeIDs:], ids[:])
+		}
 	}
 	return m, nil
 }

@@ -3,15 +3,13 @@ package train
 import (
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/zerodiff/zerodiff/internal/collective"
 	"github.com/zerodiff/zerodiff/internal/optim"
 	"github.com/zerodiff/zerodiff/internal/sampler"
 	"github.com/zerodiff/zerodiff/internal/sd/clip"
-	"github.com/zerodiff/zerodiff/internal/sd/vae"
+	"github.com/zerodiff/zerodiff/internal/sd/unet"
 	"github.com/zerodiff/zerodiff/internal/tensor"
 )
 
@@ -132,6 +130,9 @@ func (j *Job) planRank(image [3]int, text [2]int) (Plan, error) {
 	per := image[0] * image[1] * image[2]
 	micro := Micro{X0: make([]float32, b*per), Ctx: make([]float32, b*text[0]*text[1]), Noise: make([]float32, b*per),
 		T: make([]int, b), Shape: [4]int{b, image[0], image[1], image[2]}, CtxShape: [3]int{b, text[0], text[1]}}
+	if u.Add != nil { // SDXL: the pooled text and time ids of its added conditioning
+		micro.Pooled, micro.TimeIDs = make([]float32, b*u.Cfg.PooledDim()), make([]float32, b*unet.NumTimeIDs)
+	}
 	m.peak = m.inUse
 	if _, err := s.MicroStep(micro, 1); err != nil {
 		return Plan{}, err
@@ -161,13 +162,9 @@ func (j *Job) PlanShapes() (image [3]int, text [2]int, err error) {
 	if err != nil {
 		return image, text, err
 	}
-	f := 1
-	if _, serr := os.Stat(filepath.Join(c.PretrainedModel, "vae", "config.json")); serr == nil {
-		vc, err := vae.ReadConfig(c.PretrainedModel)
-		if err != nil {
-			return image, text, err
-		}
-		f = 1 << (len(vc.BlockOutChannels) - 1)
+	f, err := vaeFactor(c.PretrainedModel)
+	if err != nil {
+		return image, text, err
 	}
 	if c.Resolution%f != 0 {
 		return image, text, fmt.Errorf("config: resolution %d is not a multiple of the VAE's downsampling %d", c.Resolution, f)

@@ -22,7 +22,9 @@ import (
 	"github.com/zerodiff/zerodiff/internal/optim"
 	"github.com/zerodiff/zerodiff/internal/sampler"
 	"github.com/zerodiff/zerodiff/internal/sd"
+	"github.com/zerodiff/zerodiff/internal/sd/sdxl"
 	"github.com/zerodiff/zerodiff/internal/sd/unet"
+	"github.com/zerodiff/zerodiff/internal/sd/vae"
 	"github.com/zerodiff/zerodiff/internal/tensor"
 )
 
@@ -71,6 +73,7 @@ type Job struct {
 	gpuLog      bool           // log the ranks' GPUs: some rank's query worked at the pre-flight
 	one         *tensor.Tensor // (1) agree's and mean's value on the backend; nil until the first
 	oneHost     [1]float32     // its host copy
+	factor      int            // pixels per latent cell (vaeFactor), for SDXL's target size
 }
 
 // state is the small part of the training state a checkpoint keeps beside the buffers.
@@ -152,6 +155,13 @@ func (j *Job) start() error {
 			}
 			*p = abs
 		}
+	}
+	uc, err := j.unetConfig()
+	if err != nil {
+		return err
+	}
+	if err := checkConditioning(uc, c.DatasetDir, j.Data); err != nil {
+		return err
 	}
 	if err := os.MkdirAll(c.OutputDir, 0o755); err != nil {
 		return err
@@ -272,7 +282,43 @@ func (j *Job) setup() error {
 		pred = sc.PredictionType
 	}
 	s.VPred = pred == "v_prediction"
+	j.factor, err = vaeFactor(c.PretrainedModel)
+	return err
+}
+
+// checkConditioning returns an error when the data set in dir and the UNet
+// of uc do not take the same conditioning: an SDXL UNet (addition_embed_type
+// "text_time") trains on records with pooled text embeddings whose width
+// and 6 time ids make its add_embedding's input, as
+// train_text_to_image_sdxl.py passes text_embeds and time_ids; other
+// UNets on records without.
+func checkConditioning(uc unet.Config, dir string, d Dataset) error {
+	_, p := pooledOf(d)
+	switch {
+	case uc.TextTime() && p == 0:
+		return fmt.Errorf("data set %s has no pooled text embeddings, which the SDXL UNet (addition_embed_type \"text_time\") needs: run prep with the SDXL model folder", dir)
+	case uc.TextTime():
+		if err := sdxl.CheckTimeIDs(uc, p); err != nil {
+			return fmt.Errorf("data set %s: pooled text embeddings of %d: %w", dir, p, err)
+		}
+	case p > 0:
+		return fmt.Errorf("data set %s was prepared for SDXL (pooled text embeddings of %d), but the UNet is not an SDXL one (no addition_embed_type \"text_time\"): train it with the SDXL model, or run prep again with this model", dir, p)
+	}
 	return nil
+}
+
+// vaeFactor is the VAE's downsampling f = 2^(len(block_out_channels)−1) of
+// the model folder dir (diffusers' vae_scale_factor), 1 when the folder has
+// no VAE (the demo model trains on pixels).
+func vaeFactor(dir string) (int, error) {
+	if _, err := os.Stat(filepath.Join(dir, "vae", "config.json")); err != nil {
+		return 1, nil
+	}
+	vc, err := vae.ReadConfig(dir)
+	if err != nil {
+		return 0, err
+	}
+	return 1 << (len(vc.BlockOutChannels) - 1), nil
 }
 
 // buildModel makes on be the UNet (pretrained, or from its config with
@@ -288,7 +334,7 @@ func (j *Job) buildModel(be tensor.Backend, weights bool) (*unet.UNet, *lora.Set
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	u, err := unet.New(uc)
+	u, err := unet.NewAdded(uc) // SDXL's too: checkConditioning matched it to the data
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -461,7 +507,7 @@ func (j *Job) trainStep() error {
 	order := j.order
 	world, rank := j.Comm.World(), j.Comm.Rank()
 	g := j.globalBatch()
-	d := draws{noiseOffset: c.NoiseOffset, captionDropout: c.CaptionDropout, timesteps: len(j.step.Noise.AlphasCumprod)}
+	d := draws{noiseOffset: c.NoiseOffset, captionDropout: c.CaptionDropout, timesteps: len(j.step.Noise.AlphasCumprod), factor: j.factor}
 	var loss float64
 	for a := range c.GradAccum {
 		// Micro-batch a of the step takes the next micro·world samples of the

@@ -142,6 +142,11 @@ type Micro struct {
 	T        []int     // (B) timesteps
 	Shape    [4]int    // B, C, h, w
 	CtxShape [3]int    // B, S, D
+	// SDXL's added conditioning (diffusers' added_cond_kwargs), nil for an
+	// SD 1.x/2.x UNet: the pooled text embeddings and the micro-conditioning
+	// ids of sdxl.TimeIDs.
+	Pooled  []float32 // (B, P)
+	TimeIDs []float32 // (B, 6)
 }
 
 // fp16 tells whether the loss is scaled (DeepSpeed's fp16 section).
@@ -172,6 +177,9 @@ func (s *Stepper) lossScale() float64 {
 func (s *Stepper) MicroStep(m Micro, scale float64) (float64, error) {
 	be := s.be
 	b, c, h, w := m.Shape[0], m.Shape[1], m.Shape[2], m.Shape[3]
+	if err := s.checkAdded(m); err != nil {
+		return 0, err
+	}
 	per := c * h * w
 	xt := make([]float32, len(m.X0))     // (B, C, h, w)
 	target := make([]float32, len(m.X0)) // (B, C, h, w)
@@ -209,15 +217,25 @@ func (s *Stepper) MicroStep(m Micro, scale float64) (float64, error) {
 		be.Upload(wt, weights)
 	}
 
-	y, st := s.UNet.Forward(be, x, tt, ctx)
+	var add *unet.Added
+	if m.Pooled != nil {
+		add = &unet.Added{TextEmbeds: be.New(tensor.F32, b, len(m.Pooled)/b), TimeIDs: be.New(tensor.F32, b, unet.NumTimeIDs)} // (B, P), (B, 6)
+		be.Upload(add.TextEmbeds, m.Pooled)
+		be.Upload(add.TimeIDs, m.TimeIDs)
+	}
+
+	y, st := s.UNet.ForwardAdded(be, x, tt, ctx, add)
 	loss := be.New(tensor.F32, 1)
 	be.MSELoss(loss, y, tg, wt)
 	dy := be.New(tensor.F32, y.Shape...) // (B, C, h, w)
 	be.MSELossBackward(dy, y, tg, wt, float32(scale*s.lossScale()))
-	dx, dctx := s.UNet.Backward(be, st, dy)
+	dx, dctx, dtext := s.UNet.BackwardAdded(be, st, dy) // dtext (B, P), nil without add
 	lv := make([]float32, 1)
 	be.Download(lv, loss)
-	nn.Free(be, &x, &tt, &ctx, &tg, &wt, &y, &loss, &dy, &dx, &dctx)
+	nn.Free(be, &x, &tt, &ctx, &tg, &wt, &y, &loss, &dy, &dx, &dctx, &dtext)
+	if add != nil {
+		nn.Free(be, &add.TextEmbeds, &add.TimeIDs)
+	}
 	if s.hooks != nil && s.hooks.err != nil {
 		return 0, s.hooks.err
 	}
@@ -225,6 +243,22 @@ func (s *Stepper) MicroStep(m Micro, scale float64) (float64, error) {
 		return 0, err
 	}
 	return float64(lv[0]), nil
+}
+
+// checkAdded returns an error when m's added conditioning does not fit the
+// UNet (unet.CheckAdded, on the shapes alone, before anything is made).
+func (s *Stepper) checkAdded(m Micro) error {
+	b := m.Shape[0]
+	if m.Pooled == nil {
+		return s.UNet.CheckAdded(b, nil)
+	}
+	if b == 0 || len(m.Pooled)%b != 0 || len(m.TimeIDs) != b*unet.NumTimeIDs {
+		return fmt.Errorf("train: micro-batch of %d with %d pooled text values and %d time ids, want (%d, P) and (%d, %d)", b, len(m.Pooled), len(m.TimeIDs), b, b, unet.NumTimeIDs)
+	}
+	return s.UNet.CheckAdded(b, &unet.Added{
+		TextEmbeds: &tensor.Tensor{Shape: []int{b, len(m.Pooled) / b}, DType: tensor.F32},
+		TimeIDs:    &tensor.Tensor{Shape: []int{b, unet.NumTimeIDs}, DType: tensor.F32},
+	})
 }
 
 // StepResult reports one optimizer step: the global norm of the unscaled

@@ -40,7 +40,8 @@ func noiseSchedule(t *testing.T, dir string) *sampler.Schedule {
 	return s
 }
 
-// micro reads the inputs diffusers' loop drew for one micro-batch.
+// micro reads the inputs diffusers' loop drew for one micro-batch, with
+// SDXL's pooled text and time ids where the golden file has them.
 func micro(t *testing.T, c *golden.Case, step, a int) Micro {
 	t.Helper()
 	p := fmt.Sprintf("step%d.micro%d.", step, a)
@@ -51,6 +52,10 @@ func micro(t *testing.T, c *golden.Case, step, a int) Micro {
 	m := Micro{X0: x0, Ctx: ctx, Noise: noise, Shape: [4]int{xs[0], xs[1], xs[2], xs[3]}, CtxShape: [3]int{cs[0], cs[1], cs[2]}}
 	for _, v := range ts {
 		m.T = append(m.T, int(v))
+	}
+	if c.Has(p + "pooled") { // SDXL's added conditioning
+		m.Pooled, _ = c.F32(t, p+"pooled")
+		m.TimeIDs, _ = c.F32(t, p+"time_ids")
 	}
 	return m
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/zerodiff/zerodiff/internal/atomicfile"
 	"github.com/zerodiff/zerodiff/internal/imageio"
 	"github.com/zerodiff/zerodiff/internal/sd/pipeline"
+	"github.com/zerodiff/zerodiff/internal/sd/sdxl"
 )
 
 // validate samples the validation prompts with the weights being trained —
@@ -27,17 +28,12 @@ func (j *Job) validate() error {
 	if j.Comm.Rank() != 0 {
 		return j.Comm.Barrier() // rank 0 samples with the weights every rank holds
 	}
-	p, err := pipeline.LoadWith(j.be, c.PretrainedModel, j.unet)
-	if err != nil {
-		return fmt.Errorf("validation: %w", err)
-	}
-	f := p.Factor()
 	req := pipeline.Request{
 		Prompts: c.ValidationPrompts, Steps: c.ValidationNumSteps, Sampler: c.ValidationSampler,
 		Guidance: c.ValidationGuidance, Seed: c.Seed,
-		Width: j.Data.ImageShape()[2] * f, Height: j.Data.ImageShape()[1] * f,
+		Width: j.Data.ImageShape()[2] * j.factor, Height: j.Data.ImageShape()[1] * j.factor,
 	}
-	imgs, err := p.Generate(req, nil)
+	imgs, err := j.generate(req)
 	if err != nil {
 		return fmt.Errorf("validation: %w", err)
 	}
@@ -61,4 +57,25 @@ func (j *Job) validate() error {
 	}
 	fmt.Fprintf(j.Out, "validation: %d images in %s\n", len(imgs), dir)
 	return j.Comm.Barrier()
+}
+
+// generate samples req with the UNet being trained and the pretrained
+// folder's text encoders and VAE: through sdxl.Model.Generate for an SDXL
+// UNet (its pipeline defaults: no negative prompt, the output size as
+// original size, no crop), the SD 1.x/2.x pipeline otherwise.
+func (j *Job) generate(req pipeline.Request) ([][]float32, error) {
+	dir := j.Cfg.PretrainedModel
+	if j.unet.Add == nil {
+		p, err := pipeline.LoadWith(j.be, dir, j.unet)
+		if err != nil {
+			return nil, err
+		}
+		return p.Generate(req, nil)
+	}
+	m, err := sdxl.LoadWith(j.be, dir, j.unet)
+	if err != nil {
+		return nil, err
+	}
+	return m.Generate(j.be, sdxl.Request{Prompts: req.Prompts, Width: req.Width, Height: req.Height, Steps: req.Steps,
+		Sampler: req.Sampler, Guidance: req.Guidance, Seed: req.Seed}, nil)
 }
