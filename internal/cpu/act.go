@@ -17,7 +17,9 @@ func (*Backend) Act(y, x *tensor.Tensor, a tensor.Activation) {
 	xd, yd := Data(x), Data(y)
 	parallelFor(len(xd), actGrain, func(lo, hi int) {
 		xs, ys := xd[lo:hi], yd[lo:hi]
-		t := make([]float32, len(xs)) // (chunk) scratch
+		buf := getScratch(2 * len(xs))
+		defer putScratch(buf)
+		t, u := (*buf)[:len(xs)], (*buf)[len(xs):] // (chunk) scratch each
 		switch a {
 		case tensor.SiLU, tensor.QuickGELU:
 			sigmoids(t, xs, actScale(a))
@@ -25,7 +27,6 @@ func (*Backend) Act(y, x *tensor.Tensor, a tensor.Activation) {
 				ys[i] = v * t[i]
 			}
 		case tensor.GELU:
-			u := make([]float32, len(xs)) // (chunk) scratch
 			erfcs(t, u, xs, -invSqrt2)
 			for i, v := range xs {
 				ys[i] = 0.5 * v * t[i]
@@ -43,7 +44,9 @@ func (*Backend) ActBackward(dx, dy, x *tensor.Tensor, a tensor.Activation) {
 	xd, dyd, dxd := Data(x), Data(dy), Data(dx)
 	parallelFor(len(xd), actGrain, func(lo, hi int) {
 		xs, ds, out := xd[lo:hi], dyd[lo:hi], dxd[lo:hi]
-		t := make([]float32, len(xs)) // (chunk) scratch
+		buf := getScratch(2 * len(xs))
+		defer putScratch(buf)
+		t, u := (*buf)[:len(xs)], (*buf)[len(xs):] // (chunk) scratch each
 		switch a {
 		case tensor.SiLU, tensor.QuickGELU:
 			// d/dx x·σ(kx) = σ(kx)·(1 + kx·(1 − σ(kx)))
@@ -54,7 +57,6 @@ func (*Backend) ActBackward(dx, dy, x *tensor.Tensor, a tensor.Activation) {
 				out[i] = ds[i] * (s * (1 + k*v*(1-s)))
 			}
 		case tensor.GELU:
-			u := make([]float32, len(xs)) // (chunk) scratch
 			geluGrads(t, u, xs)
 			for i := range xs {
 				out[i] = ds[i] * t[i]
@@ -72,8 +74,9 @@ func (*Backend) GEGLU(y, x *tensor.Tensor) {
 	rows, c := tensor.GEGLUDims(y, x)
 	xd, yd := Data(x), Data(y)
 	parallelFor(rows, max(1, actGrain/c), func(lo, hi int) {
-		t := make([]float32, c) // (C) scratch
-		u := make([]float32, c) // (C) scratch
+		buf := getScratch(2 * c)
+		defer putScratch(buf)
+		t, u := (*buf)[:c], (*buf)[c:] // (C) scratch each
 		for r := lo; r < hi; r++ {
 			h := xd[2*r*c : (2*r+1)*c]
 			g := xd[(2*r+1)*c : (2*r+2)*c]
@@ -93,8 +96,9 @@ func (*Backend) GEGLUBackward(dx, dy, x *tensor.Tensor) {
 	tensor.MustShape("geglu backward dx", dx, x.Shape...)
 	xd, dyd, dxd := Data(x), Data(dy), Data(dx)
 	parallelFor(rows, max(1, actGrain/c), func(lo, hi int) {
-		phi := make([]float32, c) // (C) Φ(gate)
-		u := make([]float32, c)   // (C) scratch, then φ(gate)
+		buf := getScratch(2 * c)
+		defer putScratch(buf)
+		phi, u := (*buf)[:c], (*buf)[c:] // (C) Φ(gate); (C) scratch, then φ(gate)
 		for r := lo; r < hi; r++ {
 			h := xd[2*r*c : (2*r+1)*c]
 			g := xd[(2*r+1)*c : (2*r+2)*c]

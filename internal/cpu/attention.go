@@ -3,7 +3,6 @@ package cpu
 import (
 	"math"
 	"runtime"
-	"sync"
 
 	"github.com/zerodiff/zerodiff/internal/tensor"
 )
@@ -67,20 +66,6 @@ func attnKeys(i, tk int, causal bool) int {
 	return tk
 }
 
-// attnScratch pools the score tiles of the tasks; a tile is up to a few MiB
-// and one attention call runs hundreds of tasks.
-var attnScratch sync.Pool
-
-// scratch returns a pooled slice of n values with unspecified contents.
-func scratch(n int) *[]float32 {
-	if p, ok := attnScratch.Get().(*[]float32); ok && cap(*p) >= n {
-		*p = (*p)[:n]
-		return p
-	}
-	s := make([]float32, n)
-	return &s
-}
-
 // attentionForward runs one task per (batch, head, query block). Head h of
 // token t is q[(b·T + t)·H·D + h·D:][:D], so a head's rows are a strided
 // matrix that sgemm reads in place with leading dimension H·D.
@@ -90,8 +75,8 @@ func attentionForward(o, lse, q, k, v []float32, b, tq, tk, h, d int, scale floa
 	tasks := b * h * blocks
 	inner := tasks < runtime.GOMAXPROCS(0) // few tasks: let each product use the idle threads
 	parallelFor(tasks, 1, func(lo, hi int) {
-		buf := scratch(attnQBlock*tk + attnQBlock)
-		defer attnScratch.Put(buf)
+		buf := getScratch(attnQBlock*tk + attnQBlock)
+		defer putScratch(buf)
 		s := (*buf)[:attnQBlock*tk]   // (qBlock, Tk) scores, then exp(score − row max)
 		inv := (*buf)[attnQBlock*tk:] // (qBlock) 1 / Σ exp(score − row max)
 		for task := lo; task < hi; task++ {
@@ -148,8 +133,8 @@ func attentionBackward(dq, dk, dv, do, q, k, v, o, lse []float32, b, tq, tk, h, 
 	inner := tasks < runtime.GOMAXPROCS(0)
 	kv := min(tk, attnKVChunk)
 	parallelFor(tasks, 1, func(lo, hi int) {
-		buf := scratch(2 * attnQBlock * kv)
-		defer attnScratch.Put(buf)
+		buf := getScratch(2 * attnQBlock * kv)
+		defer putScratch(buf)
 		p := (*buf)[:attnQBlock*kv]  // (qBlock, kv) probabilities
 		ds := (*buf)[attnQBlock*kv:] // (qBlock, kv) do·vᵀ, then dS
 		for task := lo; task < hi; task++ {

@@ -58,35 +58,61 @@ func (*Backend) Name() string { return "cpu" }
 // training step that makes and frees the same tensors as the step before
 // gets the same memory back, and the collector has nothing to do.
 func (b *Backend) New(dt tensor.DType, shape ...int) *tensor.Tensor {
+	return b.alloc(dt, shape, true)
+}
+
+// Empty is New without clearing reused memory (tensor.Emptier): the layers
+// ask for it for outputs their kernel writes in full. The checked backend
+// fills it with NaNs instead, so that a kernel that reads an element of its
+// output before writing it poisons the results and shows.
+func (b *Backend) Empty(dt tensor.DType, shape ...int) *tensor.Tensor {
+	t := b.alloc(dt, shape, false)
+	if blk, ok := t.Data.(*block); ok && b.ledger != nil {
+		fillNaN(blk.d)
+	}
+	return t
+}
+
+// alloc makes a tensor of dt and shape, its F32 memory cleared when zero is set.
+func (b *Backend) alloc(dt tensor.DType, shape []int, zero bool) *tensor.Tensor {
 	n := tensor.Numel(shape)
 	t := &tensor.Tensor{Shape: append([]int(nil), shape...), DType: dt}
 	switch dt {
 	case tensor.F32:
-		t.Data = &block{b.take(n)}
+		t.Data = &block{b.take(n, zero)}
 	case tensor.I64:
 		t.Data = make(i64, n)
 	default:
 		panic(fmt.Sprintf("cpu: cannot allocate %s tensors; the CPU backend computes in F32", dt))
 	}
 	if b.ledger != nil {
-		b.ledger.Alloc(t, 1)
+		b.ledger.Alloc(t, 2)
 	}
 	return t
 }
 
-// take returns n zeroed float32s: the memory of a freed tensor of that
-// length, or new memory.
-func (b *Backend) take(n int) []float32 {
+// take returns n float32s: the memory of a freed tensor of that length,
+// cleared when zero is set, or new (zeroed) memory.
+func (b *Backend) take(n int, zero bool) []float32 {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if free := b.pool[n]; len(free) > 0 {
 		d := free[len(free)-1]
 		b.pool[n] = free[:len(free)-1]
-		clear(d)
+		if zero {
+			clear(d)
+		}
 		return d
 	}
 	b.obtained += 4 * int64(n)
 	return make([]float32, n)
+}
+
+// fillNaN writes NaN over d.
+func fillNaN(d []float32) {
+	for i := range d {
+		d[i] = float32(math.NaN())
+	}
 }
 
 // Obtained is the bytes of float32 memory New has taken from the Go heap,
@@ -97,8 +123,8 @@ func (b *Backend) Obtained() int64 {
 	return b.obtained
 }
 
-// Free releases the memory of a tensor New made (a view's is its
-// tensor's) for a later New of its length; a kernel that reads t, or a
+// Free releases the memory of a tensor New or Empty made (a view's is its
+// tensor's) for a later New or Empty of its length; a kernel that reads t, or a
 // reshape of it, afterwards panics. The checked backend also takes t off
 // its ledger, and instead of reusing the memory fills it with NaNs and
 // leaves it to the collector, so that a view of t read after the Free
@@ -109,9 +135,7 @@ func (b *Backend) Free(t *tensor.Tensor) {
 	}
 	if blk, ok := t.Data.(*block); ok && blk.d != nil {
 		if b.ledger != nil {
-			for i := range blk.d {
-				blk.d[i] = float32(math.NaN())
-			}
+			fillNaN(blk.d)
 		} else {
 			b.mu.Lock()
 			if b.pool == nil {
@@ -242,4 +266,5 @@ func (*Backend) ThawBF16(*tensor.Tensor) {}
 var (
 	_ optim.Kernels        = (*Backend)(nil)
 	_ tensor.WeightFreezer = (*Backend)(nil)
+	_ tensor.Emptier       = (*Backend)(nil)
 )

@@ -221,7 +221,9 @@ func (*Backend) Conv2DBackward(dx, dw, db, dy, x, w *tensor.Tensor, stride, pad 
 		tensor.MustShape("conv2d backward dw", dw, w.Shape...)
 		dwd = Data(dw)
 	}
-	images := func(lo, hi int, dw []float32, parallel bool) {
+	// images runs images [lo, hi): the first adds its dw to dw·dwBeta, the
+	// others to what the ones before left.
+	images := func(lo, hi int, dw []float32, dwBeta float32, parallel bool) {
 		col := getScratch(g.colLen())  // (K, rows·Wo)
 		dcol := getScratch(g.colLen()) // (K, rows·Wo)
 		defer putScratch(col)
@@ -231,23 +233,25 @@ func (*Backend) Conv2DBackward(dx, dw, db, dy, x, w *tensor.Tensor, stride, pad 
 			if dxd != nil {
 				dxi = dxd[i*g.InSize() : (i+1)*g.InSize()]
 			}
-			conv2DBackwardImage(dxi, dw, dyd[i*g.Co*p:(i+1)*g.Co*p], xd[i*g.InSize():(i+1)*g.InSize()], pwt, g, *col, *dcol, parallel)
+			conv2DBackwardImage(dxi, dw, dwBeta, dyd[i*g.Co*p:(i+1)*g.Co*p], xd[i*g.InSize():(i+1)*g.InSize()], pwt, g, *col, *dcol, parallel)
+			dwBeta = 1
 		}
 	}
 	if grain == 0 {
-		images(0, g.N, dwd, true)
+		images(0, g.N, dwd, 1, true)
 		return
 	}
 	if dwd == nil {
-		parallelFor(g.N, grain, func(lo, hi int) { images(lo, hi, nil, false) })
+		parallelFor(g.N, grain, func(lo, hi int) { images(lo, hi, nil, 0, false) })
 		return
 	}
+	// Each task's partial is written over by its first image (beta 0), so
+	// the partials need no clearing.
 	wsize := len(dwd)
 	partial := getScratch((g.N + grain - 1) / grain * wsize) // (tasks, Co, Ci, kh, kw)
 	defer putScratch(partial)
-	clear(*partial)
 	parallelFor(g.N, grain, func(lo, hi int) {
-		images(lo, hi, (*partial)[lo/grain*wsize:(lo/grain+1)*wsize], false)
+		images(lo, hi, (*partial)[lo/grain*wsize:(lo/grain+1)*wsize], 0, false)
 	})
 	parallelFor(wsize, 4096, func(lo, hi int) {
 		for t := 0; t < len(*partial); t += wsize {
@@ -259,14 +263,15 @@ func (*Backend) Conv2DBackward(dx, dw, db, dy, x, w *tensor.Tensor, stride, pad 
 }
 
 // conv2DBackwardImage handles one image: dx (Ci, H, W) = the input gradient
-// (skipped when nil), dw (Co, Ci·kh·kw) += the weight gradient (skipped when
-// nil), from dy (Co, Ho·Wo), x (Ci, H, W) and the transposed weights pwt
-// packed by packMatrixA, with col and dcol as buffers.
-func conv2DBackwardImage(dx, dw, dy, x, pwt []float32, g convGeom, col, dcol []float32, parallel bool) {
+// (skipped when nil), dw (Co, Ci·kh·kw) = dwBeta·dw + the weight gradient
+// (skipped when nil; dwBeta is 0 or 1), from dy (Co, Ho·Wo), x (Ci, H, W)
+// and the transposed weights pwt packed by packMatrixA, with col and dcol
+// as buffers.
+func conv2DBackwardImage(dx, dw []float32, dwBeta float32, dy, x, pwt []float32, g convGeom, col, dcol []float32, parallel bool) {
 	p := g.Pixels()
 	if g.Direct() {
 		if dw != nil {
-			gemm(false, true, g.Co, g.Ci, p, 1, dy, p, x, p, 1, dw, g.Ci, parallel)
+			gemm(false, true, g.Co, g.Ci, p, 1, dy, p, x, p, dwBeta, dw, g.Ci, parallel)
 		}
 		if dx != nil {
 			gemmPacked(pwt, g.Ci, p, g.Co, 1, false, dy, p, 0, dx, p, parallel)
@@ -282,7 +287,8 @@ func conv2DBackwardImage(dx, dw, dy, x, pwt []float32, g convGeom, col, dcol []f
 		np := (oy1 - oy0) * g.Wo
 		if dw != nil {
 			im2col(col, x, g, oy0, oy1, parallel)
-			gemm(false, true, g.Co, k, np, 1, dy[oy0*g.Wo:], p, col, np, 1, dw, k, parallel)
+			gemm(false, true, g.Co, k, np, 1, dy[oy0*g.Wo:], p, col, np, dwBeta, dw, k, parallel)
+			dwBeta = 1
 		}
 		if dx != nil {
 			gemmPacked(pwt, k, np, g.Co, 1, false, dy[oy0*g.Wo:], p, 0, dcol, np, parallel)

@@ -3,7 +3,6 @@ package cpu
 import (
 	"fmt"
 	"runtime"
-	"sync"
 )
 
 // The GEMM follows the BLIS/GotoBLAS plan: C is cut into nc-wide column
@@ -125,26 +124,6 @@ type gemmJob struct {
 	prepacked   []float32
 	packB       packBFunc
 }
-
-// scratchPool holds float32 buffers for packed panels and im2col matrices:
-// small products are frequent and the buffers reach megabytes.
-var scratchPool sync.Pool
-
-// getScratch returns a pooled buffer of n values with arbitrary contents;
-// give it back with putScratch.
-func getScratch(n int) *[]float32 {
-	p, _ := scratchPool.Get().(*[]float32)
-	if p == nil {
-		p = new([]float32)
-	}
-	if cap(*p) < n {
-		*p = make([]float32, n)
-	}
-	*p = (*p)[:n]
-	return p
-}
-
-func putScratch(p *[]float32) { scratchPool.Put(p) }
 
 // packMatrixA packs all of op(a) (m, k), a as in sgemm, for products that
 // reuse it: one block per K slice p0 (at offset p0·roundUp(m, mr)), each the

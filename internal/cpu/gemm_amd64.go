@@ -1,14 +1,18 @@
 package cpu
 
-// microKernel is the micro-kernel the GEMM calls: the AVX2/FMA assembly one
-// where the CPU and OS support it, the portable Go one elsewhere.
-var microKernel = pickMicroKernel()
+// useAVX2 selects the AVX2/FMA assembly micro-kernel: the CPU and OS support it.
+var useAVX2 = hasAVX2FMA()
 
-func pickMicroKernel() func(kb int, a, b, c []float32, ldc int, alpha, beta float32, load bool) {
-	if hasAVX2FMA() {
-		return microKernelAVX2
+// microKernel is the micro-kernel the GEMM calls: the assembly one when
+// useAVX2, the portable Go one elsewhere. It is a function, not a func
+// value, so that the compiler sees that the edge tile a GEMM task hands it
+// does not escape, and the task allocates nothing.
+func microKernel(kb int, a, b, c []float32, ldc int, alpha, beta float32, load bool) {
+	if useAVX2 {
+		microKernelAVX2(kb, a, b, c, ldc, alpha, beta, load)
+		return
 	}
-	return microKernelGo
+	microKernelGo(kb, a, b, c, ldc, alpha, beta, load)
 }
 
 // hasAVX2FMA reports whether the CPU has AVX2 and FMA3 and the OS saves the

@@ -155,9 +155,9 @@ func TestSgemmDegenerate(t *testing.T) {
 // TestSgemmPortableKernel runs the odd shapes through the pure-Go
 // micro-kernel, the one used on CPUs without AVX2/FMA.
 func TestSgemmPortableKernel(t *testing.T) {
-	saved := microKernel
-	defer func() { microKernel = saved }()
-	microKernel = microKernelGo
+	saved := useAVX2
+	defer func() { useAVX2 = saved }()
+	useAVX2 = false
 	r := rand.New(rand.NewPCG(5, 6))
 	for i, tc := range gemmCases() {
 		if i%7 == 0 {

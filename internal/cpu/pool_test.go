@@ -1,6 +1,7 @@
 package cpu
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/zerodiff/zerodiff/internal/tensor"
@@ -51,5 +52,41 @@ func TestCheckedCatchesDoubleFree(t *testing.T) {
 		if be.Ledger().Err() == nil {
 			t.Errorf("%s: no error", name)
 		}
+	}
+}
+
+// TestEmptyKeepsReusedMemory: Empty hands out a freed tensor's memory as it
+// was, without clearing it (the kernel it is made for writes all of it), and
+// New after it still clears; on the checked backend Empty is all NaNs, so
+// that a kernel reading an output element before writing it shows, and its
+// ledger names the line that called tensor.Empty.
+func TestEmptyKeepsReusedMemory(t *testing.T) {
+	be := New()
+	a := be.New(tensor.F32, 4) // (4)
+	be.Upload(a, []float32{1, 2, 3, 4})
+	addr := &Data(a)[0]
+	be.Free(a)
+	got := be.Obtained()
+	e := tensor.Empty(be, tensor.F32, 2, 2) // (2, 2)
+	if &Data(e)[0] != addr || be.Obtained() != got {
+		t.Fatalf("Empty took new memory (%d bytes taken, %d before)", be.Obtained(), got)
+	}
+	if d := Data(e); d[0] != 1 || d[3] != 4 {
+		t.Fatalf("Empty cleared the reused memory: %v", d)
+	}
+	be.Free(e)
+	for _, v := range Data(be.New(tensor.F32, 4)) {
+		if v != 0 {
+			t.Fatal("New after Empty handed out memory that is not zeroed")
+		}
+	}
+	checked := NewChecked()
+	for _, v := range Data(tensor.Empty(checked, tensor.F32, 3)) {
+		if v == v {
+			t.Fatalf("the checked backend's Empty is not all NaNs: %v", v)
+		}
+	}
+	if sites := checked.Ledger().Sites(); !strings.HasPrefix(sites, "cpu/pool_test.go:") {
+		t.Errorf("the ledger names %q as the site of a tensor.Empty, not the line that called it", sites)
 	}
 }

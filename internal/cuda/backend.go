@@ -147,6 +147,15 @@ func (b *Backend) ResetPeakMemory() { b.mem.resetPeak() }
 // F32 tensors (and I64 ids) go into kernels for now; half-precision tensors
 // hold data for uploads, downloads, copies and collectives.
 func (b *Backend) New(dt tensor.DType, shape ...int) *tensor.Tensor {
+	t := b.Empty(dt, shape...)
+	s := b.store(t)
+	b.memset(s.ptr, s.n*dt.Size())
+	return t
+}
+
+// Empty is New without the memset (tensor.Emptier), for outputs the next
+// kernel writes in full.
+func (b *Backend) Empty(dt tensor.DType, shape ...int) *tensor.Tensor {
 	n := tensor.Numel(shape)
 	if n > math.MaxInt32 {
 		panic(fmt.Sprintf("cuda: tensor %v of %s has more than 2^31 elements", shape, dt))
@@ -155,7 +164,6 @@ func (b *Backend) New(dt tensor.DType, shape ...int) *tensor.Tensor {
 	if err != nil {
 		panic(err)
 	}
-	b.memset(blk.ptr, n*dt.Size())
 	return &tensor.Tensor{Shape: append([]int(nil), shape...), DType: dt, Data: &storage{ptr: blk.ptr, n: n, dt: dt, owner: blk}}
 }
 
@@ -356,8 +364,11 @@ func (b *Backend) scratch(n, size int) *block {
 	return blk
 }
 
-// compile-time check that Backend is a tensor.Backend.
-var _ tensor.Backend = (*Backend)(nil)
+// compile-time checks that Backend is a tensor.Backend and a tensor.Emptier.
+var (
+	_ tensor.Backend = (*Backend)(nil)
+	_ tensor.Emptier = (*Backend)(nil)
+)
 
 // ptrOff is the byte offset of n float32 elements, to add to a device pointer.
 func ptrOff(n int) cu.DevicePtr { return cu.DevicePtr(4 * n) }

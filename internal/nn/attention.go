@@ -58,11 +58,11 @@ func (a *Attention) Forward(be tensor.Backend, x, ctx *tensor.Tensor, causal boo
 	if ctx != nil {
 		kv = ctx
 	}
-	s.q = a.ToQ.Forward(be, x)                                  // (B, T, H·D)
-	s.k = a.ToK.Forward(be, kv)                                 // (B, S, H·D)
-	s.v = a.ToV.Forward(be, kv)                                 // (B, S, H·D)
-	s.o = be.New(tensor.F32, s.q.Shape...)                      // (B, T, H·D)
-	s.lse = be.New(tensor.F32, x.Shape[0], a.Heads, x.Shape[1]) // (B, H, T)
+	s.q = a.ToQ.Forward(be, x)                                            // (B, T, H·D)
+	s.k = a.ToK.Forward(be, kv)                                           // (B, S, H·D)
+	s.v = a.ToV.Forward(be, kv)                                           // (B, S, H·D)
+	s.o = tensor.Empty(be, tensor.F32, s.q.Shape...)                      // (B, T, H·D)
+	s.lse = tensor.Empty(be, tensor.F32, x.Shape[0], a.Heads, x.Shape[1]) // (B, H, T)
 	be.Attention(s.o, s.lse, s.q, s.k, s.v, a.Heads, a.scale(), causal)
 	return a.ToOut.Forward(be, s.o), s // (B, T, C)
 }
@@ -71,9 +71,9 @@ func (a *Attention) Forward(be tensor.Backend, x, ctx *tensor.Tensor, causal boo
 // cross-attention, dctx (B, S, Cc) (nil for self-attention); it releases s.
 func (a *Attention) Backward(be tensor.Backend, s *AttentionState, dy *tensor.Tensor) (dx, dctx *tensor.Tensor) {
 	do := a.ToOut.Backward(be, s.o, dy, true)
-	dq := be.New(tensor.F32, s.q.Shape...) // (B, T, H·D)
-	dk := be.New(tensor.F32, s.k.Shape...) // (B, S, H·D)
-	dv := be.New(tensor.F32, s.v.Shape...) // (B, S, H·D)
+	dq := tensor.Empty(be, tensor.F32, s.q.Shape...) // (B, T, H·D)
+	dk := tensor.Empty(be, tensor.F32, s.k.Shape...) // (B, S, H·D)
+	dv := tensor.Empty(be, tensor.F32, s.v.Shape...) // (B, S, H·D)
 	be.AttentionBackward(dq, dk, dv, do, s.q, s.k, s.v, s.o, s.lse, a.Heads, a.scale(), s.causal)
 	s.Release(be)
 	Free(be, &do)

@@ -22,7 +22,7 @@ func (c *Conv2d) OutSize(h int) int { return (h+2*c.Pad-c.K)/c.Stride + 1 }
 
 // Forward maps x (N, In, H, W) to y (N, Out, Ho, Wo).
 func (c *Conv2d) Forward(be tensor.Backend, x *tensor.Tensor) *tensor.Tensor {
-	y := be.New(tensor.F32, x.Shape[0], c.Out, c.OutSize(x.Shape[2]), c.OutSize(x.Shape[3])) // (N, Out, Ho, Wo)
+	y := tensor.Empty(be, tensor.F32, x.Shape[0], c.Out, c.OutSize(x.Shape[2]), c.OutSize(x.Shape[3])) // (N, Out, Ho, Wo)
 	be.Conv2D(y, x, c.W.W, c.B.W, c.Stride, c.Pad)
 	return y
 }
@@ -31,7 +31,7 @@ func (c *Conv2d) Forward(be tensor.Backend, x *tensor.Tensor) *tensor.Tensor {
 func (c *Conv2d) Backward(be tensor.Backend, x, dy *tensor.Tensor, needDx bool) *tensor.Tensor {
 	var dx *tensor.Tensor
 	if needDx {
-		dx = be.New(tensor.F32, x.Shape...) // (N, In, H, W)
+		dx = tensor.Empty(be, tensor.F32, x.Shape...) // (N, In, H, W)
 	}
 	be.Conv2DBackward(dx, c.W.G, c.B.G, dy, x, c.W.W, c.Stride, c.Pad)
 	return dx

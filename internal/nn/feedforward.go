@@ -25,7 +25,7 @@ func (f *FeedForward) Forward(be tensor.Backend, x *tensor.Tensor) (*tensor.Tens
 	s.p = f.Proj.Forward(be, x) // (*, 2·inner)
 	shape := append([]int(nil), s.p.Shape...)
 	shape[len(shape)-1] /= 2
-	s.g = be.New(tensor.F32, shape...) // (*, inner)
+	s.g = tensor.Empty(be, tensor.F32, shape...) // (*, inner)
 	be.GEGLU(s.g, s.p)
 	return f.Out.Forward(be, s.g), s
 }
@@ -38,7 +38,7 @@ func (s *FeedForwardState) Release(be tensor.Backend) { Free(be, &s.p, &s.g) }
 // releases s.
 func (f *FeedForward) Backward(be tensor.Backend, s *FeedForwardState, dy *tensor.Tensor) *tensor.Tensor {
 	dg := f.Out.Backward(be, s.g, dy, true)
-	dp := be.New(tensor.F32, s.p.Shape...) // (*, 2·inner)
+	dp := tensor.Empty(be, tensor.F32, s.p.Shape...) // (*, 2·inner)
 	be.GEGLUBackward(dp, dg, s.p)
 	s.Release(be)
 	dx := f.Proj.Backward(be, s.x, dp, true)

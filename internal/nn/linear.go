@@ -31,11 +31,11 @@ func NewLinear(b *Builder, name string, in, out int, bias bool) *Linear {
 // Forward maps x (*, In) to y (*, Out).
 func (l *Linear) Forward(be tensor.Backend, x *tensor.Tensor) *tensor.Tensor {
 	shape := append(append([]int(nil), x.Shape[:len(x.Shape)-1]...), l.Out)
-	y := be.New(tensor.F32, shape...) // (*, Out)
+	y := tensor.Empty(be, tensor.F32, shape...) // (*, Out)
 	be.Linear(y, x, l.W.W, paramW(l.B))
 	if l.LoRA != nil {
-		h := l.loraHidden(be, x)          // (rows, R)
-		d := be.New(tensor.F32, shape...) // (*, Out)
+		h := l.loraHidden(be, x)                    // (rows, R)
+		d := tensor.Empty(be, tensor.F32, shape...) // (*, Out)
 		be.Linear(d.View(h.Shape[0], l.Out), h, l.LoRA.B.W, nil)
 		be.Axpy(y, d, l.LoRA.Scale)
 		Free(be, &h, &d)
@@ -46,7 +46,7 @@ func (l *Linear) Forward(be tensor.Backend, x *tensor.Tensor) *tensor.Tensor {
 // loraHidden is A x for x (*, In), as (rows, R).
 func (l *Linear) loraHidden(be tensor.Backend, x *tensor.Tensor) *tensor.Tensor {
 	rows := x.Numel() / l.In
-	h := be.New(tensor.F32, rows, l.LoRA.A.Shape[0]) // (rows, R)
+	h := tensor.Empty(be, tensor.F32, rows, l.LoRA.A.Shape[0]) // (rows, R)
 	be.Linear(h, x.View(rows, l.In), l.LoRA.A.W, nil)
 	return h
 }
@@ -57,21 +57,21 @@ func (l *Linear) loraHidden(be tensor.Backend, x *tensor.Tensor) *tensor.Tensor 
 func (l *Linear) Backward(be tensor.Backend, x, dy *tensor.Tensor, needDx bool) *tensor.Tensor {
 	var dx *tensor.Tensor
 	if needDx {
-		dx = be.New(tensor.F32, x.Shape...) // (*, In)
+		dx = tensor.Empty(be, tensor.F32, x.Shape...) // (*, In)
 	}
 	be.LinearBackward(dx, l.W.G, paramG(l.B), dy, x, l.W.W)
 	if l.LoRA != nil {
 		a, b := l.LoRA.A, l.LoRA.B
 		rows := x.Numel() / l.In
 		x2, dy2 := x.View(rows, l.In), dy.View(rows, l.Out)
-		h := l.loraHidden(be, x)               // (rows, R)
-		sdy := be.New(tensor.F32, rows, l.Out) // (rows, Out)
+		h := l.loraHidden(be, x)                         // (rows, R)
+		sdy := tensor.Empty(be, tensor.F32, rows, l.Out) // (rows, Out)
 		be.Scale(sdy, dy2, l.LoRA.Scale)
-		dh := be.New(tensor.F32, rows, a.Shape[0]) // (rows, R)
+		dh := tensor.Empty(be, tensor.F32, rows, a.Shape[0]) // (rows, R)
 		be.LinearBackward(dh, b.G, nil, sdy, h, b.W)
 		var dxl *tensor.Tensor
 		if needDx {
-			dxl = be.New(tensor.F32, rows, l.In) // (rows, In)
+			dxl = tensor.Empty(be, tensor.F32, rows, l.In) // (rows, In)
 		}
 		be.LinearBackward(dxl, a.G, nil, dh, x2, a.W)
 		if needDx {

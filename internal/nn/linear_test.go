@@ -17,7 +17,7 @@ var loraTol = golden.Tol{Abs: 1e-5, Rel: 1e-5, Why: "short float32 sums (≤13 t
 // PEFT with a frozen base: no base gradients, A and B gradients, dx.
 func TestLinearLoRAMatchesPEFT(t *testing.T) {
 	c := golden.Load(t, "nn/lora.safetensors")
-	be := cpu.New()
+	be := cpu.NewChecked() // Empty outputs are NaNs until a kernel writes them
 	base := NewBuilder()
 	lin := NewLinear(base, "lin", 13, 11, true)
 	base.Table().Alloc(be, false) // frozen: no gradients

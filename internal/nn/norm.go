@@ -25,10 +25,10 @@ func (s *NormState) Release(be tensor.Backend) { Free(be, &s.Mean, &s.Rstd) }
 
 // Forward normalizes x (N, C, *) into y of the same shape.
 func (g *GroupNorm) Forward(be tensor.Backend, x *tensor.Tensor) (*tensor.Tensor, NormState) {
-	y := be.New(tensor.F32, x.Shape...) // (N, C, *)
+	y := tensor.Empty(be, tensor.F32, x.Shape...) // (N, C, *)
 	s := NormState{
-		Mean: be.New(tensor.F32, x.Shape[0], g.Groups), // (N, G)
-		Rstd: be.New(tensor.F32, x.Shape[0], g.Groups), // (N, G)
+		Mean: tensor.Empty(be, tensor.F32, x.Shape[0], g.Groups), // (N, G)
+		Rstd: tensor.Empty(be, tensor.F32, x.Shape[0], g.Groups), // (N, G)
 	}
 	be.GroupNorm(y, s.Mean, s.Rstd, x, g.W.W, g.B.W, g.Groups, g.Eps)
 	return y, s
@@ -36,7 +36,7 @@ func (g *GroupNorm) Forward(be tensor.Backend, x *tensor.Tensor) (*tensor.Tensor
 
 // Backward accumulates dW, db and returns dx (N, C, *); it releases s.
 func (g *GroupNorm) Backward(be tensor.Backend, x, dy *tensor.Tensor, s *NormState) *tensor.Tensor {
-	dx := be.New(tensor.F32, x.Shape...) // (N, C, *)
+	dx := tensor.Empty(be, tensor.F32, x.Shape...) // (N, C, *)
 	be.GroupNormBackward(dx, g.W.G, g.B.G, dy, x, s.Mean, s.Rstd, g.W.W, g.Groups)
 	s.Release(be)
 	return dx
@@ -57,15 +57,15 @@ func NewLayerNorm(b *Builder, name string, c int, eps float32) *LayerNorm {
 // Forward normalizes x (*, C) into y of the same shape.
 func (l *LayerNorm) Forward(be tensor.Backend, x *tensor.Tensor) (*tensor.Tensor, NormState) {
 	rows := x.Numel() / l.C
-	y := be.New(tensor.F32, x.Shape...)                                            // (*, C)
-	s := NormState{Mean: be.New(tensor.F32, rows), Rstd: be.New(tensor.F32, rows)} // (rows)
+	y := tensor.Empty(be, tensor.F32, x.Shape...)                                                      // (*, C)
+	s := NormState{Mean: tensor.Empty(be, tensor.F32, rows), Rstd: tensor.Empty(be, tensor.F32, rows)} // (rows)
 	be.LayerNorm(y, s.Mean, s.Rstd, x, l.W.W, l.B.W, l.Eps)
 	return y, s
 }
 
 // Backward accumulates dW, db and returns dx (*, C); it releases s.
 func (l *LayerNorm) Backward(be tensor.Backend, x, dy *tensor.Tensor, s *NormState) *tensor.Tensor {
-	dx := be.New(tensor.F32, x.Shape...) // (*, C)
+	dx := tensor.Empty(be, tensor.F32, x.Shape...) // (*, C)
 	be.LayerNormBackward(dx, l.W.G, l.B.G, dy, x, s.Mean, s.Rstd, l.W.W)
 	s.Release(be)
 	return dx

@@ -31,7 +31,7 @@ func NewUpsample(b *Builder, c int) *Upsample {
 // Forward maps x (N, C, H, W) to y (N, C, 2H, 2W) and returns the upsampled
 // input the backward needs.
 func (u *Upsample) Forward(be tensor.Backend, x *tensor.Tensor) (y, up *tensor.Tensor) {
-	up = be.New(tensor.F32, x.Shape[0], x.Shape[1], 2*x.Shape[2], 2*x.Shape[3]) // (N, C, 2H, 2W)
+	up = tensor.Empty(be, tensor.F32, x.Shape[0], x.Shape[1], 2*x.Shape[2], 2*x.Shape[3]) // (N, C, 2H, 2W)
 	be.Upsample2x(up, x)
 	return u.Conv.Forward(be, up), up
 }
@@ -40,7 +40,7 @@ func (u *Upsample) Forward(be tensor.Backend, x *tensor.Tensor) (y, up *tensor.T
 // frees up, the upsampled input its forward returned.
 func (u *Upsample) Backward(be tensor.Backend, up, dy *tensor.Tensor) *tensor.Tensor {
 	dup := u.Conv.Backward(be, up, dy, true)
-	dx := be.New(tensor.F32, up.Shape[0], up.Shape[1], up.Shape[2]/2, up.Shape[3]/2) // (N, C, H, W)
+	dx := tensor.Empty(be, tensor.F32, up.Shape[0], up.Shape[1], up.Shape[2]/2, up.Shape[3]/2) // (N, C, H, W)
 	be.Upsample2xBackward(dx, dup)
 	Free(be, &dup, &up)
 	return dx

@@ -39,12 +39,12 @@ func (t *TransformerBlock) Forward(be tensor.Backend, x, ctx *tensor.Tensor) (*t
 	var h *tensor.Tensor
 	s.n1, s.s1 = t.Norm1.Forward(be, x)
 	h, s.a1 = t.Attn1.Forward(be, s.n1, nil, false)
-	s.x1 = be.New(tensor.F32, x.Shape...) // (B, T, C)
+	s.x1 = tensor.Empty(be, tensor.F32, x.Shape...) // (B, T, C)
 	be.Add(s.x1, x, h)
 	Free(be, &h)
 	s.n2, s.s2 = t.Norm2.Forward(be, s.x1)
 	h, s.a2 = t.Attn2.Forward(be, s.n2, ctx, false)
-	s.x2 = be.New(tensor.F32, x.Shape...) // (B, T, C)
+	s.x2 = tensor.Empty(be, tensor.F32, x.Shape...) // (B, T, C)
 	be.Add(s.x2, s.x1, h)
 	Free(be, &h)
 	s.n3, s.s3 = t.Norm3.Forward(be, s.x2)
@@ -150,13 +150,13 @@ func (t *Transformer2D) Forward(be tensor.Backend, x, ctx *tensor.Tensor) (*tens
 	s.n, s.ns = t.Norm.Forward(be, x) // (N, C, H, W)
 	var tok *tensor.Tensor
 	if t.Linear {
-		s.pin = be.New(tensor.F32, n, h, w, c) // (N, H, W, C)
+		s.pin = tensor.Empty(be, tensor.F32, n, h, w, c) // (N, H, W, C)
 		be.Permute(s.pin, s.n, 0, 2, 3, 1)
 		s.tok0 = t.ProjInL.Forward(be, s.pin.View(n, h*w, c)) // (N, HW, inner)
 		tok = s.tok0
 	} else {
-		s.pin = t.ProjInC.Forward(be, s.n)            // (N, inner, H, W)
-		s.tok0 = be.New(tensor.F32, n, h, w, t.Inner) // (N, H, W, inner)
+		s.pin = t.ProjInC.Forward(be, s.n)                      // (N, inner, H, W)
+		s.tok0 = tensor.Empty(be, tensor.F32, n, h, w, t.Inner) // (N, H, W, inner)
 		be.Permute(s.tok0, s.pin, 0, 2, 3, 1)
 		tok = s.tok0.View(n, h*w, t.Inner) // (N, HW, inner)
 	}
@@ -169,12 +169,12 @@ func (t *Transformer2D) Forward(be tensor.Backend, x, ctx *tensor.Tensor) (*tens
 	s.tok = tok
 	var y *tensor.Tensor
 	if t.Linear {
-		y = be.New(tensor.F32, n, c, h, w) // (N, C, H, W)
-		o := t.ProjOutL.Forward(be, tok)   // (N, HW, C)
+		y = tensor.Empty(be, tensor.F32, n, c, h, w) // (N, C, H, W)
+		o := t.ProjOutL.Forward(be, tok)             // (N, HW, C)
 		be.Permute(y, o.View(n, h, w, c), 0, 3, 1, 2)
 		Free(be, &o)
 	} else {
-		s.out = be.New(tensor.F32, n, t.Inner, h, w) // (N, inner, H, W)
+		s.out = tensor.Empty(be, tensor.F32, n, t.Inner, h, w) // (N, inner, H, W)
 		be.Permute(s.out, tok.View(n, h, w, t.Inner), 0, 3, 1, 2)
 		y = t.ProjOutC.Forward(be, s.out)
 	}
@@ -188,14 +188,14 @@ func (t *Transformer2D) Backward(be tensor.Backend, s *Transformer2DState, dy, d
 	n, c, h, w := s.x.Shape[0], s.x.Shape[1], s.x.Shape[2], s.x.Shape[3]
 	var dtok, owned *tensor.Tensor // owned is dtok's storage, which dtok may view
 	if t.Linear {
-		do := be.New(tensor.F32, n, h, w, c) // (N, H, W, C)
+		do := tensor.Empty(be, tensor.F32, n, h, w, c) // (N, H, W, C)
 		be.Permute(do, dy, 0, 2, 3, 1)
 		dtok = t.ProjOutL.Backward(be, s.tok, do.View(n, h*w, c), true)
 		owned = dtok
 		Free(be, &do)
 	} else {
-		dout := t.ProjOutC.Backward(be, s.out, dy, true) // (N, inner, H, W)
-		owned = be.New(tensor.F32, n, h, w, t.Inner)     // (N, H, W, inner)
+		dout := t.ProjOutC.Backward(be, s.out, dy, true)       // (N, inner, H, W)
+		owned = tensor.Empty(be, tensor.F32, n, h, w, t.Inner) // (N, H, W, inner)
 		be.Permute(owned, dout, 0, 2, 3, 1)
 		dtok = owned.View(n, h*w, t.Inner)
 		Free(be, &dout)
@@ -208,11 +208,11 @@ func (t *Transformer2D) Backward(be tensor.Backend, s *Transformer2DState, dy, d
 	var dn *tensor.Tensor
 	if t.Linear {
 		dp := t.ProjInL.Backward(be, s.pin.View(n, h*w, c), dtok, true) // (N, HW, C)
-		dn = be.New(tensor.F32, n, c, h, w)
+		dn = tensor.Empty(be, tensor.F32, n, c, h, w)
 		be.Permute(dn, dp.View(n, h, w, c), 0, 3, 1, 2)
 		Free(be, &dp)
 	} else {
-		dp := be.New(tensor.F32, n, t.Inner, h, w) // (N, inner, H, W)
+		dp := tensor.Empty(be, tensor.F32, n, t.Inner, h, w) // (N, inner, H, W)
 		be.Permute(dp, dtok.View(n, h, w, t.Inner), 0, 3, 1, 2)
 		dn = t.ProjInC.Backward(be, s.n, dp, true)
 		Free(be, &dp)

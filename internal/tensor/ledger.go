@@ -2,6 +2,7 @@ package tensor
 
 import (
 	"fmt"
+	"reflect"
 	"runtime"
 	"sort"
 	"strings"
@@ -26,15 +27,28 @@ type entry struct {
 	site  string // file:line of the New call
 }
 
+// emptyFunc is the name of Empty, which Alloc looks past for a site.
+var emptyFunc = runtime.FuncForPC(reflect.ValueOf(Empty).Pointer()).Name()
+
 // NewLedger returns an empty ledger.
 func NewLedger() *Ledger { return &Ledger{live: map[*Tensor]entry{}} }
 
 // Alloc records t, just made; skip is the number of frames between the
 // caller's New and Alloc (1 when the backend's New calls Alloc itself).
+// The site is the line that asked for the tensor, past the Empty helper.
 func (l *Ledger) Alloc(t *Tensor, skip int) {
 	site := "?"
-	if _, file, line, ok := runtime.Caller(skip + 1); ok {
-		site = fmt.Sprintf("%s:%d", trimPath(file), line)
+	pc := make([]uintptr, 2)
+	frames := runtime.CallersFrames(pc[:runtime.Callers(skip+2, pc)])
+	for {
+		f, more := frames.Next()
+		if f.Function == emptyFunc && more {
+			continue
+		}
+		if f.File != "" {
+			site = fmt.Sprintf("%s:%d", trimPath(f.File), f.Line)
+		}
+		break
 	}
 	n := int64(t.Numel() * t.DType.Size())
 	l.mu.Lock()
