@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/zerodiff/zerodiff/internal/rng"
 	"github.com/zerodiff/zerodiff/internal/sampler"
 	"github.com/zerodiff/zerodiff/internal/sd/clip"
 	"github.com/zerodiff/zerodiff/internal/sd/unet"
@@ -157,14 +156,6 @@ func (p *Pipeline) Encode(texts []string, clipSkip int) (*tensor.Tensor, error) 
 	return p.Text.Forward(p.be, ids, clipSkip)
 }
 
-// weightFreezer is a backend whose GEMMs can read a bfloat16 copy of weights
-// that stay unchanged meanwhile (internal/cuda under bf16 math): the UNet's
-// weights are converted once per Generate instead of at every step.
-type weightFreezer interface {
-	FreezeBF16(w *tensor.Tensor)
-	ThawBF16(w *tensor.Tensor)
-}
-
 // Generate runs req and returns one image (3, H, W), values in [-1, 1], per
 // prompt. progress, if not nil, is called after every sampler step.
 func (p *Pipeline) Generate(req Request, progress func(step, total int)) ([][]float32, error) {
@@ -176,13 +167,12 @@ func (p *Pipeline) Generate(req Request, progress func(step, total int)) ([][]fl
 	if err != nil {
 		return nil, err
 	}
-	if f, ok := p.be.(weightFreezer); ok {
+	if f, ok := p.be.(tensor.WeightFreezer); ok {
 		f.FreezeBF16(p.UNet.Params.W)
 		defer f.ThawBF16(p.UNet.Params.W)
 	}
 	n := len(req.Prompts)
 	lc, h, w := p.UNet.Cfg.InChannels, req.Height/f, req.Width/f
-	per := lc * h * w
 	guided := req.Guidance > 1
 	texts := req.Prompts
 	if guided {
@@ -197,77 +187,18 @@ func (p *Pipeline) Generate(req Request, progress func(step, total int)) ([][]fl
 		return nil, err
 	}
 
-	streams := make([]*rng.Stream, n)
-	x := make([]float32, n*per) // (N, C, h, w)
-	for k := range n {
-		streams[k] = rng.New(req.Seed, uint64(req.First+k))
-		streams[k].Normal(x[k*per : (k+1)*per])
-	}
-	if req.Latents != nil {
-		if len(req.Latents) != len(x) {
-			return nil, fmt.Errorf("initial latents: %d values, want %d = (%d, %d, %d, %d)", len(req.Latents), len(x), n, lc, h, w)
-		}
-		copy(x, req.Latents)
-	}
-	sigma := float32(s.InitNoiseSigma())
-	for i := range x {
-		x[i] *= sigma
-	}
-	noise := func(dst []float32) {
-		for k := range n {
-			streams[k].Normal(dst[k*per : (k+1)*per])
-		}
-	}
-
-	ts := s.Timesteps()
-	rows := n
-	if guided {
-		rows = 2 * n
-	}
-	lat := p.be.New(tensor.F32, rows, lc, h, w) // (rows, C, h, w)
-	tt := p.be.New(tensor.F32, rows)            // (rows)
-	out := make([]float32, rows*per)            // (rows, C, h, w)
-	tv := make([]float32, rows)
-	for i, t := range ts {
-		in := s.ScaleModelInput(x, i)
-		if guided {
-			p.be.Upload(lat, append(append(make([]float32, 0, 2*len(in)), in...), in...))
-		} else {
-			p.be.Upload(lat, in)
-		}
-		for j := range tv {
-			tv[j] = float32(t)
-		}
-		p.be.Upload(tt, tv)
-		y, _ := p.UNet.Forward(p.be, lat, tt, ctx)
-		p.be.Download(out, y)
-		eps := out
-		if guided {
-			eps = sampler.Guide(out[:n*per], out[n*per:], req.Guidance)
-		}
-		x = s.Step(eps, i, x, noise)
-		if progress != nil {
-			progress(i+1, len(ts))
-		}
-	}
-
-	if p.VAE == nil {
-		return split(x, n), nil
-	}
-	z := p.be.New(tensor.F32, n, lc, h, w) // (N, C, h, w)
-	inv := float32(1 / p.VAE.Cfg.ScalingFactor)
-	zs := make([]float32, len(x))
-	for i, v := range x {
-		zs[i] = v * inv
-	}
-	p.be.Upload(z, zs)
-	img, err := p.VAE.Decode(p.be, z) // (N, 3, H, W)
+	x, err := Denoise(p.be, s, Latents{N: n, C: lc, H: h, W: w, Seed: req.Seed, First: req.First, Initial: req.Latents}, req.Guidance,
+		func(lat, t *tensor.Tensor) *tensor.Tensor {
+			y, _ := p.UNet.Forward(p.be, lat, t, ctx)
+			return y
+		}, progress)
 	if err != nil {
 		return nil, err
 	}
-	pix := make([]float32, img.Numel())
-	p.be.Download(pix, img)
-	return split(pix, n), nil
+	if p.VAE == nil {
+		return split(x, n), nil
+	}
+	return Decode(p.be, p.VAE, x, n, lc, h, w)
 }
 
 // split cuts a batch (N, ...) into its N images.

@@ -3,8 +3,8 @@ package sdxl
 import (
 	"fmt"
 
-	"github.com/zerodiff/zerodiff/internal/rng"
 	"github.com/zerodiff/zerodiff/internal/sampler"
+	"github.com/zerodiff/zerodiff/internal/sd/pipeline"
 	"github.com/zerodiff/zerodiff/internal/sd/unet"
 	"github.com/zerodiff/zerodiff/internal/tensor"
 )
@@ -61,7 +61,7 @@ func (m *Model) Generate(be tensor.Backend, req Request, progress func(step, tot
 	if err != nil {
 		return nil, err
 	}
-	if f, ok := be.(weightFreezer); ok {
+	if f, ok := be.(tensor.WeightFreezer); ok {
 		f.FreezeBF16(m.UNet.Params.W)
 		defer f.ThawBF16(m.UNet.Params.W)
 	}
@@ -96,82 +96,15 @@ func (m *Model) Generate(be tensor.Backend, req Request, progress func(step, tot
 	}
 
 	lc, h, w := m.UNet.Cfg.InChannels, req.Height/f, req.Width/f
-	per := lc * h * w
-	streams := make([]*rng.Stream, n)
-	x := make([]float32, n*per) // (N, C, h, w)
-	for k := range n {
-		streams[k] = rng.New(req.Seed, uint64(req.First+k))
-		streams[k].Normal(x[k*per : (k+1)*per])
-	}
-	if req.Latents != nil {
-		if len(req.Latents) != len(x) {
-			return nil, fmt.Errorf("initial latents: %d values, want %d = (%d, %d, %d, %d)", len(req.Latents), len(x), n, lc, h, w)
-		}
-		copy(x, req.Latents)
-	}
-	sigma := float32(s.InitNoiseSigma())
-	for i := range x {
-		x[i] *= sigma
-	}
-	noise := func(dst []float32) {
-		for k := range n {
-			streams[k].Normal(dst[k*per : (k+1)*per])
-		}
-	}
-
-	ts := s.Timesteps()
-	lat := be.New(tensor.F32, rows, lc, h, w) // (rows, C, h, w)
-	tt := be.New(tensor.F32, rows)            // (rows)
-	out := make([]float32, rows*per)          // (rows, C, h, w)
-	tv := make([]float32, rows)
-	for i, t := range ts {
-		in := s.ScaleModelInput(x, i)
-		if guided {
-			be.Upload(lat, append(append(make([]float32, 0, 2*len(in)), in...), in...))
-		} else {
-			be.Upload(lat, in)
-		}
-		for j := range tv {
-			tv[j] = float32(t)
-		}
-		be.Upload(tt, tv)
-		y, _ := m.UNet.ForwardAdded(be, lat, tt, ctx, add)
-		be.Download(out, y)
-		eps := out
-		if guided {
-			eps = sampler.Guide(out[:n*per], out[n*per:], req.Guidance)
-		}
-		x = s.Step(eps, i, x, noise)
-		if progress != nil {
-			progress(i+1, len(ts))
-		}
-	}
-
-	z := be.New(tensor.F32, n, lc, h, w) // (N, C, h, w)
-	inv := float32(1 / m.VAE.Cfg.ScalingFactor)
-	for i := range x {
-		x[i] *= inv
-	}
-	be.Upload(z, x)
-	img, err := m.VAE.Decode(be, z) // (N, 3, H, W)
+	x, err := pipeline.Denoise(be, s, pipeline.Latents{N: n, C: lc, H: h, W: w, Seed: req.Seed, First: req.First, Initial: req.Latents}, req.Guidance,
+		func(lat, t *tensor.Tensor) *tensor.Tensor {
+			y, _ := m.UNet.ForwardAdded(be, lat, t, ctx, add)
+			return y
+		}, progress)
 	if err != nil {
 		return nil, err
 	}
-	pix := make([]float32, img.Numel())
-	be.Download(pix, img)
-	images := make([][]float32, n)
-	for k := range n {
-		images[k] = pix[k*len(pix)/n : (k+1)*len(pix)/n]
-	}
-	return images, nil
-}
-
-// weightFreezer is a backend whose GEMMs can read a bfloat16 copy of weights
-// that stay unchanged meanwhile (internal/cuda under bf16 math): the UNet's
-// weights are converted once per Generate instead of at every step.
-type weightFreezer interface {
-	FreezeBF16(w *tensor.Tensor)
-	ThawBF16(w *tensor.Tensor)
+	return pipeline.Decode(be, m.VAE, x, n, lc, h, w)
 }
 
 // stack joins a (N, ...) and b (N, ...) into (2N, ...).
