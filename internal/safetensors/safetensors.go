@@ -328,7 +328,13 @@ func (f *File) Bytes(name string) ([]byte, error) {
 }
 
 // Float32 converts tensor name (F32, F16 or BF16) to a new []float32.
-func (f *File) Float32(name string) ([]float32, error) {
+func (f *File) Float32(name string) ([]float32, error) { return f.Float32Into(nil, name) }
+
+// Float32Into converts tensor name (F32, F16 or BF16) into buf's memory when
+// it has room, else into a new slice, and returns the values: a loader that
+// passes back what it got converts a whole model without a new buffer per
+// tensor.
+func (f *File) Float32Into(buf []float32, name string) ([]float32, error) {
 	in, err := f.lookup(name)
 	if err != nil {
 		return nil, err
@@ -336,7 +342,12 @@ func (f *File) Float32(name string) ([]float32, error) {
 	if in.DType == tensor.I64 {
 		return nil, f.errorf("tensor %q is I64, not a float tensor (use Int64)", name)
 	}
-	out := make([]float32, in.Numel()) // shape in.Shape
+	n := in.Numel()
+	out := buf[:0]
+	if cap(out) < n {
+		out = make([]float32, n) // shape in.Shape
+	}
+	out = out[:n]
 	if err := tensor.DecodeFloat32(out, f.data[in.Begin:in.End], in.DType); err != nil {
 		return nil, f.errorf("tensor %q: %v", name, err)
 	}

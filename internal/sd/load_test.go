@@ -258,3 +258,34 @@ func TestLoaderLoadsOneParameterAtATime(t *testing.T) {
 		}
 	}
 }
+
+// TestLoaderReusesItsBuffer: converting half-precision weights made a new
+// float32 slice per tensor, garbage as large as the model until the
+// collector ran (an fp16 SDXL UNet peaked near twice its float32 size).
+// Once the loader has seen the largest tensor, loading allocates nothing.
+func TestLoaderReusesItsBuffer(t *testing.T) {
+	be := cpu.New()
+	tab := twoParams()
+	tab.Alloc(be, false)
+	ws := writeWeights(t,
+		safetensors.Tensor{Name: "l.weight", DType: tensor.F16, Shape: []int{2, 3}, F32: []float32{1, 2, 3, 4, 5, 6}},
+		safetensors.Tensor{Name: "l.bias", DType: tensor.BF16, Shape: []int{2}, F32: []float32{7, 8}})
+	l, err := NewLoader(tab, ws, Diffusers)
+	if err != nil {
+		t.Fatal(err)
+	}
+	loadAll := func() {
+		for i := range tab.Params {
+			if err := l.Load(be, i); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	loadAll()
+	if a := testing.AllocsPerRun(10, loadAll); a != 0 {
+		t.Errorf("loading the table again allocated %g times a run, want 0", a)
+	}
+	if got, want := cpu.Data(tab.W), []float32{1, 2, 3, 4, 5, 6, 7, 8}; !slices.Equal(got, want) {
+		t.Errorf("weights %v, want %v", got, want)
+	}
+}
