@@ -42,8 +42,8 @@ test: fmt-check vet build
 	@if [ "$$(id -u)" = 0 ] && { command -v sbatch >/dev/null || command -v apt-get >/dev/null; }; then \
 		slurm/test.sh; else echo "make test: test-slurm not run: needs root and Slurm or apt-get"; fi
 
-# Every go test -fuzz target for FUZZTIME each (make test: 2s; `make fuzz FUZZTIME=10m` for a long run).
-FUZZTIME ?= 2s
+# Every go test -fuzz target for FUZZTIME each (make test: 20000 inputs each; `make fuzz FUZZTIME=10m` for a long run).
+FUZZTIME ?= 20000x
 
 fuzz:
 	FUZZTIME=$(FUZZTIME) scripts/fuzz.sh
