@@ -6,7 +6,6 @@ import (
 
 	"github.com/zerodiff/zerodiff/internal/cpu"
 	"github.com/zerodiff/zerodiff/internal/golden"
-	"github.com/zerodiff/zerodiff/internal/lora"
 	"github.com/zerodiff/zerodiff/internal/optim"
 	"github.com/zerodiff/zerodiff/internal/sd/unet"
 )
@@ -45,30 +44,5 @@ func TestSDXLFullFineTuneMatchesDiffusers(t *testing.T) {
 // to_q/k/v/out.0, AdamW lr 1e-2, clipping 1) on the tiny SDXL UNet for 5
 // steps from PEFT's initial adapter weights.
 func TestSDXLLoRAMatchesPEFT(t *testing.T) {
-	c := golden.Load(t, "train/sdxl_lora.safetensors")
-	be := cpu.New()
-	dir := filepath.Join(golden.Root(t), "models", c.Meta(t, "model"))
-	u, err := unet.LoadAdded(be, dir, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	set, err := lora.Inject(u.Params, []string{"to_k", "to_q", "to_v", "to_out.0"}, 4, 8, "gaussian", 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	set.Alloc(be, true)
-	for _, p := range set.Params.Params {
-		v, _ := c.F32(t, "init."+p.Name)
-		be.Upload(p.W, v)
-	}
-	s := goldenStepper(t, c, be, u, set.Params, dir)
-	replay(t, c, s, "train sdxl lora 5 steps")
-	var se float64
-	for _, p := range set.Params.Params {
-		want, shape := c.F32(t, "final."+p.Name)
-		got := cpu.Data(p.W)
-		golden.Compare(t, "train sdxl lora 5 steps", p.Name, got, want, shape, loraWeightTol)
-		se += sumSquaredDiff(got, want)
-	}
-	checkRMS(t, se, set.Params.Size)
+	replayLoRAGolden(t, "train/sdxl_lora.safetensors", "train sdxl lora 5 steps", unet.LoadAdded)
 }

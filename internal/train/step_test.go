@@ -180,10 +180,22 @@ func checkRMS(t *testing.T, se float64, n int) {
 // r 4, α 8 on to_q/k/v/out.0, v-prediction on the fp16 tiny-v model, clipping
 // 1, AdamW lr 1e-2) for 10 steps from PEFT's initial adapter weights.
 func TestLoRAMatchesPEFT(t *testing.T) {
-	c := golden.Load(t, "train/lora.safetensors")
+	u := replayLoRAGolden(t, "train/lora.safetensors", "train lora 10 steps", unet.Load)
+	if u.Params.G != nil {
+		t.Fatal("the frozen base UNet has gradient buffers")
+	}
+}
+
+// replayLoRAGolden replays the PEFT LoRA run of golden file (r 4, α 8 on
+// to_q/k/v/out.0, from PEFT's initial adapter weights) on the UNet load
+// builds from the file's model folder, compares the final adapter weights
+// under label and returns the UNet.
+func replayLoRAGolden(t *testing.T, file, label string, load func(tensor.Backend, string, bool) (*unet.UNet, error)) *unet.UNet {
+	t.Helper()
+	c := golden.Load(t, file)
 	be := cpu.New()
 	dir := filepath.Join(golden.Root(t), "models", c.Meta(t, "model"))
-	u, err := unet.Load(be, dir, false)
+	u, err := load(be, dir, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -197,18 +209,16 @@ func TestLoRAMatchesPEFT(t *testing.T) {
 		be.Upload(p.W, v)
 	}
 	s := goldenStepper(t, c, be, u, set.Params, dir)
-	replay(t, c, s, "train lora 10 steps")
+	replay(t, c, s, label)
 	var se float64
 	for _, p := range set.Params.Params {
 		want, shape := c.F32(t, "final."+p.Name)
 		got := cpu.Data(p.W)
-		golden.Compare(t, "train lora 10 steps", p.Name, got, want, shape, loraWeightTol)
+		golden.Compare(t, label, p.Name, got, want, shape, loraWeightTol)
 		se += sumSquaredDiff(got, want)
 	}
 	checkRMS(t, se, set.Params.Size)
-	if u.Params.G != nil {
-		t.Fatal("the frozen base UNet has gradient buffers")
-	}
+	return u
 }
 
 // LoRA weights take 10 AdamW steps of lr 1e-2. Unlike the full UNet, every
